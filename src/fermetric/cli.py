@@ -1,0 +1,155 @@
+"""The ``fermetric`` command line.
+
+This file only declares the commands and their options; each command is run by a ``run_cli(args)``
+function in the module that owns the work (imported lazily, so ``fermetric --help`` is instant).
+A :class:`~fermetric.errors.FermetricError` prints one line and exits non-zero; ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import FermetricError
+
+# command -> "module:function" taking the parsed arguments and returning an exit code
+HANDLERS = {
+    "train": "fermetric.engine.train:run_cli",
+    "eval": "fermetric.engine.evaluate:run_cli",
+    "audit-data": "fermetric.data.audit:run_cli",
+    "info": "fermetric.info:run_cli",
+    "predict": "fermetric.predict:run_cli",
+    "index-build": "fermetric.retrieval.index:run_cli_build",
+    "index-query": "fermetric.retrieval.index:run_cli_query",
+    "plot": "fermetric.plots:run_cli",
+    "export": "fermetric.export:run_cli",
+    "subclasses": "fermetric.subclasses:run_cli",
+}
+
+
+def _data_options(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--data", required=required, metavar="DATASET=ROOT",
+                   help="dataset name and root, e.g. fer2013=../shared/data/fer2013 (see `fermetric info`)")
+    p.add_argument("--fold", type=int, default=None,
+                   help="test fold of a subject-independent k-fold protocol (CK+: 0-9)")
+    p.add_argument("--label-mode", default=None, choices=["majority", "plurality", "probability"],
+                   help="FER+ label mode (default majority)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fermetric", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"fermetric {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a recipe on a dataset")
+    p.add_argument("--recipe", required=True, help="recipe name (ce, mtdml, dmsl, tcl-full, tcl-semi, tcl-pred, pidml) or YAML path")
+    _data_options(p)
+    p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl, results)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in --out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe field, e.g. --set optim.lr=0.05 (repeatable)")
+    p.add_argument("--on-nan", choices=["stop", "skip"], default="stop",
+                   help="on a NaN/Inf loss: stop (keep the last good checkpoint) or skip the batch")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps (smoke runs)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on a dataset split")
+    p.add_argument("--checkpoint", required=True, help="checkpoint path or 'default' (the shipped model)")
+    _data_options(p)
+    p.add_argument("--split", default="test")
+    p.add_argument("--tta", choices=["none", "flip"], default="none")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--out", default=None, help="also write metrics.json and confusion.png here")
+
+    p = sub.add_parser("audit-data", help="class counts, duplicates, blank and unreadable images")
+    p.add_argument("dataset", metavar="DATASET=ROOT")
+    p.add_argument("--json", action="store_true")
+
+    sub.add_parser("info", help="versions, device, backbones, recipes and datasets").add_argument(
+        "--json", action="store_true")
+
+    p = sub.add_parser("predict", help="expressions of the faces in photos, folders and videos")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--checkpoint", default="default")
+    p.add_argument("--json", action="store_true", help="print JSON lines, one per face")
+    p.add_argument("--csv", default=None, metavar="FILE")
+    p.add_argument("--annotate", default=None, metavar="DIR", help="write copies with boxes and labels")
+    p.add_argument("--no-detect", action="store_true", help="inputs are already face crops")
+    p.add_argument("--detector", default="haar", help="face detector (haar; mtcnn, mediapipe when installed)")
+    p.add_argument("--every", type=int, default=10, help="video: analyse every N-th frame")
+    p.add_argument("--device", default="cpu")
+
+    p = sub.add_parser("index", help="nearest-expression retrieval (faiss)")
+    isub = p.add_subparsers(dest="index_command", metavar="ACTION", required=True)
+    b = isub.add_parser("build", help="embed a dataset or folder into an index")
+    b.add_argument("--checkpoint", default="default")
+    b.add_argument("--data", required=True, metavar="DATASET=ROOT|FOLDER")
+    b.add_argument("--split", default="train")
+    b.add_argument("--out", required=True, metavar="INDEX")
+    b.add_argument("--device", default="auto")
+    q = isub.add_parser("query", help="the k nearest expressions to an image")
+    q.add_argument("index", metavar="INDEX")
+    q.add_argument("image", metavar="IMAGE")
+    q.add_argument("-k", type=int, default=10)
+    q.add_argument("--sheet", default=None, metavar="PNG", help="write a contact sheet")
+    q.add_argument("--no-detect", action="store_true")
+    q.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("plot", help="embeddings, confusion matrix, training curves (PNG)")
+    p.add_argument("kind", choices=["embeddings", "confusion", "curves"])
+    p.add_argument("--checkpoint", default="default")
+    p.add_argument("--data", default=None, metavar="DATASET=ROOT")
+    p.add_argument("--split", default="test")
+    p.add_argument("--run", default=None, help="run directory (curves, confusion from metrics)")
+    p.add_argument("--method", choices=["tsne", "umap"], default="tsne")
+    p.add_argument("--max-points", type=int, default=3000)
+    p.add_argument("--out", required=True, metavar="PNG")
+    p.add_argument("--device", default="auto")
+
+    p = sub.add_parser("export", help="export a checkpoint (ONNX)")
+    p.add_argument("--checkpoint", default="default")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("subclasses", help="DMSL sub-class discovery ('mitosis') on a trained model")
+    p.add_argument("--checkpoint", required=True)
+    _data_options(p)
+    p.add_argument("--split", default="train")
+    p.add_argument("--out", required=True)
+    p.add_argument("--max-components", type=int, default=4)
+    p.add_argument("--min-samples", type=int, default=100)
+    p.add_argument("--device", default="auto")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    command = args.command if args.command != "index" else f"index-{args.index_command}"
+    module_name, function_name = HANDLERS[command].split(":")
+    try:
+        handler = getattr(importlib.import_module(module_name), function_name)
+        return int(handler(args) or 0)
+    except FermetricError as err:
+        if args.debug:
+            raise
+        print(f"fermetric {args.command}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(f"fermetric {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

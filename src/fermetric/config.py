@@ -1,0 +1,169 @@
+"""Typed training recipes.
+
+A recipe is a small YAML file in ``fermetric/recipes``. Every method recipe starts from ``ce.yaml``
+(``base: ce``) and overrides only what the method needs, so all methods share one protocol:
+same backbone, input size, augmentation, schedule and epochs.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet18"
+    embedding_dim: int = 512
+    attention: bool = False  # TCL's selective attention module on the last feature map
+    partial: str | None = None  # None | "template" | "landmarks": PI&DML partial-image branches
+    partial_shared: bool = True  # one branch for all regions, or one per region
+    dropout: float = 0.0
+    pretrained: bool = False  # ImageNet weights that ship inside registry packages (extra)
+
+
+@dataclass
+class LossConfig:
+    name: str | None = None  # None: cross-entropy only; else a name in fermetric.losses.LOSSES
+    weight: float = 1.0  # lambda of the metric loss
+    options: dict = field(default_factory=dict)  # keyword arguments of the metric loss
+    ce_weight: float = 1.0
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"  # cosine | onecycle
+    warmup_epochs: float = 1.0  # cosine only; onecycle warms up over 20% of the steps
+    loss_lr_multiplier: float = 1.0  # learning-rate factor for loss parameters (learnable centres)
+
+
+@dataclass
+class AugmentConfig:
+    crop_padding: int = 4  # pad-and-crop jitter in pixels at input size
+    scale: tuple[float, float] = (0.8, 1.2)
+    rotation: float = 10.0  # degrees
+    hflip: bool = True
+    erasing: float = 0.5  # probability of random erasing
+
+
+@dataclass
+class DataConfig:
+    input_size: int = 48
+    batch_size: int = 256
+    sampler: str = "random"  # random | pk (P classes x K samples per batch)
+    samples_per_class: int = 16  # K of a P x K batch
+    mean: float = 0.5
+    std: float = 0.25
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class Recipe:
+    name: str = "ce"
+    description: str = ""
+    epochs: int = 60
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    ema: float | None = None  # decay of an exponential moving average of the weights
+    amp: bool = True  # bf16 autocast on CUDA (CPU always runs fp32)
+    channels_last: bool = True  # on CUDA
+    compile: bool = False  # torch.compile the model on CUDA
+    tta: str = "none"  # none | flip: test-time augmentation, always reported with results
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Recipe":
+        return _build(cls, data, "recipe")
+
+
+def _build(kind, data: dict, where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in fields(kind)}
+    unknown = set(data) - set(known)
+    if unknown:
+        raise ConfigError(f"unknown {where} option(s) {sorted(unknown)}; known: {sorted(known)}")
+    values = {}
+    for name, value in data.items():
+        default = getattr(kind(), name)
+        if is_dataclass(default) and isinstance(value, dict):
+            value = _build(type(default), value, f"{where}.{name}")
+        elif isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        values[name] = value
+    return kind(**values)
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "options":
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def recipe_names() -> list[str]:
+    folder = resources.files("fermetric") / "recipes"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_recipe_dict(name_or_path: str, seen: tuple = ()) -> dict:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        text = path.read_text()
+    else:
+        resource = resources.files("fermetric") / "recipes" / f"{name_or_path}.yaml"
+        if not resource.is_file():
+            raise ConfigError(f"unknown recipe {name_or_path!r}; known: {', '.join(recipe_names())} (or a .yaml path)")
+        text = resource.read_text()
+    data = yaml.safe_load(text) or {}
+    base = data.pop("base", None)
+    if base:
+        if base in seen:
+            raise ConfigError(f"recipe {name_or_path!r} inherits from itself through {base!r}")
+        data = _merge(_read_recipe_dict(base, seen + (name_or_path,)), data)
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"optim.lr=0.05"`` -> (["optim", "lr"], 0.05); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.sub=value")
+    key, value = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(value)
+
+
+def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
+    """A recipe by name (``ce``, ``mtdml``...) or YAML path, with ``key.sub=value`` overrides."""
+    data = _read_recipe_dict(name_or_path)
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    return Recipe.from_dict(data)
+
+
+def replace(recipe: Recipe, **changes) -> Recipe:
+    return dataclasses.replace(recipe, **changes)
