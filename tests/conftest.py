@@ -6,6 +6,9 @@ licences). Tests that need them use the ``shared_data`` fixture and skip cleanly
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,18 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+# Dataset caches go to a per-session folder, never the user's ~/.cache.
+_CACHE = None
+if "FERMETRIC_CACHE" not in os.environ:
+    _CACHE = tempfile.mkdtemp(prefix="fermetric-test-cache-")
+    os.environ["FERMETRIC_CACHE"] = _CACHE
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _CACHE:
+        shutil.rmtree(_CACHE, ignore_errors=True)
+
 
 # Two CPU cores in CI: keep torch from oversubscribing them.
 torch.set_num_threads(2)

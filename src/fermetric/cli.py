@@ -21,6 +21,7 @@ HANDLERS = {
     "eval": "fermetric.engine.evaluate:run_cli",
     "audit-data": "fermetric.data.audit:run_cli",
     "info": "fermetric.info:run_cli",
+    "demo": "fermetric.predict:run_cli_demo",
     "predict": "fermetric.predict:run_cli",
     "index-build": "fermetric.retrieval.index:run_cli_build",
     "index-query": "fermetric.retrieval.index:run_cli_query",
@@ -76,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("info", help="versions, device, backbones, recipes and datasets").add_argument(
         "--json", action="store_true")
 
+    p = sub.add_parser("demo", help="the shipped model on the shipped example photo")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("predict", help="expressions of the faces in photos, folders and videos")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--checkpoint", default="default")
@@ -95,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--split", default="train")
     b.add_argument("--out", required=True, metavar="INDEX")
     b.add_argument("--device", default="auto")
+    b.add_argument("--detect", action="store_true", help="FOLDER holds photos: index every detected face")
     q = isub.add_parser("query", help="the k nearest expressions to an image")
     q.add_argument("index", metavar="INDEX")
     q.add_argument("image", metavar="IMAGE")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from importlib import resources
 from pathlib import Path
@@ -94,20 +96,63 @@ class Recipe:
         return _build(cls, data, "recipe")
 
 
+def _checked(hint, value, where: str):
+    """``value`` if it fits the field type ``hint`` (a numeric string such as YAML's ``1e-3`` is
+    read as a float), else a one-line ConfigError: a wrong type must not surface later as a
+    TypeError deep inside training."""
+    if hint is Any:
+        return value
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is not type(None):
+                try:
+                    return _checked(option, value, where)
+                except ConfigError as err:
+                    errors.append(err)
+        raise errors[0]
+    if typing.get_origin(hint) is tuple:
+        items = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)) or len(value) != len(items):
+            raise ConfigError(f"{where} must be a list of {len(items)} values, got {value!r}")
+        return tuple(_checked(h, v, f"{where}[{i}]") for i, (h, v) in enumerate(zip(items, value)))
+    if hint is float:
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be an integer, got {value!r}")
+    if hint in (bool, str, dict) and not isinstance(value, hint):
+        expected = {bool: "true or false", str: "a string", dict: "a mapping"}[hint]
+        raise ConfigError(f"{where} must be {expected}, got {value!r}")
+    return value
+
+
 def _build(kind, data: dict, where: str):
     if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{where} must be a mapping, got {data!r}")
     known = {f.name: f for f in fields(kind)}
     unknown = set(data) - set(known)
     if unknown:
         raise ConfigError(f"unknown {where} option(s) {sorted(unknown)}; known: {sorted(known)}")
+    hints = typing.get_type_hints(kind)
     values = {}
     for name, value in data.items():
         default = getattr(kind(), name)
-        if is_dataclass(default) and isinstance(value, dict):
+        if is_dataclass(default):
             value = _build(type(default), value, f"{where}.{name}")
-        elif isinstance(default, tuple) and isinstance(value, list):
-            value = tuple(value)
+        else:
+            value = _checked(hints[name], value, f"{where}.{name}")
         values[name] = value
     return kind(**values)
 
@@ -136,7 +181,12 @@ def _read_recipe_dict(name_or_path: str, seen: tuple = ()) -> dict:
         if not resource.is_file():
             raise ConfigError(f"unknown recipe {name_or_path!r}; known: {', '.join(recipe_names())} (or a .yaml path)")
         text = resource.read_text()
-    data = yaml.safe_load(text) or {}
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"recipe {name_or_path}: not valid YAML ({' '.join(str(err).split())[:200]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {name_or_path} must be a YAML mapping of options, got {type(data).__name__}")
     base = data.pop("base", None)
     if base:
         if base in seen:
@@ -150,7 +200,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key.sub=value")
     key, value = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(value)
+    try:
+        return key.strip().split("."), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML; quote it, e.g. {key}='{value}'") from None
 
 
 def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
@@ -159,8 +212,10 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
     for text in overrides or []:
         keys, value = parse_override(text)
         node = data
-        for key in keys[:-1]:
+        for depth, key in enumerate(keys[:-1]):
             node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {'.'.join(keys[:depth + 1])} is not a group of options")
         node[keys[-1]] = value
     return Recipe.from_dict(data)
 

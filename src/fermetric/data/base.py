@@ -23,6 +23,8 @@ class ImageSet:
         groups: optional int64 ``[N]`` subject ids, for subject-independent splits.
         soft_labels: optional float32 ``[N, len(classes)]`` label distributions (FER+ votes).
         name, split: where it came from, for messages and result files.
+        info: facts a reader records (label mode, fold, skipped files...); numpy arrays with one
+            entry per item (e.g. FER+ ``votes``) are per-item and follow the items in ``subset``.
     """
 
     images: np.ndarray
@@ -63,6 +65,10 @@ class ImageSet:
         index = np.asarray(index)
         if index.dtype == bool:
             index = np.flatnonzero(index)
+        n = len(self)
+        # per-item arrays in ``info`` (FER+ votes, CK+ sequence ids...) follow their items
+        info = {k: v[index] if isinstance(v, np.ndarray) and v.ndim >= 1 and len(v) == n else v
+                for k, v in self.info.items()}
         return replace(
             self,
             images=np.ascontiguousarray(self.images[index]),
@@ -70,8 +76,25 @@ class ImageSet:
             paths=[self.paths[i] for i in index],
             groups=None if self.groups is None else self.groups[index],
             soft_labels=None if self.soft_labels is None else self.soft_labels[index],
+            info=info,
         )
 
     def class_counts(self) -> dict[str, int]:
         counts = np.bincount(self.labels[self.labels >= 0], minlength=self.num_classes)
         return {c: int(k) for c, k in zip(self.classes, counts)}
+
+
+class DataWarning(UserWarning):
+    """Something in a dataset was skipped or adjusted (bad rows, missing files, empty folders)."""
+
+
+# File name endings loaders treat as images (case-insensitive); other files in class folders
+# (README, .DS_Store, Thumbs.db, label files) are ignored.
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm", ".pnm"}
+)
+
+
+def is_image_name(name: str) -> bool:
+    """True for a visible file whose extension is an image extension."""
+    return not name.startswith(".") and "." in name and name[name.rfind("."):].lower() in IMAGE_EXTENSIONS

@@ -1,0 +1,418 @@
+"""Regenerate the tables of docs/RESULTS.md from the result JSONs of ``protocol.py``.
+
+    python benchmarks/make_tables.py                         # benchmarks/results/**/*.json -> docs/RESULTS.md
+    python benchmarks/make_tables.py --import DIR/main.jsonl # first unpack bundles from a GPU call
+
+Each table sits between ``<!-- fermetric:NAME:start -->`` and ``<!-- fermetric:NAME:end -->``
+comments in the document (NAME: main, ablations, time-to-accuracy, throughput, published,
+provenance); everything outside the markers is left as written. Design decisions:
+
+- Numbers are percentages with two decimals. ``mean ± std`` uses the sample standard deviation
+  (n - 1); a single run shows its value alone.
+- Fixed-split datasets (FER2013, FER+): mean ± std over seeds. Subject-fold datasets (CK+):
+  mean ± std over the folds, each fold's value first averaged over the seeds that ran it (the
+  usual way k-fold results are reported); an incomplete CV says how many folds it holds.
+- A cell without a result says "not run"; a metric a run did not produce says "n/a".
+- Time-to-accuracy targets are fractions (``specs.TIME_TO_ACCURACY_TARGETS``) of the
+  cross-entropy baseline's best validation accuracy (mean over its seeds) in the same table;
+  seconds are training seconds (validation excluded), summed over epochs until the target.
+- Machine, versions, seeds and dates come from the JSONs (the provenance table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import specs  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SECTIONS = ("main", "ablations", "time-to-accuracy", "throughput", "published", "provenance")
+NOT_RUN = "not run"
+MAIN_METRICS = (("accuracy", "Accuracy"), ("macro_f1", "Macro-F1"), ("knn_accuracy", "k-NN acc."),
+                ("map_at_r", "MAP@R"))
+DEFAULT_DATASETS = ("fer2013", "ferplus", "ckplus48")  # always listed, so unrun cells show
+
+
+class TableError(Exception):
+    """A results file or the document cannot be used (one-line message)."""
+
+
+# ------------------------------------------------------------------------------------ reading
+def load_results(root: str | Path) -> list[dict]:
+    """Every result JSON under ``root`` (``_file`` holds its path relative to ``root``)."""
+    root = Path(root)
+    records = []
+    for path in sorted(root.rglob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            print(f"make_tables: skipping unreadable {path}: {err}", file=sys.stderr)
+            continue
+        if not isinstance(record, dict) or "schema" not in record:
+            continue  # another tool's output (e.g. loss_step_time.py), not a protocol result
+        if record["schema"] != specs.SCHEMA:
+            print(f"make_tables: skipping {path}: schema {record['schema']!r} is not {specs.SCHEMA!r}", file=sys.stderr)
+            continue
+        record["_file"] = path.relative_to(root).as_posix()
+        records.append(record)
+    return records
+
+
+def import_bundles(bundles, root: str | Path) -> tuple[int, int]:
+    """Write every result line of the bundles to ``root/<file>``; returns (written, failed runs)."""
+    root = Path(root).resolve()
+    written = failed = 0
+    for bundle in bundles:
+        for number, line in enumerate(Path(bundle).read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a kill at the time limit
+                print(f"make_tables: {bundle}:{number}: incomplete line skipped", file=sys.stderr)
+                continue
+            target = (root / entry["file"]).resolve()
+            if root not in target.parents:
+                raise TableError(f"{bundle}:{number}: file {entry['file']!r} points outside {root}")
+            if "error" in entry:
+                failed += 1
+                print(f"make_tables: failed run {entry['file']}: {entry['error']}", file=sys.stderr)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temp = target.with_name(f".{target.name}.tmp")
+            temp.write_text(json.dumps(entry["result"], indent=1) + "\n")
+            os.replace(temp, target)
+            written += 1
+    return written, failed
+
+
+# ---------------------------------------------------------------------------------- statistics
+def mean_std(values) -> tuple[float | None, float | None, int]:
+    values = [float(v) for v in values if v is not None]
+    if not values:
+        return None, None, 0
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None), len(values)
+
+
+def pct(mean: float | None, std: float | None = None, n: int = 1) -> str:
+    if n == 0 or mean is None:
+        return "n/a"
+    text = f"{100 * mean:.2f}"
+    return f"{text} ± {100 * std:.2f}" if std is not None else text
+
+
+def metric_cell(records: list[dict], metric: str) -> str:
+    """The ``mean ± std`` cell of one metric over a group of runs (see the module docstring)."""
+    if not records:
+        return NOT_RUN
+    values = per_unit_values(records, metric)
+    mean, std, n = mean_std(values)
+    return pct(mean, std, n)
+
+
+def per_unit_values(records: list[dict], metric: str) -> list[float | None]:
+    """Seed values (fixed splits) or fold values averaged over seeds (k-fold)."""
+    if any(r.get("fold") is not None for r in records):
+        by_fold = defaultdict(list)
+        for r in records:
+            value = (r.get("metrics") or {}).get(metric)
+            if value is not None:
+                by_fold[r.get("fold")].append(value)
+        return [statistics.fmean(v) for _, v in sorted(by_fold.items(), key=lambda kv: kv[0])]
+    return [(r.get("metrics") or {}).get(metric) for r in records]
+
+
+def runs_cell(records: list[dict]) -> str:
+    if not records:
+        return NOT_RUN
+    seeds = sorted({r.get("seed") for r in records})
+    text = f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}"
+    folds = {r.get("fold") for r in records} - {None}
+    if folds:
+        total = max((r.get("num_folds") or 0) for r in records)
+        text += f" x {len(folds)}/{total} folds" if len(folds) != total else f" x {total} folds"
+    return text
+
+
+def epochs_cell(records: list[dict]) -> str:
+    epochs = sorted({r.get("epochs") for r in records if r.get("epochs") is not None})
+    steps = sorted({r.get("max_steps") for r in records if r.get("max_steps") is not None})
+    text = "/".join(str(e) for e in epochs) or "-"
+    return text + (f" (max {steps[0]} steps)" if steps else "")
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def group(records: list[dict], table_name: str) -> dict:
+    """``{dataset: {name: [records]}}`` of one table."""
+    out: dict = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        if r.get("table") == table_name:
+            out[r.get("dataset")][r.get("name")].append(r)
+    return out
+
+
+def dataset_order(found) -> list[str]:
+    names = list(DEFAULT_DATASETS) + sorted(d for d in found if d not in DEFAULT_DATASETS)
+    return names
+
+
+def dataset_title(dataset: str) -> str:
+    base, _, mode = dataset.partition("-")
+    title = specs.DATASETS.get(base, base)
+    return f"{title} ({mode} labels)" if mode else title
+
+
+def split_note(records: list[dict]) -> str:
+    splits = sorted({r.get("split") or "?" for r in records})
+    tta = sorted({r.get("tta") or "none" for r in records})
+    return f"split {'/'.join(splits)}, TTA {'/'.join(tta)}"
+
+
+# ------------------------------------------------------------------------------------- tables
+def render_main(records: list[dict]) -> str:
+    grouped = group(records, "main")
+    parts = []
+    for dataset in dataset_order(grouped):
+        runs = grouped.get(dataset, {})
+        names = list(specs.RECIPES) + sorted(n for n in runs if n not in specs.RECIPES)
+        rows = []
+        for name in names:
+            rs = runs.get(name, [])
+            rows.append([specs.METHOD_NAMES.get(name, name)] + [metric_cell(rs, m) for m, _ in MAIN_METRICS]
+                        + [runs_cell(rs), epochs_cell(rs) if rs else "-"])
+        all_runs = [r for rs in runs.values() for r in rs]
+        note = f" ({split_note(all_runs)})" if all_runs else ""
+        parts.append(f"**{dataset_title(dataset)}**{note}\n\n"
+                     + table(["Method"] + [f"{label} (%)" for _, label in MAIN_METRICS] + ["Runs", "Epochs"], rows))
+    return "\n\n".join(parts)
+
+
+def render_ablations(records: list[dict]) -> str:
+    grouped = group(records, "ablations")
+    datasets = [d for d in dataset_order(grouped) if d in grouped] or ["fer2013"]
+    parts = []
+    for dataset in datasets:
+        runs = grouped.get(dataset, {})
+        rows = []
+        for family in specs.FAMILIES:
+            for i, (label, variant) in enumerate(family.rows):
+                rs = runs.get(variant, [])
+                setting = label + (" (default)" if variant == family.default else "")
+                rows.append([family.title if i == 0 else "", setting]
+                            + [metric_cell(rs, m) for m, _ in MAIN_METRICS] + [runs_cell(rs), epochs_cell(rs) if rs else "-"])
+        parts.append(f"**{dataset_title(dataset)}**\n\n" + table(
+            ["Ablation", "Setting"] + [f"{label} (%)" for _, label in MAIN_METRICS] + ["Runs", "Epochs"], rows))
+    return "\n\n".join(parts)
+
+
+def best_val(record: dict) -> float | None:
+    values = [h.get("val_accuracy") for h in record.get("history") or [] if h.get("val_accuracy") is not None]
+    return max(values) if values else None
+
+
+def time_to(record: dict, threshold: float) -> tuple[int, float] | None:
+    """``(epochs, training seconds)`` until validation accuracy first reaches ``threshold``."""
+    seconds = 0.0
+    for h in record.get("history") or []:
+        seconds += h.get("seconds") or 0.0
+        if h.get("val_accuracy") is not None and h["val_accuracy"] >= threshold:
+            return int(h["epoch"]), seconds
+    return None
+
+
+def _mean_text(values, digits: int, spread: bool = True) -> str:
+    mean, std, n = mean_std(values)
+    if n == 0:
+        return "n/a"
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if spread and std is not None else "")
+
+
+def render_time_to_accuracy(records: list[dict]) -> str:
+    grouped = group(records, "time-to-accuracy")
+    datasets = [d for d in dataset_order(grouped) if d in grouped] or ["fer2013"]
+    targets = specs.TIME_TO_ACCURACY_TARGETS
+    parts = []
+    for dataset in datasets:
+        runs = grouped.get(dataset, {})
+        baseline, _, _ = mean_std(best_val(r) for r in runs.get("ce", []))
+        header = ["Method", "Best val acc. (%)"]
+        for t in targets:
+            header += [f"Epochs to {t:.0%} of CE", f"Seconds to {t:.0%} of CE"]
+        header += ["Train s (all epochs)", "Images/s", "Runs"]
+        rows = []
+        for name in list(specs.RECIPES) + sorted(n for n in runs if n not in specs.RECIPES):
+            rs = runs.get(name, [])
+            if not rs:
+                rows.append([specs.METHOD_NAMES.get(name, name)] + [NOT_RUN] * (len(header) - 1))
+                continue
+            mean, std, n = mean_std(best_val(r) for r in rs)
+            row = [specs.METHOD_NAMES.get(name, name), pct(mean, std, n)]
+            for t in targets:
+                if baseline is None:
+                    row += ["n/a (no CE run)"] * 2
+                    continue
+                reached = [time_to(r, t * baseline) for r in rs]
+                hit = [x for x in reached if x is not None]
+                missed = len(reached) - len(hit)
+                suffix = f" ({missed}/{len(reached)} not reached)" if missed else ""
+                if not hit:
+                    row += ["not reached"] * 2
+                    continue
+                row += [_mean_text([e for e, _ in hit], 1) + suffix, _mean_text([s for _, s in hit], 1) + suffix]
+            row += [_mean_text([r.get("train_seconds") for r in rs], 1),
+                    _mean_text([r.get("steady_images_per_second") for r in rs], 0), runs_cell(rs)]
+            rows.append(row)
+        note = f"CE best validation accuracy {pct(baseline)}%" if baseline is not None else "no CE baseline yet"
+        parts.append(f"**{dataset_title(dataset)}** ({note})\n\n" + table(header, rows))
+    return "\n\n".join(parts)
+
+
+def render_throughput(records: list[dict]) -> str:
+    grouped = group(records, "throughput")
+    datasets = [d for d in dataset_order(grouped) if d in grouped] or ["fer2013"]
+    header = ["Method", "Concurrent runs", "Images/s per run", "Images/s total", "Epoch s", "Peak GPU memory (GiB)",
+              "Parameters (M)", "Device"]
+    parts = []
+    for dataset in datasets:
+        runs = grouped.get(dataset, {})
+        rows = []
+        for name in list(specs.RECIPES) + sorted(n for n in runs if n not in specs.RECIPES):
+            rs = runs.get(name, [])
+            by_jobs = defaultdict(list)
+            for r in rs:
+                by_jobs[int(r.get("concurrent_runs") or 1)].append(r)
+            if not by_jobs:
+                rows.append([specs.METHOD_NAMES.get(name, name), "1"] + [NOT_RUN] * (len(header) - 2))
+                continue
+            for jobs, group_runs in sorted(by_jobs.items()):
+                rates = [r.get("steady_images_per_second") for r in group_runs]
+                mean, _, n = mean_std(rates)
+                epoch_seconds = [statistics.median([h["seconds"] for h in r.get("history") or [] if h.get("seconds")] or [0])
+                                 for r in group_runs]
+                memory = [r.get("peak_gpu_memory_bytes") for r in group_runs]
+                params = [r.get("parameters") for r in group_runs]
+                devices = sorted({r.get("gpu_name") or r.get("device") or "?" for r in group_runs})
+                rows.append([
+                    specs.METHOD_NAMES.get(name, name), str(jobs), _mean_text(rates, 0),
+                    f"{mean * jobs:.0f}" if n else "n/a",
+                    _mean_text(epoch_seconds, 2, spread=False),
+                    _mean_text([m / 2**30 if m is not None else None for m in memory], 2, spread=False),
+                    _mean_text([p / 1e6 if p is not None else None for p in params], 2, spread=False),
+                    ", ".join(devices)])
+        parts.append(f"**{dataset_title(dataset)}**\n\n" + table(header, rows))
+    return "\n\n".join(parts)
+
+
+def render_published(records: list[dict]) -> str:
+    main = group(records, "main")
+    rows = []
+    for dataset in dict.fromkeys(p.dataset for p in specs.PUBLISHED):
+        for p in (p for p in specs.PUBLISHED if p.dataset == dataset):
+            rows.append([dataset_title(dataset), p.method, f"{p.accuracy:.2f}", p.source + (f"; {p.note}" if p.note else "")])
+        runs = main.get(dataset, {})
+        best = None
+        for name, rs in runs.items():
+            mean, _, _ = mean_std(per_unit_values(rs, "accuracy"))
+            if mean is not None and (best is None or mean > best[1]):
+                best = (name, mean, rs)
+        if best is None:
+            rows.append([dataset_title(dataset), "fermetric, best recipe", NOT_RUN, "this repository (main table)"])
+        else:
+            name, _, rs = best
+            rows.append([dataset_title(dataset), f"fermetric {specs.METHOD_NAMES.get(name, name)}",
+                         metric_cell(rs, "accuracy"), f"this repository, {runs_cell(rs)}, {split_note(rs)}"])
+        if any(p.method == "MT-DML" for p in specs.PUBLISHED if p.dataset == dataset):
+            rs = runs.get("mtdml", [])
+            rows.append([dataset_title(dataset), "fermetric MT-DML", metric_cell(rs, "accuracy"),
+                         f"this repository, {runs_cell(rs)}" if rs else "this repository (main table)"])
+    return table(["Dataset", "Method", "Top-1 accuracy (%)", "Source"], rows)
+
+
+def render_provenance(records: list[dict]) -> str:
+    if not records:
+        return "No results yet: every table above says " + f'"{NOT_RUN}".'
+    groups = defaultdict(list)
+    for r in records:
+        key = (r.get("table"), r.get("dataset"), r.get("gpu_name") or r.get("device") or "?", r.get("torch_version"),
+               r.get("cuda_version"), r.get("fermetric_version"), (r.get("git_commit") or "?")[:10],
+               r.get("concurrent_runs") or 1)
+        groups[key].append(r)
+    rows = []
+    for key, rs in sorted(groups.items(), key=lambda kv: tuple(str(k) for k in kv[0])):
+        table_name, dataset, device, torch_v, cuda_v, fermetric_v, commit, jobs = key
+        seeds = ", ".join(str(s) for s in sorted({r.get("seed") for r in rs}))
+        dates = sorted((r.get("date") or "?")[:10] for r in rs)
+        reused = sum(1 for r in rs if r.get("reused_from"))
+        rows.append([table_name, dataset, device, torch_v or "?", cuda_v or "-", fermetric_v or "?", commit,
+                     str(jobs), seeds, dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}",
+                     f"{len(rs)}" + (f" ({reused} reused)" if reused else "")])
+    return table(["Table", "Dataset", "Device", "torch", "CUDA", "fermetric", "Commit", "Concurrent", "Seeds",
+                  "Dates", "Runs"], rows)
+
+
+RENDERERS = {"main": render_main, "ablations": render_ablations, "time-to-accuracy": render_time_to_accuracy,
+             "throughput": render_throughput, "published": render_published, "provenance": render_provenance}
+
+
+def render_all(records: list[dict]) -> dict[str, str]:
+    return {name: RENDERERS[name](records) for name in SECTIONS}
+
+
+def replace_sections(text: str, sections: dict[str, str], where: str = "document") -> str:
+    """``text`` with the content between each section's start and end markers replaced."""
+    for name, body in sections.items():
+        start, end = f"<!-- fermetric:{name}:start -->", f"<!-- fermetric:{name}:end -->"
+        i, j = text.find(start), text.find(end)
+        if i < 0 or j < i:
+            raise TableError(f"{where}: markers {start} ... {end} are missing or out of order; add them where "
+                             f"the {name} table belongs")
+        text = text[:i + len(start)] + "\n" + body.rstrip() + "\n" + text[j:]
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--results", default=str(REPO / "benchmarks" / "results"), help="results root")
+    p.add_argument("--doc", default=str(REPO / "docs" / "RESULTS.md"), help="the document to update")
+    p.add_argument("--import", dest="bundles", nargs="+", default=[], metavar="BUNDLE",
+                   help="JSON-lines bundles from protocol.py --bundle to unpack into --results first")
+    p.add_argument("--check", action="store_true", help="exit 1 if the document is not up to date; write nothing")
+    args = p.parse_args(argv)
+    try:
+        if args.bundles:
+            written, failed = import_bundles(args.bundles, args.results)
+            print(f"imported {written} result(s)" + (f"; {failed} failed run(s) listed above" if failed else ""))
+        records = load_results(args.results)
+        doc = Path(args.doc)
+        if not doc.is_file():
+            raise TableError(f"{doc}: no such document; restore docs/RESULTS.md (it holds the table markers)")
+        old = doc.read_text()
+        new = replace_sections(old, render_all(records), str(doc))
+    except TableError as err:
+        print(f"make_tables: error: {err}", file=sys.stderr)
+        return 2
+    if args.check:
+        if new != old:
+            print(f"{doc} is out of date: run python benchmarks/make_tables.py", file=sys.stderr)
+            return 1
+        return 0
+    if new != old:
+        doc.write_text(new)
+    print(f"{doc}: {len(records)} result(s) in the tables")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

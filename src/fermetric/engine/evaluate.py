@@ -1,0 +1,235 @@
+"""Embedding a dataset and measuring a model on it; ``fermetric eval``.
+
+:func:`embed` runs the deterministic eval path (``preprocessing.apply``) batch by batch on the
+device; :func:`evaluate` turns logits and embeddings into the protocol's numbers (see
+``metrics.py`` for each metric's definition and defaults).
+
+Decisions and defaults:
+
+* ``tta="flip"`` averages logits and embeddings of the image and its horizontal mirror; every
+  result records which TTA was used.
+* Items labelled ``-1`` (unlabeled) are left out of every metric.
+* Embedding metrics use L2-normalised embeddings (``normalize=True``) except for models whose
+  loss measures the raw space (DMSL by default): the CLI and training decide from the recipe.
+* On CUDA the forward pass runs under bf16 autocast (as in training); outputs are float32.
+* A dataset evaluated by a model with a different class list is mapped by canonical class names
+  when the dataset's classes are a subset of the model's (:func:`align_classes`); predictions still
+  range over all the model's classes (a wrong prediction of a class the dataset lacks counts as
+  wrong). Anything else is refused with a CheckpointError.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import CheckpointError, ConfigError
+from . import metrics as M
+
+TTA_MODES = ("none", "flip")
+
+
+def _check_tta(tta: str) -> str:
+    if tta not in TTA_MODES:
+        raise ConfigError(f"unknown tta {tta!r}; use one of {', '.join(TTA_MODES)}")
+    return tta
+
+
+@torch.no_grad()
+def embed(model: torch.nn.Module, imageset, preprocessing, device="cpu", batch_size: int = 512,
+          tta: str = "none") -> tuple[np.ndarray, np.ndarray]:
+    """``(logits [N,C], embeddings [N,D])`` as float32 numpy arrays, in the set's order."""
+    _check_tta(tta)
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    images = imageset.images if hasattr(imageset, "images") else imageset
+    logits_out, embeddings_out = [], []
+    use_amp = device.type == "cuda"
+    try:
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(device, non_blocking=True)
+            x = preprocessing.apply(batch)
+            views = [x, x.flip(-1)] if tta == "flip" else [x]
+            logits = embedding = 0
+            for view in views:
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    out = model(view)
+                logits = logits + out["logits"].float()
+                embedding = embedding + out["embedding"].float()
+            logits_out.append((logits / len(views)).cpu())
+            embeddings_out.append((embedding / len(views)).cpu())
+    finally:
+        model.train(was_training)
+    if not logits_out:
+        return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
+    return torch.cat(logits_out).numpy(), torch.cat(embeddings_out).numpy()
+
+
+def evaluate(model: torch.nn.Module, imageset, preprocessing, device="cpu", tta: str = "none", reference=None,
+             batch_size: int = 512, knn_k: int = 5, embedding_metrics: bool = True, normalize: bool = True) -> dict:
+    """The protocol's metrics of ``model`` on ``imageset`` (labels in the model's class order).
+
+    Args:
+        reference: the set whose embeddings k-NN and centroids use: an ImageSet (embedded here,
+            typically the clean training set), a tuple ``(embeddings, labels)``, or ``None`` for
+            leave-one-out on ``imageset`` itself.
+        embedding_metrics: ``False`` skips k-NN, centroid, precision@1, MAP@R and NMI (training
+            uses it for the cheap per-epoch validation).
+    Returns:
+        ``accuracy, macro_f1, per_class_recall, confusion, classes, knn_accuracy, knn_k,
+        centroid_accuracy, precision_at_1, map_at_r, nmi, n, tta, reference``.
+    """
+    _check_tta(tta)
+    labeled = np.flatnonzero(np.asarray(imageset.labels) >= 0)
+    evaluated = imageset if len(labeled) == len(imageset) else imageset.subset(labeled)
+    logits, embeddings = embed(model, evaluated, preprocessing, device, batch_size, tta)
+    labels = np.asarray(evaluated.labels, dtype=np.int64)
+    if len(labels) and logits.shape[1] != len(evaluated.classes):
+        raise CheckpointError(
+            f"the model predicts {logits.shape[1]} classes but {evaluated.name or 'the dataset'} has "
+            f"{len(evaluated.classes)}; map the dataset with align_classes() first"
+        )
+    result = M.classification_metrics(labels, logits.argmax(axis=1) if len(labels) else labels, evaluated.classes)
+    result["classes"] = list(evaluated.classes)
+    result.update({"knn_accuracy": None, "knn_k": knn_k, "centroid_accuracy": None,
+                   "precision_at_1": None, "map_at_r": None, "nmi": None})
+    reference_name = "leave-one-out"
+    if embedding_metrics and len(labels):
+        ref_x = ref_y = None
+        if reference is not None:
+            if isinstance(reference, tuple):
+                ref_x, ref_y = reference
+            else:
+                keep = np.flatnonzero(np.asarray(reference.labels) >= 0)
+                reference = reference if len(keep) == len(reference) else reference.subset(keep)
+                _, ref_x = embed(model, reference, preprocessing, device, batch_size, tta)
+                ref_y = reference.labels
+                reference_name = f"{reference.name or 'reference'}/{reference.split or '?'}"
+            if isinstance(reference, tuple):
+                reference_name = "reference embeddings"
+            ref_x, ref_y = np.asarray(ref_x, np.float32), np.asarray(ref_y, np.int64)
+        result["knn_accuracy"] = M.knn_accuracy(embeddings, labels, ref_x, ref_y, k=knn_k, normalize=normalize)
+        result["centroid_accuracy"] = M.centroid_accuracy(embeddings, labels, ref_x, ref_y, normalize=normalize)
+        result.update(M.retrieval_metrics(embeddings, labels, ref_x, ref_y, normalize=normalize))
+    result.update({"n": int(len(labels)), "tta": tta, "reference": reference_name if embedding_metrics else None,
+                   "normalized": bool(normalize)})
+    return result
+
+
+def normalized_space(recipe) -> bool:
+    """Whether a model trained with ``recipe`` (Recipe or dict) measures L2-normalised embeddings:
+    every recipe does except DMSL without its ``normalize`` option (see ``subclasses.py``)."""
+    from ..subclasses import uses_normalized_embeddings
+
+    return uses_normalized_embeddings(recipe)
+
+
+def align_classes(imageset, model_classes) -> "object":
+    """``imageset`` relabelled into the model's class order (by canonical names).
+
+    Identity when the lists are equal; a subset is remapped; a dataset class the model does not
+    know is refused with a one-line CheckpointError.
+    """
+    model_classes = list(model_classes)
+    data_classes = list(imageset.classes)
+    if data_classes == model_classes:
+        return imageset
+    missing = [c for c in data_classes if c not in model_classes]
+    if missing:
+        raise CheckpointError(
+            f"the model knows {model_classes} but {imageset.name or 'the dataset'} has class(es) {missing} "
+            "it was not trained on; evaluate a model trained on these classes"
+        )
+    from dataclasses import replace
+
+    mapping = np.array([model_classes.index(c) for c in data_classes], dtype=np.int64)
+    labels = np.asarray(imageset.labels, dtype=np.int64)
+    new_labels = np.where(labels >= 0, mapping[np.clip(labels, 0, None)], -1)
+    soft = None
+    if imageset.soft_labels is not None:
+        soft = np.zeros((len(labels), len(model_classes)), np.float32)
+        soft[:, mapping] = imageset.soft_labels
+    return replace(imageset, labels=new_labels, classes=tuple(model_classes), soft_labels=soft)
+
+
+def preprocessing_from_meta(meta: dict):
+    """The eval ``Preprocessing`` a checkpoint was trained with."""
+    from ..data.transforms import Preprocessing
+
+    spec = dict(meta["preprocessing"])
+    if hasattr(Preprocessing, "from_dict"):
+        return Preprocessing.from_dict(spec)
+    return Preprocessing(**spec)
+
+
+# ------------------------------------------------------------------------------------- output
+def format_table(result: dict, title: str = "") -> str:
+    """A plain-text report: headline metrics, per-class recall, confusion matrix."""
+    def fmt(value):
+        return "-" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
+
+    lines = [title] if title else []
+    keys = ("n", "accuracy", "macro_f1", "knn_accuracy", "centroid_accuracy", "precision_at_1", "map_at_r", "nmi",
+            "tta", "reference")
+    for key in keys:
+        if key in result:
+            label = f"knn_accuracy (k={result.get('knn_k')})" if key == "knn_accuracy" else key
+            lines.append(f"  {label:<24} {fmt(result[key])}")
+    classes = result.get("classes") or list(result.get("per_class_recall", {}))
+    if classes:
+        width = max(8, max(len(c) for c in classes) + 1)
+        lines.append("  per-class recall / confusion (rows: true, columns: predicted)")
+        lines.append("  " + " " * width + f"{'recall':>8} " + "".join(f"{c[:7]:>8}" for c in classes))
+        for name, row in zip(classes, result.get("confusion", [])):
+            lines.append(f"  {name:<{width}}{fmt(result['per_class_recall'].get(name)):>8} " + "".join(f"{v:>8}" for v in row))
+    return "\n".join(lines)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def dataset_options(args) -> dict:
+    """``fold`` / ``label_mode`` CLI options that were given (loaders only get what they take)."""
+    return {key: getattr(args, key) for key in ("fold", "label_mode") if getattr(args, key, None) is not None}
+
+
+def run_cli(args) -> int:
+    """``fermetric eval --checkpoint PATH|default --data DATASET=ROOT --split S [--tta] [--json] [--out DIR]``."""
+    from ..data import load_dataset, parse_data_arg
+    from .checkpoint import load_model
+    from .distributed import resolve_device
+
+    device = resolve_device(getattr(args, "device", "auto"))
+    model, meta = load_model(args.checkpoint, device=device)
+    name, root = parse_data_arg(args.data)
+    imageset = load_dataset(name, root, split=args.split, **dataset_options(args))
+    imageset = align_classes(imageset, meta["classes"])
+    preprocessing = preprocessing_from_meta(meta)
+    result = evaluate(model, imageset, preprocessing, device=device, tta=args.tta,
+                      normalize=normalized_space(meta["recipe"]))
+    result.update({"checkpoint": str(args.checkpoint), "dataset": name, "split": args.split,
+                   "recipe": meta["recipe"].get("name"), "model_classes": list(meta["classes"])})
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
+        from ..plots import plot_confusion
+
+        accuracy = "-" if result["accuracy"] is None else f"{result['accuracy']:.4f}"
+        plot_confusion(result["confusion"], result["classes"], out / "confusion.png",
+                       title=f"{name}/{args.split}: accuracy {accuracy}")
+    if args.json:
+        sys.stdout.write(json.dumps(result, default=_json_default) + "\n")
+    else:
+        print(format_table(result, title=f"{args.checkpoint} on {name}/{args.split} (tta={args.tta})"))
+        if args.out:
+            print(f"  wrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'confusion.png'}")
+    return 0

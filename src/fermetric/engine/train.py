@@ -1,0 +1,722 @@
+"""Training: one loop for every recipe, fast on a GPU, exact on a CPU; ``fermetric train``.
+
+GPU-fast design (FER images are tiny, so input handling, not the network, is the usual limit):
+
+* The whole uint8 training split is copied to the device once; a batch is an index tensor from
+  ``epoch_batches`` (random or P x K per ``recipe.data.sampler``), gathered with ``index_select``
+  and augmented on the device by ``GPUAugment``. No DataLoader, no worker processes.
+* CUDA: bf16 autocast (``recipe.amp``), channels_last (``recipe.channels_last``), optional
+  ``torch.compile`` (``recipe.compile``), cudnn benchmark. Losses are computed in float32.
+* One host sync per step (the NaN/Inf check, which ``on_nan`` needs before the optimizer step).
+
+Optimisation (decisions and defaults):
+
+* SGD (Nesterov, momentum from the recipe) or AdamW. Weight decay applies to weight matrices and
+  convolution kernels only, not to biases and norm parameters (timm's convention). The loss's own
+  parameters (learnable centres) are a separate group: ``lr * loss_lr_multiplier``, no decay.
+* Schedule stepped per optimizer step: ``onecycle`` (cosine, 20% warm-up, constant momentum) or
+  ``cosine`` with ``warmup_epochs`` of linear warm-up.
+* Loss = ``ce_weight * CE(logits, target; label_smoothing)`` + ``weight * metric_loss(embedding,
+  labels[, logits=logits])``; soft targets when the training set carries ``soft_labels`` and its
+  ``info["label_mode"] == "probability"`` (FER+).
+* Optional EMA of the weights (``recipe.ema`` decay, ``AveragedModel`` with buffers): when on, the
+  EMA weights are the ones validated, saved as best, exported and reported.
+
+Reproducibility and robustness:
+
+* Seeds python/numpy/torch; on the CPU deterministic algorithms (warn-only).
+  Augmentation draws from a ``torch.Generator`` re-seeded per batch from (seed, epoch, batch,
+  rank), so it does not depend on what ran before; the global RNG states (dropout, mixup) are
+  checkpointed, and validation runs with them saved and restored. Hence on the CPU a resumed run
+  ends with exactly the metrics of an uninterrupted one, whether it stopped at an epoch end, at
+  ``max_steps`` inside an epoch, or was killed.
+* ``out/last.pt`` every epoch (the previous one kept as ``last.prev.pt``), ``out/best.pt`` on a
+  new best validation accuracy, ``out/metrics.jsonl`` one line per epoch (rewritten from the
+  checkpoint's history on resume), ``out/results.json`` and ``out/model.safetensors`` at the end.
+* Without a validation split (CK+ folds) nothing is selected: the last epoch is the result, and
+  ``results.json`` says so.
+* NaN/Inf loss: ``on_nan="stop"`` raises TrainingError (the last checkpoint stays the last good
+  one); ``"skip"`` drops the batch (no optimizer/scheduler step) and counts it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import __version__
+from ..errors import ConfigError, TrainingError
+from . import checkpoint as ckpt
+from . import distributed as dist_utils
+from .evaluate import evaluate, normalized_space
+
+METRICS_FILE = "metrics.jsonl"
+RESULTS_FILE = "results.json"
+WEIGHTS_FILE = "model.safetensors"
+#: Free space always required in the output directory, whatever the model size.
+MIN_FREE_BYTES = 200 * 1024 * 1024
+
+
+# ---------------------------------------------------------------------------------- helpers
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def batch_seed(seed: int, epoch: int, batch: int, rank: int) -> int:
+    """A well-mixed 63-bit seed for one batch's augmentation (independent of history)."""
+    return int(np.random.SeedSequence([seed % 2**32, epoch, batch, rank]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+@contextlib.contextmanager
+def preserved_rng():
+    """Run a block (validation) without moving the global python/numpy/torch RNGs."""
+    state = ckpt.rng_state()
+    try:
+        yield
+    finally:
+        ckpt.set_rng_state(state)
+
+
+def check_output_dir(out_dir: Path, need_bytes: int = MIN_FREE_BYTES) -> None:
+    """TrainingError unless ``out_dir`` can be created, written, and has ``need_bytes`` free."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=out_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise TrainingError(f"output directory {out_dir} is not writable ({err.strerror or err}); choose another --out") from None
+    free = shutil.disk_usage(out_dir).free
+    if free < need_bytes:
+        raise TrainingError(
+            f"output directory {out_dir} has {free / 2**20:.0f} MiB free but checkpoints need about "
+            f"{need_bytes / 2**20:.0f} MiB; free space or choose another --out"
+        )
+
+
+def checkpoint_bytes_estimate(model: torch.nn.Module, optimizer_name: str, ema: bool) -> int:
+    """Bytes needed for last, last.prev, best and model.safetensors, plus the minimum margin."""
+    param_bytes = sum(p.numel() * 4 for p in model.parameters()) + sum(b.numel() * 4 for b in model.buffers())
+    copies = 1 + (2 if optimizer_name == "adamw" else 1) + (1 if ema else 0)  # weights, optimizer state, EMA
+    return 3 * copies * param_bytes + 2 * param_bytes + MIN_FREE_BYTES
+
+
+def _accepts(function, name: str) -> bool:
+    try:
+        return name in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class TrainModule(torch.nn.Module):
+    """Model and metric loss under one module, so DDP syncs the loss's learnable centres too.
+
+    ``forward`` is the model's; the loss is applied by the loop (in float32, outside autocast).
+    """
+
+    def __init__(self, model: torch.nn.Module, loss: torch.nn.Module | None) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss if loss is not None else torch.nn.Identity()
+
+    def forward(self, x):
+        return self.model(x)
+
+
+def build_optimizer(model: torch.nn.Module, loss: torch.nn.Module | None, optim_cfg) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    groups = [{"params": decay, "weight_decay": optim_cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    loss_params = [p for p in (loss.parameters() if loss is not None else []) if p.requires_grad]
+    if loss_params:
+        groups.append({"params": loss_params, "weight_decay": 0.0,
+                       "lr": optim_cfg.lr * optim_cfg.loss_lr_multiplier})
+    groups = [g for g in groups if g["params"]]
+    name = optim_cfg.optimizer.lower()
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=optim_cfg.lr, momentum=optim_cfg.momentum,
+                               nesterov=bool(optim_cfg.nesterov and optim_cfg.momentum > 0))
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=optim_cfg.lr)
+    raise ConfigError(f"unknown optim.optimizer {optim_cfg.optimizer!r}; use sgd or adamw")
+
+
+def build_scheduler(optimizer, optim_cfg, steps_per_epoch: int, epochs: int):
+    total = max(1, steps_per_epoch * epochs)
+    name = optim_cfg.schedule.lower()
+    if name == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total,
+            pct_start=0.2, anneal_strategy="cos", cycle_momentum=False)
+    if name == "cosine":
+        warmup = min(total - 1, max(0, round(optim_cfg.warmup_epochs * steps_per_epoch)))
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    raise ConfigError(f"unknown optim.schedule {optim_cfg.schedule!r}; use onecycle or cosine")
+
+
+def _ema_model(model: torch.nn.Module, decay: float):
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    if not 0.0 < decay < 1.0:
+        raise ConfigError(f"recipe ema={decay!r} must be a decay in (0, 1), e.g. 0.999, or null")
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def _recipe_diff(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += _recipe_diff(a, b, f"{prefix}{key}.")
+        elif json.dumps(a, default=str) != json.dumps(b, default=str):
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def _write_json_atomic(path: Path, data) -> None:
+    ckpt.atomic_write_bytes(path, (json.dumps(data, indent=2, default=_json_default) + "\n").encode())
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _json_default(value):
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+# ----------------------------------------------------------------------------------- trainer
+class Trainer:
+    """State and steps of one training run (see :func:`train`)."""
+
+    def __init__(self, recipe, train_set, val_set, out_dir, context, seed=0, resume=False, on_nan="stop",
+                 max_steps=None, progress=True, test_set=None, dataset=None):
+        from ..data.samplers import epoch_batches
+        from ..data.transforms import GPUAugment, Preprocessing
+        from ..losses import create_loss
+        from ..models import create_model
+
+        if on_nan not in ("stop", "skip"):
+            raise ConfigError(f"on_nan must be 'stop' or 'skip', got {on_nan!r}")
+        if max_steps is not None and max_steps < 1:
+            raise ConfigError(f"max_steps must be >= 1, got {max_steps}")
+        if recipe.epochs < 1:
+            raise ConfigError(f"recipe epochs must be >= 1, got {recipe.epochs}")
+        self.recipe, self.ctx, self.seed = recipe, context, int(seed)
+        self.device = context.device
+        self.out_dir = Path(out_dir)
+        self.on_nan, self.max_steps = on_nan, max_steps
+        self.progress = progress and context.is_main
+        self.epoch_batches = epoch_batches
+        check_output_dir(self.out_dir)  # before anything expensive
+        if not resume and any((self.out_dir / n).exists() for n in (ckpt.LAST, ckpt.LAST_PREV)):
+            raise TrainingError(f"{self.out_dir} already holds a run (last.pt); "
+                                "pass --resume to continue it or choose another --out")
+
+        if len(train_set) == 0:
+            raise ConfigError(f"training set {train_set.name}/{train_set.split} is empty")
+        labeled = np.asarray(train_set.labels) >= 0
+        if not labeled.all():  # supervised training: unlabeled items are not used
+            train_set = train_set.subset(labeled)
+        if val_set is not None and list(val_set.classes) != list(train_set.classes):
+            from .evaluate import align_classes
+
+            try:  # a validation split lacking some training classes is mapped onto them
+                val_set = align_classes(val_set, train_set.classes)
+            except Exception:
+                raise ConfigError(f"validation classes {list(val_set.classes)} are not among the training "
+                                  f"classes {list(train_set.classes)}") from None
+        self.train_set, self.val_set, self.test_set = train_set, val_set, test_set
+        self.classes = list(train_set.classes)
+        self.dataset = dataset or train_set.name
+
+        is_cuda = self.device.type == "cuda"
+        self.amp = bool(recipe.amp and is_cuda)
+        self.channels_last = bool(recipe.channels_last and is_cuda)
+        seed_everything(self.seed)
+
+        self.preprocessing = Preprocessing.from_data_config(recipe.data)
+        self.augment = GPUAugment(recipe.data.augment, self.preprocessing).to(self.device)
+        self.generator = torch.Generator(device=self.device)  # re-seeded per batch (batch_seed)
+
+        num_classes = len(self.classes)
+        self.model = create_model(recipe.model, num_classes=num_classes).to(self.device)
+        self.loss_fn = None
+        if recipe.loss.name:
+            self.loss_fn = create_loss(recipe.loss.name, num_classes, recipe.model.embedding_dim,
+                                       **dict(recipe.loss.options or {})).to(self.device)
+        self.loss_takes_logits = self.loss_fn is not None and _accepts(self.loss_fn.forward, "logits")
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        check_output_dir(self.out_dir, checkpoint_bytes_estimate(self.model, recipe.optim.optimizer, bool(recipe.ema)))
+
+        self.module = TrainModule(self.model, self.loss_fn)
+        self.net = dist_utils.wrap(self.module, context)
+        if recipe.compile and is_cuda:
+            self.net = torch.compile(self.net)
+        self.ema = _ema_model(self.model, float(recipe.ema)) if recipe.ema else None
+
+        self.optimizer = build_optimizer(self.model, self.loss_fn, recipe.optim)
+        first = self._batches(0)
+        self.steps_per_epoch = len(first)
+        if self.steps_per_epoch == 0:
+            raise ConfigError(f"no training batches: {len(train_set)} images with batch size {recipe.data.batch_size}")
+        self.scheduler = build_scheduler(self.optimizer, recipe.optim, self.steps_per_epoch, recipe.epochs)
+
+        # Data on the device, once.
+        self.images = torch.from_numpy(np.ascontiguousarray(train_set.images)).to(self.device)
+        self.labels = torch.from_numpy(np.asarray(train_set.labels, dtype=np.int64)).to(self.device)
+        self.soft = None
+        if train_set.soft_labels is not None and (train_set.info or {}).get("label_mode") == "probability":
+            self.soft = torch.from_numpy(np.asarray(train_set.soft_labels, dtype=np.float32)).to(self.device)
+
+        self.meta = ckpt.make_meta(recipe, self.classes, self.preprocessing, self.dataset, self.seed)
+        self.step = 0
+        self.epochs_done = 0
+        self.history: list[dict] = []
+        self.best: dict | None = None
+        self.partial: dict | None = None
+        self.skipped_total = 0
+        if resume:
+            self._restore()
+
+    # ----------------------------------------------------------------------------- batches
+    def _batches(self, epoch: int) -> list[np.ndarray]:
+        data = self.recipe.data
+        batches = self.epoch_batches(
+            np.asarray(self.train_set.labels), data.batch_size, mode=data.sampler,
+            samples_per_class=data.samples_per_class, seed=self.seed, epoch=epoch,
+            rank=self.ctx.rank, world_size=self.ctx.world_size)
+        if self.ctx.enabled:  # every rank must run the same number of steps (DDP collectives)
+            count = torch.tensor([len(batches)], device=self.device)
+            dist_utils.all_reduce_min(count, self.ctx)
+            batches = batches[: int(count.item())]
+        return batches
+
+    # ----------------------------------------------------------------------------- state
+    def _payload(self) -> dict:
+        return {
+            "meta": self.meta,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "loss": self.loss_fn.state_dict() if self.loss_fn is not None else {},
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "epoch": self.epochs_done,
+            "step": self.step,
+            "best": self.best,
+            "rng": ckpt.rng_state(),
+            "history": self.history,
+            "partial": self.partial,
+            "skipped_total": self.skipped_total,
+            "train_size": len(self.train_set),
+        }
+
+    def _restore(self) -> None:
+        found = ckpt.resume_checkpoint(self.out_dir, map_location=self.device)
+        if found is None:
+            if self.progress:
+                print(f"fermetric train: nothing to resume in {self.out_dir}; starting a new run", file=sys.stderr)
+            return
+        payload, path = found
+        saved = payload["meta"]
+        diff = _recipe_diff(saved["recipe"], self.meta["recipe"])
+        if diff:
+            raise TrainingError(f"{path} was trained with a different recipe ({', '.join(diff[:5])} differ); "
+                                "resume with the same options or choose another --out")
+        if (list(saved["classes"]) != self.classes or saved.get("seed") != self.seed
+                or payload.get("train_size", len(self.train_set)) != len(self.train_set)):
+            raise TrainingError(f"{path} belongs to a run with other data or seed ({saved.get('dataset')}, "
+                                f"{payload.get('train_size')} training images, seed {saved.get('seed')}); "
+                                "resume with the same --data and --seed or choose another --out")
+        self.meta = saved
+        self.model.load_state_dict(payload["model"])
+        if self.loss_fn is not None:
+            self.loss_fn.load_state_dict(payload["loss"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        if self.ema is not None and payload.get("ema"):
+            self.ema.load_state_dict(payload["ema"])
+        self.step, self.epochs_done = int(payload["step"]), int(payload["epoch"])
+        self.best, self.history = payload.get("best"), list(payload.get("history") or [])
+        self.partial = payload.get("partial")
+        self.skipped_total = int(payload.get("skipped_total", 0))
+        ckpt.set_rng_state(payload["rng"])
+        if self.ctx.is_main:
+            self._reconcile_best(payload)
+            self._rewrite_metrics()
+            if self.progress:
+                where = f"epoch {self.epochs_done}" + (f" + {self.partial['batch']} batches" if self.partial else "")
+                print(f"fermetric train: resumed {path} at {where} (step {self.step})", file=sys.stderr)
+
+    def _reconcile_best(self, payload: dict) -> None:
+        """Make best.pt agree with the resumed history (a kill may fall between last and best)."""
+        best_path = self.out_dir / ckpt.BEST
+        if not self.best:
+            if best_path.exists():
+                best_path.unlink()
+            return
+        try:
+            on_disk = ckpt.load(best_path)["epoch"] if best_path.exists() else None
+        except Exception:
+            on_disk = None
+        if on_disk == self.best["epoch"]:
+            return
+        if self.best["epoch"] == payload["epoch"] and not payload.get("partial"):
+            ckpt.save(best_path, payload)
+        else:
+            warnings.warn(f"{best_path} does not match the resumed run (epoch {on_disk} vs {self.best['epoch']}); "
+                          "it will be rewritten at the next improvement", stacklevel=2)
+            if best_path.exists():
+                best_path.unlink()
+            self.best = None
+
+    def _rewrite_metrics(self) -> None:
+        text = "".join(json.dumps(record, default=_json_default) + "\n" for record in self.history)
+        ckpt.atomic_write_bytes(self.out_dir / METRICS_FILE, text.encode())
+
+    # ------------------------------------------------------------------------------ steps
+    def _augmented(self, index: torch.Tensor, epoch: int, batch: int) -> torch.Tensor:
+        self.generator.manual_seed(batch_seed(self.seed, epoch, batch, self.ctx.rank))
+        x = self.augment(self.images.index_select(0, index), generator=self.generator)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _losses(self, x: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        loss_cfg = self.recipe.loss
+        labels = self.labels.index_select(0, index)
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            out = self.net(x)
+        logits, embedding = out["logits"].float(), out["embedding"].float()
+        target = self.soft.index_select(0, index) if self.soft is not None else labels
+        ce = F.cross_entropy(logits, target, label_smoothing=loss_cfg.label_smoothing)
+        parts = {"ce": ce}
+        total = loss_cfg.ce_weight * ce
+        if self.loss_fn is not None:
+            if self.loss_takes_logits:
+                metric = self.loss_fn(embedding, labels, logits=logits)
+            else:
+                metric = self.loss_fn(embedding, labels)
+            parts["metric"] = metric
+            total = total + loss_cfg.weight * metric
+        parts["loss"] = total
+        return parts
+
+    def _finite(self, total: torch.Tensor) -> bool:
+        flag = torch.isfinite(total.detach()).to(torch.float32).reshape(1)
+        dist_utils.all_reduce_min(flag, self.ctx)  # all ranks skip or stop together
+        return bool(flag.item())
+
+    def _train_epoch(self, epoch: int) -> dict | None:
+        """Run (the rest of) one epoch; returns its sums, or None when stopped by max_steps."""
+        batches = self._batches(epoch)
+        part_names = ["loss", "ce"] + (["metric"] if self.loss_fn is not None else [])
+        start_batch = 0
+        sums = torch.zeros(len(part_names), dtype=torch.float64, device=self.device)
+        counts = {"batches": 0, "images": 0, "skipped": 0, "seconds": 0.0}
+        if self.partial is not None and self.partial["epoch"] == epoch:
+            start_batch = int(self.partial["batch"])
+            sums += self.partial["sums"].to(self.device, torch.float64)
+            counts = dict(self.partial["counts"])
+        self.partial = None
+        self.net.train()
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(batches), initial=start_batch, desc=f"epoch {epoch + 1}/{self.recipe.epochs}",
+                       leave=False, file=sys.stderr, dynamic_ncols=True)
+        started = time.perf_counter()
+        stopped = False
+        try:
+            for b in range(start_batch, len(batches)):
+                index = torch.from_numpy(np.asarray(batches[b], dtype=np.int64)).to(self.device, non_blocking=True)
+                x = self._augmented(index, epoch, b)
+                parts = self._losses(x, index)
+                total = parts["loss"]
+                if not self._finite(total):
+                    if self.on_nan == "stop":
+                        last = self.out_dir / ckpt.LAST
+                        kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
+                        raise TrainingError(
+                            f"loss is {float(total.detach()):g} at epoch {epoch + 1}, step {self.step + 1} (batch {b + 1}); "
+                            f"{kept}; lower optim.lr or pass --on-nan skip")
+                    counts["skipped"] += 1
+                    self.skipped_total += 1
+                    self.optimizer.zero_grad(set_to_none=True)
+                else:
+                    self.optimizer.zero_grad(set_to_none=True)
+                    total.backward()
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    if self.ema is not None:
+                        self.ema.update_parameters(self.model)
+                    self.step += 1
+                    sums += torch.stack([parts[name].detach().to(torch.float64) for name in part_names])
+                    counts["batches"] += 1
+                counts["images"] += len(index)
+                if bar is not None:
+                    bar.update(1)
+                    if b % 20 == 0 and counts["batches"]:
+                        bar.set_postfix(loss=f"{sums[0].item() / counts['batches']:.4f}")
+                if self.max_steps is not None and self.step >= self.max_steps and b + 1 < len(batches):
+                    stopped = True
+                    counts["seconds"] += time.perf_counter() - started
+                    self.partial = {"epoch": epoch, "batch": b + 1, "sums": sums.cpu(), "counts": counts}
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        if stopped:
+            return None
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        counts["seconds"] += time.perf_counter() - started
+        return {"names": part_names, "sums": sums, "counts": counts}
+
+    def _epoch_record(self, epoch: int, result: dict) -> dict:
+        counts = result["counts"]
+        totals = torch.cat([result["sums"], torch.tensor(
+            [counts["batches"], counts["images"], counts["skipped"]], dtype=torch.float64, device=self.device)])
+        dist_utils.all_reduce_sum(totals, self.ctx)  # loss sums, batch and image counts of all ranks
+        n_parts = len(result["names"])
+        batches = float(totals[n_parts])  # optimizer steps taken (skipped batches excluded)
+        train = {name: (float(totals[i]) / batches if batches else None) for i, name in enumerate(result["names"])}
+        seconds = counts["seconds"]
+        return {
+            "epoch": epoch + 1,
+            "step": self.step,
+            "train": train,
+            "skipped_batches": int(totals[n_parts + 2]),
+            "lr": float(self.optimizer.param_groups[0]["lr"]),
+            "images_per_second": float(totals[n_parts + 1]) / seconds if seconds > 0 else None,
+            "seconds": seconds,
+        }
+
+    def _eval_model(self) -> torch.nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def _validate(self) -> dict | None:
+        if self.val_set is None:
+            return None
+        with preserved_rng():
+            metrics = evaluate(self._eval_model(), self.val_set, self.preprocessing, self.device,
+                               tta="none", embedding_metrics=False)
+        return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "n": metrics["n"]}
+
+    # -------------------------------------------------------------------------------- run
+    def run(self) -> dict:
+        started = time.perf_counter()
+        stopped_by_max_steps = False
+        while self.epochs_done < self.recipe.epochs:
+            if self.max_steps is not None and self.step >= self.max_steps:
+                stopped_by_max_steps = True
+                break
+            epoch = self.epochs_done
+            result = self._train_epoch(epoch)
+            if result is None:  # max_steps inside the epoch: save a resumable mid-epoch state
+                stopped_by_max_steps = True
+                if self.ctx.is_main:
+                    ckpt.save_training(self.out_dir, self._payload())
+                dist_utils.barrier(self.ctx)
+                break
+            record = self._epoch_record(epoch, result)
+            self.epochs_done = epoch + 1
+            is_best = False
+            if self.ctx.is_main:
+                eval_started = time.perf_counter()
+                val = self._validate()
+                if val is not None:
+                    record["val"] = val
+                    record["eval_seconds"] = time.perf_counter() - eval_started
+                    if val["accuracy"] is not None and (self.best is None or val["accuracy"] > self.best["accuracy"]):
+                        self.best = {"accuracy": val["accuracy"], "epoch": epoch + 1}
+                        is_best = True
+                self.history.append(record)
+                ckpt.save_training(self.out_dir, self._payload(), is_best=is_best)
+                with open(self.out_dir / METRICS_FILE, "a") as handle:
+                    handle.write(json.dumps(record, default=_json_default) + "\n")
+                if self.progress:
+                    self._print_epoch(record, is_best)
+            else:
+                self.history.append(record)
+            dist_utils.barrier(self.ctx)
+        results = self._finish(time.perf_counter() - started, stopped_by_max_steps) if self.ctx.is_main else None
+        dist_utils.barrier(self.ctx)
+        return dist_utils.broadcast_object(results, self.ctx)
+
+    def _print_epoch(self, record: dict, is_best: bool) -> None:
+        parts = " ".join(f"{k} {_fmt(v)}" for k, v in record["train"].items())
+        val = record.get("val")
+        val_text = f" | val acc {_fmt(val['accuracy'])}{' *' if is_best else ''}" if val else ""
+        skipped = f" | skipped {record['skipped_batches']}" if record["skipped_batches"] else ""
+        print(f"epoch {record['epoch']}/{self.recipe.epochs} | {parts}{val_text} | "
+              f"{record['images_per_second'] or 0:,.0f} img/s | {record['seconds']:.1f}s{skipped}", file=sys.stderr)
+
+    def _final_model(self) -> tuple[torch.nn.Module, str]:
+        best_path = self.out_dir / ckpt.BEST
+        if self.val_set is not None and self.best and best_path.exists():
+            payload = ckpt.load(best_path, map_location=self.device)
+            model = ckpt.build_model(payload["meta"], best_path).to(self.device)
+            model.load_state_dict(ckpt.model_weights(payload))
+            model.eval()
+            return model, f"best validation accuracy (epoch {self.best['epoch']})"
+        if self.val_set is None:
+            return self._eval_model(), "last epoch (no validation split: no model selection)"
+        return self._eval_model(), "last state (no validated epoch yet)"
+
+    def _finish(self, run_seconds: float, stopped_by_max_steps: bool) -> dict:
+        model, selection = self._final_model()
+        tta = self.recipe.tta
+        with preserved_rng():
+            metrics = {}
+            normalize = normalized_space(self.recipe)
+            if self.val_set is not None:
+                metrics["val"] = evaluate(model, self.val_set, self.preprocessing, self.device, tta=tta,
+                                          reference=self.train_set, normalize=normalize)
+            if self.test_set is not None:
+                test = self.test_set
+                if list(test.classes) != self.classes:
+                    from .evaluate import align_classes
+
+                    test = align_classes(test, self.classes)
+                metrics["test"] = evaluate(model, test, self.preprocessing, self.device, tta=tta,
+                                           reference=self.train_set, normalize=normalize)
+        ckpt.save_weights(self.out_dir / WEIGHTS_FILE, model, self.meta)
+        train_seconds = sum(r["seconds"] for r in self.history)
+        images = sum((r.get("images_per_second") or 0) * r["seconds"] for r in self.history)
+        results = {
+            "recipe": self.recipe.name,
+            "dataset": self.dataset,
+            "seed": self.seed,
+            "classes": self.classes,
+            "selection": selection,
+            "metrics": metrics,
+            "tta": tta,
+            "epochs_completed": self.epochs_done,
+            "epochs": self.recipe.epochs,
+            "steps": self.step,
+            "stopped_by_max_steps": stopped_by_max_steps,
+            "skipped_batches": self.skipped_total,
+            "wall_seconds": run_seconds,
+            "train_seconds": train_seconds,
+            "images_per_second": images / train_seconds if train_seconds > 0 else None,
+            "device": dist_utils.device_name(self.device),
+            "world_size": self.ctx.world_size,
+            "torch_version": torch.__version__,
+            "fermetric_version": __version__,
+            "python_version": platform.python_version(),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "recipe_config": self.recipe.to_dict(),
+            "out_dir": str(self.out_dir),
+        }
+        _write_json_atomic(self.out_dir / RESULTS_FILE, results)
+        if self.progress:
+            for split, values in metrics.items():
+                print(f"{split}: accuracy {_fmt(values['accuracy'])} macro-F1 {_fmt(values['macro_f1'])} "
+                      f"(n={values['n']}, tta={tta}, {selection})", file=sys.stderr)
+        return results
+
+
+@contextlib.contextmanager
+def _determinism(device: torch.device):
+    """Deterministic kernels on the CPU; cudnn autotuning on CUDA. Restores the previous settings.
+
+    ``set_deterministic_debug_mode("warn")`` is ``use_deterministic_algorithms(True,
+    warn_only=True)`` without the latter's import of torch._inductor (seconds; it only sets a
+    torch.compile flag, and nothing is compiled on the CPU).
+    """
+    previous = (torch.get_deterministic_debug_mode(), torch.backends.cudnn.benchmark)
+    if device.type == "cpu":
+        torch.set_deterministic_debug_mode("warn")
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: autotune once
+    try:
+        yield
+    finally:
+        torch.set_deterministic_debug_mode(previous[0])
+        torch.backends.cudnn.benchmark = previous[1]
+
+
+def train(recipe, train_set, val_set, out_dir, device="auto", seed: int = 0, resume: bool = False,
+          on_nan: str = "stop", max_steps: int | None = None, progress: bool = True, test_set=None,
+          dataset: str | None = None) -> dict:
+    """Train ``recipe`` on ``train_set``, select on ``val_set``, write everything to ``out_dir``.
+
+    Args:
+        recipe: a :class:`fermetric.config.Recipe`.
+        train_set, val_set: ImageSets with the same classes; ``val_set=None`` means no selection
+            (the last epoch is the result).
+        device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` (under torchrun: the local rank's GPU).
+        resume: continue from ``out_dir/last.pt`` (or ``last.prev.pt`` if that is corrupt).
+        on_nan: ``stop`` (TrainingError) or ``skip`` (drop the batch) on a NaN/Inf loss.
+        max_steps: stop after this many optimizer steps (a resumable checkpoint is written).
+        test_set: also evaluated at the end and reported as ``metrics["test"]``.
+        dataset: a name for metadata and results (default ``train_set.name``).
+    Returns:
+        The content of ``out_dir/results.json``.
+    """
+    context = dist_utils.setup(device)
+    try:
+        with _determinism(context.device):
+            trainer = Trainer(recipe, train_set, val_set, out_dir, context, seed=seed, resume=resume, on_nan=on_nan,
+                              max_steps=max_steps, progress=progress, test_set=test_set, dataset=dataset)
+            return trainer.run()
+    finally:
+        dist_utils.cleanup(context)
+
+
+def run_cli(args) -> int:
+    """``fermetric train --recipe NAME --data DATASET=ROOT --out DIR [...]`` (see ``cli.py``)."""
+    from ..config import load_recipe, replace
+    from ..data import dataset_splits, load_dataset, parse_data_arg
+    from .evaluate import dataset_options
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    if args.epochs is not None:
+        recipe = replace(recipe, epochs=args.epochs)
+    name, root = parse_data_arg(args.data)
+    options = dataset_options(args)
+    splits = set(dataset_splits(name, root))
+    train_set = load_dataset(name, root, "train", **options)
+    val_set = load_dataset(name, root, "val", **options) if "val" in splits else None
+    test_set = load_dataset(name, root, "test", **options) if "test" in splits else None
+    label = name + "".join(f" {k}={v}" for k, v in options.items())
+    results = train(recipe, train_set, val_set, args.out, device=args.device, seed=args.seed, resume=args.resume,
+                    on_nan=args.on_nan, max_steps=args.max_steps, progress=not args.quiet, test_set=test_set,
+                    dataset=label)
+    if not args.quiet and dist_utils.env_world()[0] == 0:
+        print(f"wrote {Path(args.out) / RESULTS_FILE}")
+    return 0

@@ -1,0 +1,147 @@
+"""Export a trained model to ONNX: ``fermetric export --checkpoint C --format onnx --out model.onnx``.
+
+Design decisions (defaults stated):
+
+* **Graph**: the network exactly as ``FERNet.forward`` runs it in eval mode, on the normalised
+  input ``image`` float32 ``[N, 1, S, S]``, with two outputs ``logits [N, C]`` and
+  ``embedding [N, D]`` (raw, not L2-normalised). The batch axis is dynamic. Preprocessing
+  (grey, resize to S, ``(x / 255 - mean) / std``) stays outside the graph, as in PyTorch, and is
+  described in the metadata so any runtime can reproduce it.
+* **Metadata** (``metadata_props``, all JSON strings): ``fermetric_meta`` (the checkpoint meta:
+  recipe, classes, preprocessing, dataset...), ``classes``, ``preprocessing``, ``input``,
+  ``outputs``, ``fermetric_version``. :func:`read_onnx_meta` reads them back.
+* **Exporter**: the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``), which
+  the installed torch (2.14) and the GPU machine's torch 2.11 both have and which needs no
+  ``onnxscript``; on a torch where it is gone the dynamo exporter is used with a dynamic batch
+  dimension. ``opset=17`` (onnxruntime >= 1.14).
+* **Checked**: ``onnx.checker.check_model`` runs before the file is moved into place (atomic
+  write: a failed export never leaves a half file under ``out``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+from . import __version__
+from .errors import CheckpointError, ConfigError
+
+__all__ = ["export_onnx", "read_onnx_meta", "run_cli"]
+
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("logits", "embedding")
+
+
+def _require_onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise ConfigError("ONNX export needs onnx: pip install 'fermetric[export]'") from None
+    return onnx
+
+
+def _export_graph(module, example, path: str, opset: int) -> None:
+    import torch
+
+    dynamic_axes = {INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in OUTPUT_NAMES}}
+    common = dict(input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), opset_version=opset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        try:
+            torch.onnx.export(module, (example,), path, dynamic_axes=dynamic_axes, do_constant_folding=True,
+                              dynamo=False, **common)
+            return
+        except TypeError as err:  # a torch without the `dynamo` switch: the classic exporter is the default
+            if "dynamo" not in str(err):
+                raise
+            torch.onnx.export(module, (example,), path, dynamic_axes=dynamic_axes, do_constant_folding=True, **common)
+            return
+        except (RuntimeError, NotImplementedError, ImportError) as err:
+            if "dynamo" not in str(err).lower() and "torchscript" not in str(err).lower():
+                raise
+        # The TorchScript exporter has been removed: use the dynamo exporter.
+        batch = torch.export.Dim("batch", min=1)
+        program = torch.onnx.export(module, (example,), dynamo=True, dynamic_shapes=({0: batch},), **common)
+        program.save(path)
+
+
+def export_onnx(checkpoint="default", out: str | os.PathLike = "model.onnx", opset: int = 17) -> Path:
+    """Write ``checkpoint`` as an ONNX model with ``(logits, embedding)`` outputs; returns ``out``."""
+    import torch
+
+    from .engine.checkpoint import load_model
+    from .models import FERNetExport
+
+    onnx = _require_onnx()
+    if opset < 13:
+        raise ConfigError(f"opset {opset} is too old; use 13 or newer (default 17)")
+    model, meta = load_model(checkpoint, device="cpu")
+    model.eval()
+    preprocessing = dict(meta.get("preprocessing", {}))
+    size = int(preprocessing.get("size") or meta.get("recipe", {}).get("data", {}).get("input_size", 48))
+    in_chans = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).in_channels
+    example = torch.randn(2, in_chans, size, size)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        with torch.no_grad():
+            _export_graph(FERNetExport(model).eval(), example, tmp, opset)
+        proto = onnx.load(tmp)
+        props = {
+            "fermetric_meta": json.dumps(meta),
+            "classes": json.dumps(list(meta["classes"])),
+            "preprocessing": json.dumps(preprocessing),
+            "input": json.dumps({"name": INPUT_NAME, "shape": ["batch", in_chans, size, size], "dtype": "float32",
+                                 "description": "grey face crop resized to size x size, normalised as "
+                                                "(pixel / 255 - mean) / std with the preprocessing metadata"}),
+            "outputs": json.dumps({"logits": "class scores in 'classes' order (softmax for probabilities)",
+                                   "embedding": "raw embedding (L2-normalise for retrieval)"}),
+            "fermetric_version": __version__,
+        }
+        del proto.metadata_props[:]
+        for key, value in props.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        proto.doc_string = f"fermetric {__version__} expression model ({meta.get('recipe', {}).get('name', '?')})"
+        onnx.checker.check_model(proto)
+        onnx.save(proto, tmp)
+        os.replace(tmp, out)
+    except CheckpointError:
+        raise
+    except Exception as err:
+        raise CheckpointError(f"ONNX export of {checkpoint} failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+def read_onnx_meta(path: str | os.PathLike) -> dict:
+    """The fermetric metadata of an exported model: ``{key: parsed JSON value}``."""
+    onnx = _require_onnx()
+    proto = onnx.load(str(path), load_external_data=False)
+    meta = {}
+    for entry in proto.metadata_props:
+        try:
+            meta[entry.key] = json.loads(entry.value)
+        except json.JSONDecodeError:
+            meta[entry.key] = entry.value
+    return meta
+
+
+def run_cli(args) -> int:
+    """``fermetric export --checkpoint C --format onnx --out model.onnx``."""
+    if args.format != "onnx":
+        raise ConfigError(f"unknown export format {args.format!r}; use onnx")
+    out = export_onnx(args.checkpoint, args.out)
+    meta = read_onnx_meta(out)
+    shape = meta["input"]["shape"]
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): input {INPUT_NAME} float32 [N, {shape[1]}, {shape[2]}, {shape[3]}] "
+          f"normalised with {meta['preprocessing']}; outputs logits [N, {len(meta['classes'])}] "
+          f"({', '.join(meta['classes'])}) and embedding")
+    return 0

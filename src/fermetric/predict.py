@@ -1,0 +1,614 @@
+"""Photo -> faces -> expressions: the :class:`Predictor` and ``fermetric predict``.
+
+>>> import fermetric
+>>> predictor = fermetric.load("default")                  # or a run directory / .pt / .safetensors
+>>> predictor.predict(fermetric.assets.example_photo())     # one dict per face
+[{'face': 0, 'box': [177.0, 66.0, 272.0, 161.0], 'score': 5.83, 'label': 'happy', ...}]
+
+Design decisions (defaults stated; every one is an argument):
+
+* **Inputs** (:meth:`Predictor.predict`, :meth:`Predictor.embed`): a path (``str``/``Path``), a
+  ``PIL.Image``, or a numpy array: RGB ``[H,W,3]`` by default, ``channel_order="bgr"`` for OpenCV
+  frames, ``[H,W]`` grey, ``[H,W,4]`` with alpha. All of them are decoded by
+  ``data.imageio.to_array`` (EXIF orientation, 16-bit, palettes... as for datasets), so the same
+  pixels give the same result whatever container they came in. Files are decoded at most
+  ``max_side=4096`` px on their longer side (bounded memory); boxes are still reported in the
+  original file's pixels.
+* **Faces**: ``detect=True`` runs the face detector (``haar`` by default, see
+  ``data/faces.py``) and crops each face as a square, grey, ``input_size`` px image, aligned on
+  the eyes when the detector gives landmarks, with the detector's calibrated margin (FER2013-style
+  tight crops; rendered at the face's resolution, then ``INTER_AREA`` to ``input_size``).
+  ``detect=False`` treats the whole image as one face crop, like a dataset image: it reaches
+  ``Preprocessing`` at its own size and is resized there exactly as ``fermetric eval`` does.
+* **Same path as evaluation**: crops go through ``engine.evaluate.embed`` with the checkpoint's
+  own ``Preprocessing`` (grey, size, mean/std from its meta): bf16 autocast on CUDA, fp32 on CPU,
+  no test-time augmentation. All faces of an image (and of a chunk of files or video frames) are
+  one batch.
+* **Outputs**: ``label`` is the classifier's argmax; ``probabilities`` its softmax; ``score`` the
+  detector's confidence (``None`` without detection); ``embedding_norm`` the L2 norm of the raw
+  embedding (retrieval L2-normalises it; an unusually small norm marks an input far from the
+  training data).
+* **Many files** (:meth:`Predictor.predict_paths`): files, folders (recursive, sorted, hidden
+  files and folders skipped) and videos (every ``every``-th frame, ``frame`` and ``time`` in the
+  output); a file that cannot be read is recorded in ``skipped`` with the reason, and the run
+  goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import cv2
+import numpy as np
+
+from .data.faces import FACE_DETECTORS, Face, FaceDetector, align_face, create_detector, to_grey
+from .errors import ConfigError, ImageError
+
+__all__ = ["Predictor", "PredictionReport", "load", "expand_paths", "run_cli", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS"]
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm", ".pbm", ".pnm"}
+)
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv"})
+#: longest side (px) a file is decoded at; the detector then sees at most its own ``max_side``
+MAX_DECODE_SIDE = 4096
+#: a chunk of files/frames is sent through the model once it holds this many crops ...
+CHUNK_CROPS = 256
+#: ... or this many decoded pixels kept for ``annotate`` (bounded memory on 4K video / big photos)
+CHUNK_PIXELS = 48_000_000
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    logits = np.asarray(logits, dtype=np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def _original_scale(path: Path, decoded: np.ndarray) -> float:
+    """Factor from decoded pixels to the file's own pixels (1.0 unless it was decoded smaller).
+
+    The longer side is the same before and after an EXIF rotation, so the ratio of longer sides
+    needs no orientation handling.
+    """
+    if max(decoded.shape[:2]) < MAX_DECODE_SIDE:
+        return 1.0
+    try:
+        from PIL import Image
+
+        with warnings.catch_warnings():  # a huge file was decoded reduced on purpose: no bomb warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:  # header only
+                return max(image.size) / max(decoded.shape[:2])
+    except Exception:
+        return 1.0
+
+
+@dataclass
+class _Unit:
+    """One image or video frame waiting in a chunk for its forward pass."""
+
+    path: str
+    frame: int | None
+    time: float | None
+    faces: list[Face]  # in decoded pixels
+    crops: list[np.ndarray]
+    scale: float  # decoded -> original pixels
+    image: np.ndarray | None = None  # decoded RGB, kept only for annotation
+
+
+@dataclass
+class PredictionReport:
+    """What :meth:`Predictor.predict_paths` did.
+
+    Attributes:
+        records: one dict per face (``path``, ``frame``, ``time`` plus :meth:`Predictor.predict`'s keys).
+        files: files read successfully (a video counts once).
+        frames: images and sampled video frames analysed.
+        no_face: ``(path, frame or None)`` of the images / frames in which no face was found.
+        skipped: ``(path, reason)`` for every input that could not be read.
+        classes: the model's classes (for per-class counts).
+    """
+
+    classes: tuple[str, ...]
+    records: list[dict] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    frames: int = 0
+    no_face: list[tuple[str, int | None]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def class_counts(self) -> dict[str, int]:
+        counts = {c: 0 for c in self.classes}
+        for record in self.records:
+            counts[record["label"]] += 1
+        return counts
+
+
+class Predictor:
+    """A trained model plus its preprocessing and a face detector (scikit-learn-sized surface).
+
+    Args:
+        model: a FERNet in eval mode (as ``engine.checkpoint.load_model`` returns it).
+        meta: the checkpoint meta (``classes``, ``preprocessing``, ``recipe``...).
+        detector: face detector name or instance (``haar`` default), built on first use.
+        device: torch device of ``model``.
+        batch_size: crops per forward pass.
+        source: where the model came from (recorded by retrieval indexes).
+    """
+
+    def __init__(self, model, meta: dict, detector: "str | FaceDetector" = "haar", device="cpu",
+                 batch_size: int = 256, source: str = "") -> None:
+        from .engine.evaluate import preprocessing_from_meta
+
+        self.model = model
+        self.meta = meta
+        self.classes: tuple[str, ...] = tuple(meta["classes"])
+        self.preprocessing = preprocessing_from_meta(meta)
+        self.input_size = int(self.preprocessing.size)
+        self.device = device
+        self.batch_size = batch_size
+        self.source = source
+        self._detector_spec = detector
+        self._detector: FaceDetector | None = detector if isinstance(detector, FaceDetector) else None
+
+    @classmethod
+    def load(cls, source: str | os.PathLike = "default", device="cpu", detector: "str | FaceDetector" = "haar",
+             batch_size: int = 256) -> "Predictor":
+        """A predictor for a checkpoint: ``"default"`` (the shipped model), a run directory, a
+        ``.pt`` training checkpoint or a ``.safetensors`` weights file."""
+        from .engine.checkpoint import load_model
+        from .engine.distributed import resolve_device
+
+        device = resolve_device(device)
+        if not isinstance(detector, FaceDetector):
+            FACE_DETECTORS.get(detector)  # an unknown name fails before the model loads
+        model, meta = load_model(source, device=device)
+        return cls(model, meta, detector=detector, device=device, batch_size=batch_size, source=str(source))
+
+    @property
+    def detector(self) -> FaceDetector:
+        if self._detector is None:
+            self._detector = create_detector(self._detector_spec)
+        return self._detector
+
+    def __repr__(self) -> str:
+        recipe = self.meta.get("recipe", {}).get("name", "?")
+        return (f"Predictor(source={self.source!r}, recipe={recipe!r}, classes={list(self.classes)}, "
+                f"input_size={self.input_size}, device={str(self.device)!r})")
+
+    # ------------------------------------------------------------------------------ images
+    def _decode(self, image, channel_order: str = "rgb") -> tuple[np.ndarray, float]:
+        """``(uint8 RGB or grey array, decoded->original scale)`` for any supported input."""
+        from .data.imageio import to_array
+
+        if isinstance(image, (str, os.PathLike)):
+            decoded = to_array(image, mode="rgb", max_side=MAX_DECODE_SIDE)
+            return decoded, _original_scale(Path(image), decoded)
+        if isinstance(image, np.ndarray) and image.ndim == 2 and image.dtype == np.uint8:
+            return np.ascontiguousarray(image), 1.0  # grey stays grey: detection and crops use luma anyway
+        return to_array(image, mode="rgb", channel_order=channel_order, max_side=MAX_DECODE_SIDE), 1.0
+
+    def _crops(self, image: np.ndarray, detect: bool) -> tuple[list[Face], list[np.ndarray]]:
+        """Faces (decoded pixels) and their ``input_size`` grey crops."""
+        grey = to_grey(image)
+        if not detect:  # the whole image, resized later by Preprocessing exactly as in evaluation
+            height, width = grey.shape
+            return [Face((0.0, 0.0, float(width), float(height)), None)], [grey]
+        detector = self.detector
+        faces = detector(image)
+        return faces, [align_face(grey, face, self.input_size, detector.crop_margin) for face in faces]
+
+    def faces(self, image, detect: bool = True, channel_order: str = "rgb") -> list[tuple[Face, np.ndarray]]:
+        """``[(Face in original pixels, grey crop)]``: exactly what the model is given (crops are
+        ``input_size`` squares; with ``detect=False`` the whole grey image at its own size)."""
+        decoded, scale = self._decode(image, channel_order)
+        faces, crops = self._crops(decoded, detect)
+        return [(f.scaled(scale) if scale != 1.0 else f, c) for f, c in zip(faces, crops)]
+
+    # ------------------------------------------------------------------------------- model
+    def run_crops(self, crops: np.ndarray | list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """``(probabilities [N,C], embeddings [N,D])`` of grey uint8 crops (``[N,h,w]`` or a list).
+
+        Crops of equal size form one batch; other sizes are resized by ``Preprocessing`` (as in
+        evaluation), one batch per size.
+        """
+        from .engine.evaluate import embed
+
+        if isinstance(crops, np.ndarray) and crops.ndim == 3:
+            groups = {crops.shape[1:]: np.arange(len(crops))}
+        else:
+            groups = {}
+            for i, crop in enumerate(crops):
+                groups.setdefault(np.shape(crop), []).append(i)
+        n = len(crops)
+        probabilities = np.zeros((n, len(self.classes)))
+        embeddings = np.zeros((n, self.embedding_dim), np.float32)
+        for shape, index in groups.items():
+            if len(shape) != 2:
+                raise ImageError(f"crops must be grey [h, w] arrays, got shape {shape}")
+            batch = np.stack([np.asarray(crops[i], dtype=np.uint8) for i in index])
+            logits, embedded = embed(self.model, batch, self.preprocessing, self.device, self.batch_size)
+            probabilities[index], embeddings[index] = _softmax(logits), embedded
+        return probabilities, embeddings
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(getattr(self.model, "embedding_dim", 0) or self.meta["recipe"]["model"]["embedding_dim"])
+
+    def _records(self, faces: list[Face], probabilities: np.ndarray, embeddings: np.ndarray, scale: float) -> list[dict]:
+        records = []
+        for index, (face, probs, emb) in enumerate(zip(faces, probabilities, embeddings)):
+            box = face.scaled(scale).box if scale != 1.0 else face.box
+            best = int(np.argmax(probs))
+            records.append({
+                "face": index,
+                "box": [round(float(v), 1) for v in box],
+                "score": None if face.score is None else float(face.score),
+                "label": self.classes[best],
+                "probabilities": {c: float(p) for c, p in zip(self.classes, probs)},
+                "embedding_norm": float(np.linalg.norm(emb)),
+            })
+        return records
+
+    def predict(self, image, detect: bool = True, channel_order: str = "rgb") -> list[dict]:
+        """One dict per face, left to right: ``face, box, score, label, probabilities,
+        embedding_norm``; ``[]`` when no face is found."""
+        decoded, scale = self._decode(image, channel_order)
+        faces, crops = self._crops(decoded, detect)
+        probabilities, embeddings = self.run_crops(crops)
+        return self._records(faces, probabilities, embeddings, scale)
+
+    def embed(self, image, detect: bool = True, channel_order: str = "rgb") -> np.ndarray:
+        """Raw embeddings ``[F, D]`` (float32) of the faces in ``image``, in :meth:`predict`'s order."""
+        decoded, _ = self._decode(image, channel_order)
+        _, crops = self._crops(decoded, detect)
+        return self.run_crops(crops)[1]
+
+    # ------------------------------------------------------------------------------- paths
+    def predict_paths(
+        self,
+        paths: Iterable[str | os.PathLike],
+        detect: bool = True,
+        every: int = 10,
+        annotate: str | os.PathLike | None = None,
+        on_record: Callable[[dict], None] | None = None,
+    ) -> PredictionReport:
+        """Predict on files, folders and videos; unreadable inputs are skipped, not fatal.
+
+        Args:
+            every: videos: analyse frames 0, every, 2*every, ...
+            annotate: folder for copies with boxes and labels drawn (folder inputs keep their
+                relative layout under the folder's name; video frames become ``<name>_frameNNNNNN.jpg``).
+            on_record: called with each face record as soon as its chunk is done (streaming output).
+        """
+        if every < 1:
+            raise ConfigError(f"--every must be >= 1, got {every}")
+        report = PredictionReport(self.classes)
+        annotator = _Annotator(Path(annotate)) if annotate is not None else None
+        files, report.skipped = expand_paths(paths)
+        pending: list[_Unit] = []
+
+        def flush() -> None:
+            crops = [c for unit in pending for c in unit.crops]
+            probabilities, embeddings = self.run_crops(crops)
+            start = 0
+            for unit in pending:
+                n = len(unit.crops)
+                records = self._records(unit.faces, probabilities[start:start + n], embeddings[start:start + n], unit.scale)
+                start += n
+                where = unit.path if unit.frame is None else f"{unit.path}#{unit.frame}"
+                if not records:
+                    report.no_face.append((unit.path, unit.frame))
+                for record in records:
+                    record = {"path": unit.path, "frame": unit.frame, "time": unit.time, **record}
+                    report.records.append(record)
+                    if on_record is not None:
+                        on_record(record)
+                if annotator is not None and unit.image is not None:
+                    error = annotator.write(unit, records)
+                    if error:
+                        report.skipped.append((where, error))
+            pending.clear()
+
+        def add(unit: _Unit) -> None:
+            report.frames += 1
+            pending.append(unit)
+            held = sum(u.image.size for u in pending if u.image is not None) + sum(c.size for u in pending for c in u.crops)
+            if sum(len(u.crops) for u in pending) >= CHUNK_CROPS or held >= CHUNK_PIXELS:
+                flush()
+
+        for path, root in files:
+            label = str(path)
+            if annotator is not None:
+                annotator.register(label, path, root)
+            if path.suffix.lower() in VIDEO_EXTENSIONS:
+                frames = 0
+                for frame_index, time, rgb in _video_frames(path, every):
+                    faces, crops = self._crops(rgb, detect)
+                    add(_Unit(label, frame_index, time, faces, crops, 1.0, rgb if annotator else None))
+                    frames += 1
+                if frames:
+                    report.files.append(label)
+                else:
+                    report.skipped.append((label, "not a readable video (no frame could be decoded)"))
+                continue
+            try:
+                decoded, scale = self._decode(path)
+            except ImageError as err:
+                report.skipped.append((label, _reason(err, label)))
+                continue
+            faces, crops = self._crops(decoded, detect)
+            report.files.append(label)
+            add(_Unit(label, None, None, faces, crops, scale, decoded if annotator else None))
+        if pending:
+            flush()
+        return report
+
+
+def load(source: str | os.PathLike = "default", device="cpu", detector: "str | FaceDetector" = "haar") -> Predictor:
+    """``fermetric.load``: a :class:`Predictor` for a checkpoint (``"default"``: the shipped model)."""
+    return Predictor.load(source, device=device, detector=detector)
+
+
+# ----------------------------------------------------------------------------------- inputs
+def _reason(err: Exception, label: str) -> str:
+    """An ImageError's message without the leading ``"<path>: "`` (the report names the path)."""
+    text = str(err)
+    return text[len(label) + 2:] if text.startswith(label + ": ") else text
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")  # .DS_Store, AppleDouble "._x.jpg", .git ...
+
+
+def expand_paths(paths: Iterable[str | os.PathLike]) -> tuple[list[tuple[Path, Path | None]], list[tuple[str, str]]]:
+    """``([(file, folder it came from or None)], [(path, reason skipped)])``.
+
+    Folders are walked recursively in sorted order without following symlinked folders; only
+    image and video extensions are taken from folders (hidden files and folders are ignored).
+    A file named explicitly is always tried, whatever its extension.
+    """
+    files: list[tuple[Path, Path | None]] = []
+    skipped: list[tuple[str, str]] = []
+    media = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = []
+            for folder, dirnames, filenames in os.walk(path):
+                dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
+                for name in sorted(filenames):
+                    if not _is_hidden(name) and Path(name).suffix.lower() in media:
+                        found.append((Path(folder) / name, path))
+            if not found:
+                skipped.append((str(path), "folder holds no image or video files"))
+            files.extend(found)
+        elif path.exists():
+            files.append((path, None))
+        else:
+            skipped.append((str(path), "no such file or folder"))
+    return files, skipped
+
+
+def _video_frames(path: Path, every: int) -> Iterator[tuple[int, float | None, np.ndarray]]:
+    """``(frame index, time in s, RGB frame)`` for frames 0, every, 2*every... (others only grabbed)."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            return
+        fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
+        index = 0
+        while True:
+            if index % every == 0:
+                ok, frame = capture.read()
+                if not ok or frame is None:
+                    return
+                time = round(index / fps, 3) if fps > 0 else None
+                yield index, time, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            elif not capture.grab():  # decode-free skip
+                return
+            index += 1
+    finally:
+        capture.release()
+
+
+# ------------------------------------------------------------------------------- annotation
+_WRITABLE = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+class _Annotator:
+    """Writes copies of images/frames with boxes and ``label p`` drawn (OpenCV drawing, PIL saving)."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.targets: dict[str, Path] = {}
+        self.used: set[Path] = set()
+
+    def register(self, label: str, path: Path, root: Path | None) -> None:
+        relative = Path(path.name) if root is None else Path(root.name or "input") / path.relative_to(root)
+        self.targets[label] = relative
+
+    def _target(self, unit: _Unit) -> Path:
+        relative = self.targets.get(unit.path, Path(Path(unit.path).name))
+        if unit.frame is not None:
+            relative = relative.with_name(f"{relative.stem}_frame{unit.frame:06d}.jpg")
+        elif relative.suffix.lower() not in _WRITABLE:
+            relative = relative.with_suffix(".png")
+        target = self.out_dir / relative
+        stem, n = target.stem, 1
+        while target in self.used:  # two inputs with the same name
+            target = target.with_name(f"{stem}_{n}{target.suffix}")
+            n += 1
+        self.used.add(target)
+        return target
+
+    def write(self, unit: _Unit, records: list[dict]) -> str | None:
+        import cv2
+        from PIL import Image
+
+        image = unit.image
+        canvas = np.ascontiguousarray(np.repeat(image[:, :, None], 3, 2) if image.ndim == 2 else image.copy())
+        thickness = max(1, round(max(canvas.shape[:2]) / 400))
+        for face, record in zip(unit.faces, records):
+            x0, y0, x1, y1 = (int(round(v)) for v in face.box)
+            text = f"{record['label']} {record['probabilities'][record['label']]:.2f}"
+            font_scale = max(0.4, min(2.0, (x1 - x0) / 160))
+            cv2.rectangle(canvas, (x0, y0), (x1 - 1, y1 - 1), (0, 255, 0), thickness)
+            (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
+            ty = y0 - base - 2 if y0 - th - base - 2 >= 0 else min(y1 + th + 2, canvas.shape[0] - base)
+            cv2.rectangle(canvas, (x0, ty - th - 2), (x0 + tw + 2, ty + base), (0, 255, 0), -1)
+            cv2.putText(canvas, text, (x0 + 1, ty), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), thickness, cv2.LINE_AA)
+        target = self._target(unit)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            options = {"quality": 90} if target.suffix.lower() in (".jpg", ".jpeg") else {}
+            Image.fromarray(canvas).save(target, **options)
+        except (OSError, ValueError) as err:
+            return f"cannot write annotated copy {target}: {err}"
+        return None
+
+
+# -------------------------------------------------------------------------------------- CLI
+def _csv_header(classes: tuple[str, ...]) -> list[str]:
+    return ["path", "frame", "time", "face", "x0", "y0", "x1", "y1", "score", "label",
+            *[f"p_{c}" for c in classes], "embedding_norm"]
+
+
+def _csv_row(record: dict, classes: tuple[str, ...]) -> list:
+    empty = lambda v: "" if v is None else v  # noqa: E731
+    return [record["path"], empty(record["frame"]), empty(record["time"]), record["face"], *record["box"],
+            empty(record["score"]), record["label"], *[f"{record['probabilities'][c]:.6f}" for c in classes],
+            f"{record['embedding_norm']:.6f}"]
+
+
+def _summary_lines(report: PredictionReport, detect: bool = True) -> list[str]:
+    counts = {c: n for c, n in report.class_counts().items() if n}
+    lines = [
+        f"files read: {len(report.files)}; images/frames analysed: {report.frames}; faces found: {len(report.records)}",
+    ]
+    if counts:
+        lines.append("per class: " + ", ".join(f"{c} {n}" for c, n in sorted(counts.items(), key=lambda kv: -kv[1])))
+    if report.no_face:
+        where = [path if frame is None else f"{path} frame {frame}" for path, frame in report.no_face]
+        shown = ", ".join(where[:5]) + (f" (+{len(report.no_face) - 5} more)" if len(report.no_face) > 5 else "")
+        hint = " (images that are face crops already: use --no-detect)" if detect else ""
+        lines.append(f"no face found in {len(report.no_face)}: {shown}{hint}")
+    if report.skipped:
+        lines.append(f"skipped {len(report.skipped)}:")
+        lines.extend(f"  {path}: {reason}" for path, reason in report.skipped)
+    return lines
+
+
+def _check_output_folder(folder: Path, option: str) -> None:
+    """ConfigError unless ``folder`` can be created and written."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ConfigError(f"{option} {folder}: cannot write there ({err.strerror or err}); choose another folder") from None
+
+
+def _check_output_file(target: Path, option: str) -> None:
+    """ConfigError unless ``target`` can be written (its folder is created; an existing file is
+    left as it is until the results are written)."""
+    existed = target.exists()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "a"):
+            pass
+    except OSError as err:
+        raise ConfigError(f"{option} {target}: cannot write it ({err.strerror or err}); choose another path") from None
+    if not existed:
+        target.unlink()
+
+
+def run_cli(args) -> int:
+    """``fermetric predict PATH... [--checkpoint] [--json | --csv FILE] [--annotate DIR] [--no-detect]
+    [--detector haar] [--every N] [--device]``."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    if args.json and args.csv:
+        raise ConfigError("--json and --csv are alternatives; pass one of them")
+    predictor = Predictor.load(args.checkpoint, device=args.device, detector=args.detector)
+    # Outputs are checked before any work, so an unwritable target does not waste the whole run.
+    if args.csv:
+        _check_output_file(Path(args.csv), "--csv")
+    if args.annotate:
+        _check_output_folder(Path(args.annotate), "--annotate")
+    console = Console(stderr=bool(args.json))
+    on_record = None
+    if args.json:
+        def on_record(record: dict) -> None:
+            sys.stdout.write(json.dumps(record) + "\n")
+            sys.stdout.flush()
+
+    report = predictor.predict_paths(args.paths, detect=not args.no_detect, every=args.every,
+                                     annotate=args.annotate, on_record=on_record)
+    if not report.files:
+        reasons = "; ".join(f"{path}: {reason}" for path, reason in report.skipped[:2]) or "no input"
+        more = f" (and {len(report.skipped) - 2} more)" if len(report.skipped) > 2 else ""
+        raise ImageError(f"nothing could be read: {reasons}{more}")
+    if args.csv:
+        target = Path(args.csv)
+        try:
+            with open(target, "w", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(_csv_header(predictor.classes))
+                writer.writerows(_csv_row(r, predictor.classes) for r in report.records)
+        except OSError as err:  # e.g. the disk filled up during the run
+            raise ConfigError(f"--csv {target}: cannot write it ({err.strerror or err})") from None
+    if not args.json and not args.csv:
+        table = Table(show_lines=False)
+        for column in ("file", "frame", "face", "box (x0, y0, x1, y1)", "expression", "p", "detector score"):
+            # fold, never truncate, the file name (a narrow or piped console would show "/tmp/pho…")
+            table.add_column(column, justify="right" if column in ("frame", "face", "p", "detector score") else "left",
+                             overflow="fold" if column == "file" else "ellipsis")
+        rows = {}
+        for record in report.records:
+            rows.setdefault((record["path"], record["frame"]), []).append(record)
+        for key in report.no_face:
+            rows.setdefault(key, [])
+        order = {path: i for i, path in enumerate(report.files)}
+        for (path, frame), records in sorted(rows.items(), key=lambda kv: (order.get(kv[0][0], 0), kv[0][1] or 0)):
+            name = Text(path)  # plain text: a file named "[red]x.jpg" is not rich markup
+            if not records:
+                table.add_row(name, "" if frame is None else str(frame), "", "no face found", "", "", "")
+            for r in records:
+                table.add_row(name, "" if frame is None else str(frame), str(r["face"]),
+                              ", ".join(f"{v:.0f}" for v in r["box"]), r["label"],
+                              f"{r['probabilities'][r['label']]:.2f}",
+                              "" if r["score"] is None else f"{r['score']:.2f}")
+        console.print(table)
+    for line in _summary_lines(report, detect=not args.no_detect):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)  # one line per file, even when piped
+    if args.csv:
+        console.print(f"wrote {len(report.records)} rows to {args.csv}", highlight=False, markup=False, soft_wrap=True)
+    if args.annotate:
+        console.print(f"annotated copies in {args.annotate}", highlight=False, markup=False, soft_wrap=True)
+    return 0
+
+
+def run_cli_demo(args) -> int:
+    """``fermetric demo``: the shipped model on the shipped example photo (the README's first command)."""
+    from types import SimpleNamespace
+
+    from .assets import example_photo
+
+    photo = str(example_photo())
+    print(f"fermetric demo: shipped model on {photo} (public-domain NASA photo)", file=sys.stderr)
+    return run_cli(SimpleNamespace(paths=[photo], checkpoint="default", json=args.json, csv=None, annotate=None,
+                                   no_detect=False, detector="haar", every=10, device="cpu"))

@@ -1,0 +1,123 @@
+"""embed/evaluate, class alignment, and the `fermetric eval` / `fermetric info` commands."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fermetric import cli, vocab
+from fermetric.config import recipe_names
+from fermetric.data import load_dataset
+from fermetric.data.transforms import Preprocessing
+from fermetric.engine import checkpoint as ckpt
+from fermetric.engine.evaluate import align_classes, embed, evaluate
+from fermetric.errors import CheckpointError
+from fermetric.models import create_model
+
+from engine_helpers import CLASSES, make_imageset, tiny_recipe
+
+PREP = Preprocessing(size=16, mean=0.5, std=0.25)
+
+
+def _model(classes=CLASSES, seed=0):
+    torch.manual_seed(seed)
+    model = create_model(tiny_recipe("ce").model, num_classes=len(classes))
+    model.eval()
+    return model
+
+
+def test_embed_flip_averages_image_and_mirror():
+    imageset = make_imageset(3, seed=9)
+    model = _model()
+    logits, embeddings = embed(model, imageset, PREP, batch_size=5)
+    mirrored = make_imageset(3, seed=9)
+    mirrored.images[:] = imageset.images[:, :, ::-1]
+    logits_m, embeddings_m = embed(model, mirrored, PREP, batch_size=7)
+    logits_f, embeddings_f = embed(model, imageset, PREP, tta="flip")
+    np.testing.assert_allclose(logits_f, (logits + logits_m) / 2, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(embeddings_f, (embeddings + embeddings_m) / 2, rtol=1e-5, atol=1e-5)
+    assert logits.shape == (12, 4) and embeddings.shape == (12, 32) and logits.dtype == np.float32
+    # Batching does not change results, and the model's train/eval mode is left as it was.
+    model.train()
+    np.testing.assert_allclose(embed(model, imageset, PREP, batch_size=1)[0], logits, rtol=1e-5, atol=1e-5)
+    assert model.training
+
+
+def test_evaluate_against_direct_computation():
+    imageset = make_imageset(6, seed=3)
+    imageset.labels[:2] = -1  # unlabeled items are left out
+    model = _model()
+    with torch.no_grad():
+        logits = model(PREP.apply(torch.from_numpy(imageset.images)))["logits"].numpy()
+    keep = imageset.labels >= 0
+    result = evaluate(model, imageset, PREP, tta="none")
+    assert result["n"] == keep.sum() == 22
+    assert result["accuracy"] == pytest.approx(np.mean(logits[keep].argmax(1) == imageset.labels[keep]))
+    assert np.sum(result["confusion"]) == 22 and result["classes"] == list(CLASSES)
+    assert result["reference"] == "leave-one-out" and result["tta"] == "none"
+    for key in ("knn_accuracy", "centroid_accuracy", "precision_at_1", "map_at_r", "nmi", "macro_f1"):
+        assert 0.0 <= result[key] <= 1.0, key
+    reference = make_imageset(5, seed=4, split="train")
+    with_reference = evaluate(model, imageset, PREP, reference=reference)
+    assert with_reference["reference"] == "synthetic/train"
+    assert with_reference["accuracy"] == result["accuracy"]  # the classifier does not use the reference
+
+
+def test_align_classes_maps_subsets_and_refuses_unknown_classes():
+    imageset = make_imageset(2, classes=("happy", "surprise"))
+    aligned = align_classes(imageset, vocab.EMOTIONS)
+    names = [vocab.EMOTIONS[i] for i in aligned.labels]
+    assert names == [imageset.classes[i] for i in imageset.labels]
+    assert aligned.classes == vocab.EMOTIONS
+    with pytest.raises(CheckpointError, match=r"class\(es\) \['surprise'\]"):
+        align_classes(imageset, ("neutral", "happy"))
+
+
+@pytest.fixture
+def weights(tmp_path):
+    """A (random-weight) tiny model saved as safetensors with meta, classes in CLASSES order."""
+    model = _model()
+    meta = ckpt.make_meta(tiny_recipe("ce"), CLASSES, PREP, "synthetic", 0)
+    return ckpt.save_weights(tmp_path / "model.safetensors", model, meta), model
+
+
+def test_eval_cli_json_and_out(weights, folder_dataset, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FERMETRIC_CACHE", "off")
+    path, model = weights
+    code = cli.main(["eval", "--checkpoint", str(path), "--data", f"folder={folder_dataset}", "--split", "test",
+                     "--json", "--device", "cpu", "--out", str(tmp_path / "report")])
+    stdout = capsys.readouterr().out
+    assert code == 0 and len(stdout.strip().splitlines()) == 1
+    result = json.loads(stdout)
+    test_set = load_dataset("folder", folder_dataset, "test")
+    expected = evaluate(model, test_set, PREP)
+    assert result["n"] == 32 and result["accuracy"] == pytest.approx(expected["accuracy"])
+    assert result["macro_f1"] == pytest.approx(expected["macro_f1"])
+    assert json.loads((tmp_path / "report" / "metrics.json").read_text())["accuracy"] == result["accuracy"]
+    assert (tmp_path / "report" / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    code = cli.main(["eval", "--checkpoint", str(path), "--data", f"folder={folder_dataset}", "--split", "val", "--tta", "flip"])
+    table = capsys.readouterr().out
+    assert code == 0 and "accuracy" in table and "tta" in table and "flip" in table
+
+
+def test_eval_cli_refuses_a_foreign_class_vocabulary(tmp_path, folder_dataset, capsys, monkeypatch):
+    monkeypatch.setenv("FERMETRIC_CACHE", "off")
+    meta = ckpt.make_meta(tiny_recipe("ce"), ("happy", "sad"), PREP, "synthetic", 0)
+    path = ckpt.save_weights(tmp_path / "two.safetensors", _model(("happy", "sad")), meta)
+    code = cli.main(["eval", "--checkpoint", str(path), "--data", f"folder={folder_dataset}", "--json"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "neutral" in err and "not trained on" in err
+
+
+def test_info_cli_json(capsys):
+    assert cli.main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["recipes"] == recipe_names() and "tiny" in info["backbones"]
+    assert {"folder", "fer2013"} <= set(info["datasets"]) and {"mtdml", "tcl"} <= set(info["losses"])
+    assert info["versions"]["torch"] == torch.__version__ and info["device"]["type"] in ("cpu", "cuda")
+    assert info["default_model"]["shipped"] == ckpt.default_weights_path().is_file()
+    assert cli.main(["info"]) == 0 and "default model" in capsys.readouterr().out
