@@ -2,8 +2,10 @@
 
 This file only declares the commands and their options; each command is run by a ``run_cli(args)``
 function in the module that owns the work (imported lazily, so ``fermetric --help`` is instant).
-A :class:`~fermetric.errors.FermetricError` prints one line and exits non-zero; ``--debug``
-shows the traceback instead.
+A :class:`~fermetric.errors.FermetricError` prints one line and exits non-zero (2); any other
+exception prints one line too (an ``OSError`` as an error, exit 2; anything else as an internal
+error, exit 1), and so does every warning; ``--debug`` shows tracebacks and Python's own warning
+format instead.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from . import __version__
 from .errors import FermetricError
@@ -38,6 +41,8 @@ def _data_options(p: argparse.ArgumentParser, required: bool = True) -> None:
                    help="test fold of a subject-independent k-fold protocol (CK+: 0-9)")
     p.add_argument("--label-mode", default=None, choices=["majority", "plurality", "probability"],
                    help="FER+ label mode (default majority)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="leave out images that cannot be decoded (listed in one warning) instead of stopping")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command = args.command if args.command != "index" else f"index-{args.index_command}"
     module_name, function_name = HANDLERS[command].split(":")
+    formatwarning = warnings.formatwarning
+    if not args.debug:  # warnings too are one line ("path:line: Category: ..." plus source line with --debug)
+        warnings.formatwarning = lambda message, category, *rest, **kw: (
+            f"fermetric {args.command}: warning: {' '.join(str(message).split())}\n")
     try:
         handler = getattr(importlib.import_module(module_name), function_name)
         return int(handler(args) or 0)
@@ -154,6 +163,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"fermetric {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # an unforeseen failure or a bug: still one line (the traceback: --debug)
+        if args.debug:
+            raise
+        reason = " ".join(str(err).split())[:300] or "no message"
+        if isinstance(err, OSError):  # full disk, permissions, a vanished file: the user's to fix
+            print(f"fermetric {args.command}: error: {reason}", file=sys.stderr)
+            return 2
+        print(f"fermetric {args.command}: internal error: {type(err).__name__}: {reason} "
+              "(rerun with --debug for the traceback, and please report it)", file=sys.stderr)
+        return 1
+    finally:
+        warnings.formatwarning = formatwarning
 
 
 if __name__ == "__main__":

@@ -45,7 +45,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-import cv2
 import numpy as np
 
 from .data.faces import FACE_DETECTORS, Face, FaceDetector, align_face, create_detector, to_grey
@@ -550,11 +549,11 @@ def run_cli(args) -> int:
     if args.annotate:
         _check_output_folder(Path(args.annotate), "--annotate")
     console = Console(stderr=bool(args.json))
-    on_record = None
-    if args.json:
-        def on_record(record: dict) -> None:
-            sys.stdout.write(json.dumps(record) + "\n")
-            sys.stdout.flush()
+    def print_json_line(record: dict) -> None:
+        sys.stdout.write(json.dumps(record) + "\n")
+        sys.stdout.flush()
+
+    on_record = print_json_line if args.json else None
 
     report = predictor.predict_paths(args.paths, detect=not args.no_detect, every=args.every,
                                      annotate=args.annotate, on_record=on_record)

@@ -148,7 +148,7 @@ def _print_table(report: dict) -> None:
 
     console = Console()
     classes = report["classes"]
-    table = Table(title=f"{report['dataset']} at {report['root']}: {report['total']} images")
+    table = Table(title=escape(f"{report['dataset']} at {report['root']}: {report['total']} images"))
     table.add_column("split")
     table.add_column("images", justify="right")
     table.add_column("size", justify="right")

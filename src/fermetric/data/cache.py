@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 import zlib
 from collections import Counter
@@ -40,6 +39,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ImageError
+from ..fileio import atomic_write
 from .base import DataWarning
 from .imageio import read_image
 
@@ -174,8 +174,8 @@ class ArrayCache:
         }
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            _atomic_write(npy, lambda f: np.save(f, array, allow_pickle=False))
-            _atomic_write(meta_path, lambda f: f.write(json.dumps(meta).encode()))
+            atomic_write(npy, writer=lambda f: np.save(f, array, allow_pickle=False))
+            atomic_write(meta_path, json.dumps(meta).encode())
         except OSError as err:
             warnings.warn(f"cannot write the data cache in {self.directory} ({err.strerror or err}); "
                           f"set {CACHE_ENV} to a writable folder", DataWarning, stacklevel=3)
@@ -190,22 +190,6 @@ class ArrayCache:
             return hit
         array, extra = build()
         return self.save(parts, label, array, extra), extra
-
-
-def _atomic_write(path: Path, write: Callable) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 # ---------------------------------------------------------------------------------------------

@@ -156,7 +156,7 @@ class DatasetReader:
         if bad_in_split and not opts["skip_bad"]:
             rel, why = bad_in_split[0]
             more = f" (and {len(bad_in_split) - 1} more bad images)" if len(bad_in_split) > 1 else ""
-            raise DataError(f"{Path(root) / rel}: {why}{more}; fix or delete it, or load with skip_bad=True")
+            raise DataError(f"{Path(root) / rel}: {why}{more}; fix or delete it, or load with skip_bad=True (--skip-bad)")
         if bad_in_split:
             warn(f"{root}: skipped {len(bad_in_split)} unreadable image(s) in {self.name} {split}: "
                  f"{listed([rel for rel, _ in bad_in_split])}")

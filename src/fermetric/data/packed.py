@@ -38,7 +38,6 @@ from __future__ import annotations
 import json
 import lzma
 import os
-import tempfile
 from collections import OrderedDict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,6 +46,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from ..fileio import atomic_write
 from .base import ImageSet
 from .loader import DATASETS, DatasetReader, Listing
 
@@ -147,18 +147,8 @@ def write_packed(path: str | os.PathLike, splits: Mapping[str, ImageSet], datase
         "fermetric_version": __version__,
     }
     arrays["meta"] = np.asarray(json.dumps(meta))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            np.savez_compressed(out, **arrays)  # a file object: numpy adds no ".npz" to the name
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    # A file object: numpy adds no ".npz" to the name.
+    atomic_write(path, writer=lambda out: np.savez_compressed(out, **arrays))
     return meta
 
 

@@ -44,6 +44,7 @@ import torch
 
 from .. import __version__
 from ..errors import CheckpointError, ConfigError
+from ..fileio import atomic_write, fsync_dir
 
 #: Payload format this fermetric writes and the newest one it reads.
 FORMAT_VERSION = 1
@@ -56,46 +57,8 @@ DEFAULT_WEIGHTS = "default.safetensors"
 
 
 # --------------------------------------------------------------------------------------- files
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not supported on every platform/filesystem.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes | None = None, writer=None) -> Path:
-    """Write ``data`` (or call ``writer(fileobj)``) to ``path`` atomically.
-
-    The temp file lives in the destination directory so ``os.replace`` is a same-filesystem
-    rename; on any failure the temp file is removed and the final name is untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            if writer is not None:
-                writer(handle)
-            else:
-                handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-    return path
+# Kept under this name: training, tests and other modules call ``checkpoint.atomic_write_bytes``.
+atomic_write_bytes = atomic_write
 
 
 def _digest(state: dict | None) -> str:
@@ -274,7 +237,7 @@ def save_training(out_dir: str | os.PathLike, payload: dict, is_best: bool = Fal
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
-        _fsync_dir(out_dir)
+        fsync_dir(out_dir)
         if is_best:
             atomic_write_bytes(out_dir / BEST, data)
     except OSError as err:

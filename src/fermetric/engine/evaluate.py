@@ -52,7 +52,10 @@ def embed(model: torch.nn.Module, imageset, preprocessing, device="cpu", batch_s
     use_amp = device.type == "cuda"
     try:
         for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(device, non_blocking=True)
+            chunk = np.ascontiguousarray(images[start:start + batch_size])
+            if not chunk.flags.writeable:  # a memory-mapped, read-only cache: torch warns on (and must not alias) it
+                chunk = chunk.copy()
+            batch = torch.from_numpy(chunk).to(device, non_blocking=True)
             x = preprocessing.apply(batch)
             views = [x, x.flip(-1)] if tta == "flip" else [x]
             logits = embedding = 0
@@ -197,8 +200,9 @@ def _json_default(value):
 
 
 def dataset_options(args) -> dict:
-    """``fold`` / ``label_mode`` CLI options that were given (loaders only get what they take)."""
-    return {key: getattr(args, key) for key in ("fold", "label_mode") if getattr(args, key, None) is not None}
+    """``fold`` / ``label_mode`` / ``skip_bad`` CLI options that were given (loaders only get what they take)."""
+    given = {key: getattr(args, key, None) for key in ("fold", "label_mode", "skip_bad")}
+    return {key: value for key, value in given.items() if value is not None and value is not False}  # fold 0 counts
 
 
 def run_cli(args) -> int:

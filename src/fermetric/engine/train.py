@@ -112,6 +112,21 @@ def check_output_dir(out_dir: Path, need_bytes: int = MIN_FREE_BYTES) -> None:
         )
 
 
+def remove_stale_temp_files(out_dir: Path) -> list[Path]:
+    """Delete the hidden temp files that a run killed during an atomic write leaves behind
+    (``.last.pt.<random>.tmp``: up to a checkpoint's size each); only this module's own names."""
+    names = (ckpt.LAST, ckpt.LAST_PREV, ckpt.BEST, WEIGHTS_FILE, METRICS_FILE, RESULTS_FILE)
+    removed = []
+    for name in names:
+        for path in out_dir.glob(f".{name}.*.tmp"):
+            try:
+                path.unlink()
+                removed.append(path)
+            except OSError:
+                pass
+    return removed
+
+
 def checkpoint_bytes_estimate(model: torch.nn.Module, optimizer_name: str, ema: bool) -> int:
     """Bytes needed for last, last.prev, best and model.safetensors, plus the minimum margin."""
     param_bytes = sum(p.numel() * 4 for p in model.parameters()) + sum(b.numel() * 4 for b in model.buffers())
@@ -295,7 +310,10 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, recipe.optim, self.steps_per_epoch, recipe.epochs)
 
         # Data on the device, once.
-        self.images = torch.from_numpy(np.ascontiguousarray(train_set.images)).to(self.device)
+        images = np.ascontiguousarray(train_set.images)
+        if not images.flags.writeable:  # the read-only memory-mapped cache: copy (torch warns on, and a CPU
+            images = images.copy()      # tensor would alias, read-only memory)
+        self.images = torch.from_numpy(images).to(self.device)
         self.labels = torch.from_numpy(np.asarray(train_set.labels, dtype=np.int64)).to(self.device)
         self.soft = None
         if train_set.soft_labels is not None and (train_set.info or {}).get("label_mode") == "probability":
@@ -374,6 +392,7 @@ class Trainer:
         self.skipped_total = int(payload.get("skipped_total", 0))
         ckpt.set_rng_state(payload["rng"])
         if self.ctx.is_main:
+            remove_stale_temp_files(self.out_dir)
             self._reconcile_best(payload)
             self._rewrite_metrics()
             if self.progress:
@@ -717,6 +736,8 @@ def run_cli(args) -> int:
     results = train(recipe, train_set, val_set, args.out, device=args.device, seed=args.seed, resume=args.resume,
                     on_nan=args.on_nan, max_steps=args.max_steps, progress=not args.quiet, test_set=test_set,
                     dataset=label)
-    if not args.quiet and dist_utils.env_world()[0] == 0:
-        print(f"wrote {Path(args.out) / RESULTS_FILE}")
+    if dist_utils.env_world()[0] == 0:
+        scores = ", ".join(f"{split} accuracy {metrics['accuracy']:.4f}"
+                           for split, metrics in results["metrics"].items() if metrics)
+        print(f"{results['selection']}: {scores}; wrote {Path(args.out) / RESULTS_FILE}")
     return 0

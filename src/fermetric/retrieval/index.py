@@ -222,6 +222,12 @@ class EmbeddingIndex:
         if expected and model_fingerprint(predictor.model) != expected:
             raise CheckpointError(f"the model {predictor.source or ''} is not the one this index was built with "
                                   f"({self.meta.get('checkpoint')}); query with that model or rebuild the index")
+        # Same weights with another preprocessing (size, mean/std) embed queries differently too.
+        built = (self.meta.get("model_meta") or {}).get("preprocessing")
+        if built is not None and built != predictor.meta.get("preprocessing"):
+            raise CheckpointError(f"the model {predictor.source or ''} has preprocessing "
+                                  f"{predictor.meta.get('preprocessing')} but this index was built with {built}; "
+                                  "query with the model the index was built with or rebuild the index")
 
     def query_crop(self, image, detect: bool = True, predictor=None, channel_order: str = "rgb") -> np.ndarray:
         """The grey crop that represents ``image`` in a query (largest face, or the whole image)."""
@@ -439,12 +445,13 @@ def run_cli_query(args) -> int:
         return 0
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=f"{len(results)} nearest to {args.image}")
+    table = Table(title=Text(f"{len(results)} nearest to {args.image}"))  # Text: file names are not markup
     for column in ("rank", "path", "label", "distance"):
         table.add_column(column, justify="right" if column in ("rank", "distance") else "left")
     for rank, result in enumerate(results, 1):
-        table.add_row(str(rank), result.path, result.label or "?", f"{result.distance:.4f}")
+        table.add_row(str(rank), Text(result.path), result.label or "?", f"{result.distance:.4f}")
     console = Console()
     console.print(table)
     votes: dict[str, int] = {}

@@ -1,0 +1,50 @@
+"""Atomic file writes: a crash, a kill or a full disk never leaves a half-written file under the
+final name (checkpoints, caches, packs, exports and result files all go through here)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename durable; not every platform or filesystem supports it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | None = None,
+                 writer: Callable | None = None) -> Path:
+    """Write ``data`` (or call ``writer(binary_file)``) to ``path`` atomically.
+
+    The temp file lives in the destination directory so ``os.replace`` is a same-filesystem
+    rename; it is flushed and fsynced first; on any failure it is removed and the final name is
+    untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if writer is not None:
+                writer(handle)
+            else:
+                handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+    return path
