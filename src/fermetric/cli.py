@@ -46,7 +46,8 @@ def _data_options(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fermetric", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="fermetric", description="Facial expression recognition with deep metric learning (MT-DML, DMSL, TCL, PI&DML).")
     parser.add_argument("--version", action="version", version=f"fermetric {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
