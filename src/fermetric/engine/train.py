@@ -736,7 +736,7 @@ def run_cli(args) -> int:
     results = train(recipe, train_set, val_set, args.out, device=args.device, seed=args.seed, resume=args.resume,
                     on_nan=args.on_nan, max_steps=args.max_steps, progress=not args.quiet, test_set=test_set,
                     dataset=label)
-    if dist_utils.env_world()[0] == 0:
+    if not args.quiet and dist_utils.env_world()[0] == 0:
         scores = ", ".join(f"{split} accuracy {metrics['accuracy']:.4f}"
                            for split, metrics in results["metrics"].items() if metrics)
         print(f"{results['selection']}: {scores}; wrote {Path(args.out) / RESULTS_FILE}")
