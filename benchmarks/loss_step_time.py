@@ -172,14 +172,7 @@ def time_variant(variant: str, args, device: torch.device, amp: bool) -> dict:
         optimizer.step()
 
     warmup = args.warmup if args.warmup is not None else (10 if device.type == "cuda" else 1)
-    for _ in range(warmup):
-        step()
-    timer = Timer(device)
-    timer.mark()
-    for _ in range(args.steps):
-        step()
-        timer.mark()
-    steps = timer.step_ms()
+    steps = timed(step, warmup, args.steps, device)
     result = {"ms_per_step": statistics.fmean(steps), "ms_per_step_median": statistics.median(steps),
               "model": model_name, **loss_info}
     if loss_fn is not None:
@@ -198,14 +191,19 @@ def time_loss_only(metric, takes_logits: bool, labels: torch.Tensor, args, devic
         value.backward()
         embedding.grad = None
 
-    for _ in range(max(warmup, 1)):
-        run()
+    return statistics.fmean(timed(run, max(warmup, 1), args.steps, device))
+
+
+def timed(fn, warmup: int, steps: int, device: torch.device) -> list[float]:
+    """Milliseconds of each of ``steps`` calls of ``fn`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
     timer = Timer(device)
     timer.mark()
-    for _ in range(args.steps):
-        run()
+    for _ in range(steps):
+        fn()
         timer.mark()
-    return statistics.fmean(timer.step_ms())
+    return timer.step_ms()
 
 
 def main(argv=None) -> int:

@@ -11,6 +11,7 @@ import torch
 
 from fermetric.engine import checkpoint as ckpt
 from fermetric.engine import train as train_module
+from training_faults import nan_losses_at
 from fermetric.engine.train import train
 from fermetric.errors import ConfigError, TrainingError
 
@@ -93,23 +94,9 @@ def test_corrupt_last_falls_back_to_previous(tiny_sets, reference_run, tmp_path)
     assert_same_run(reference_run, run)  # epoch 2 was trained again, identically
 
 
-def _nan_at(calls):
-    """A replacement for Trainer._losses whose total loss is NaN at the given calls (1-based)."""
-    original, count = train_module.Trainer._losses, [0]
-
-    def losses(trainer, x, index):
-        count[0] += 1
-        parts = original(trainer, x, index)
-        if count[0] in calls:
-            parts["loss"] = parts["loss"] * float("nan")
-        return parts
-
-    return losses
-
-
 def test_nan_stop_keeps_the_last_good_checkpoint(tiny_sets, tmp_path, monkeypatch):
     train_set, val_set, _ = tiny_sets
-    monkeypatch.setattr(train_module.Trainer, "_losses", _nan_at({5}))  # epoch 2, batch 2
+    monkeypatch.setattr(train_module.Trainer, "_losses", nan_losses_at({5}))  # epoch 2, batch 2
     with pytest.raises(TrainingError) as info:
         train(tiny_recipe("ce", epochs=2), train_set, val_set, tmp_path, device="cpu", progress=False)
     message = str(info.value)
@@ -121,7 +108,7 @@ def test_nan_stop_keeps_the_last_good_checkpoint(tiny_sets, tmp_path, monkeypatc
 
 def test_nan_skip_drops_batches_and_counts_them(tiny_sets, tmp_path, monkeypatch):
     train_set, val_set, _ = tiny_sets
-    monkeypatch.setattr(train_module.Trainer, "_losses", _nan_at({2, 4}))
+    monkeypatch.setattr(train_module.Trainer, "_losses", nan_losses_at({2, 4}))
     results = train(tiny_recipe("ce", epochs=2), train_set, val_set, tmp_path, device="cpu", progress=False, on_nan="skip")
     history = read_history(tmp_path)
     assert [h["skipped_batches"] for h in history] == [1, 1]

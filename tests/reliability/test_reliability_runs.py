@@ -20,6 +20,7 @@ from fermetric import __version__
 from fermetric.config import load_recipe
 from fermetric.engine import checkpoint as ckpt
 from fermetric.engine import train as train_module
+from training_faults import nan_losses_at
 
 from reliability_helpers import RUN_CLASSES, TINY_TRAIN, assert_one_line_error
 
@@ -110,22 +111,8 @@ def test_resume_removes_temp_files_left_by_a_kill(run_copy, dataset_root, run_cl
     assert not any(path.exists() for path in leftovers) and keep.read_text() == "mine"
 
 
-def _nan_losses(calls):
-    """Trainer._losses whose total loss is NaN at the given (1-based) calls."""
-    original, count = train_module.Trainer._losses, [0]
-
-    def losses(trainer, x, index):
-        count[0] += 1
-        parts = original(trainer, x, index)
-        if count[0] in calls:
-            parts["loss"] = parts["loss"] * float("nan")
-        return parts
-
-    return losses
-
-
 def test_on_nan_skip_continues_and_reports_the_skipped_batches(tmp_path, dataset_root, run_cli, monkeypatch):
-    monkeypatch.setattr(train_module.Trainer, "_losses", _nan_losses({2}))  # epoch 1, batch 2 of 2
+    monkeypatch.setattr(train_module.Trainer, "_losses", nan_losses_at({2}))  # epoch 1, batch 2 of 2
     out = tmp_path / "run"
     result = run_cli(*train_args(dataset_root, out, "--on-nan", "skip"))
     assert result.code == 0
@@ -139,7 +126,7 @@ def test_on_nan_skip_continues_and_reports_the_skipped_batches(tmp_path, dataset
 
 
 def test_on_nan_stop_is_one_line_and_keeps_the_last_good_checkpoint(tmp_path, dataset_root, run_cli, monkeypatch):
-    monkeypatch.setattr(train_module.Trainer, "_losses", _nan_losses({3}))  # epoch 2, batch 1
+    monkeypatch.setattr(train_module.Trainer, "_losses", nan_losses_at({3}))  # epoch 2, batch 1
     out = tmp_path / "run"
     result = run_cli(*train_args(dataset_root, out, "--quiet"))
     assert_one_line_error(result, "epoch 2, step 3", str(out / "last.pt"), "--on-nan skip")
