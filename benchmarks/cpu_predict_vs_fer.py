@@ -39,8 +39,10 @@ Design decisions (defaults stated; each is an option):
   docs/RESULTS.md section from such a file. The file carries no ``schema`` key, so
   ``make_tables.py`` leaves it alone.
 
-Known difference in detector settings (recorded, not changed): fer's Haar cascade uses
-``minSize=50`` px, fermetric's ``min_size=24`` (smaller faces found, more scales searched).
+Known difference in detector settings (recorded, not changed): ``fer`` runs OpenCV's
+``frontalface_default`` cascade at ``scaleFactor=1.1, minNeighbors=5, minSize=50``; fermetric's
+default is the ``frontalface_alt2`` cascade at ``1.2 / 2 / 40`` (chosen, with the numbers, by
+``benchmarks/face_detector_settings.py``). Each side runs its own library's defaults.
 
 Run (about 3-5 minutes on the 2-core CPU with a ResNet-18 model)::
 

@@ -535,14 +535,16 @@ def _check_output_file(target: Path, option: str) -> None:
 
 def run_cli(args) -> int:
     """``fermetric predict PATH... [--checkpoint] [--json | --csv FILE] [--annotate DIR] [--no-detect]
-    [--detector haar] [--every N] [--device]``."""
+    [--detector haar] [--min-face PX] [--every N] [--device]``."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
     if args.json and args.csv:
         raise ConfigError("--json and --csv are alternatives; pass one of them")
-    predictor = Predictor.load(args.checkpoint, device=args.device, detector=args.detector)
+    min_face = getattr(args, "min_face", None)
+    detector = create_detector(args.detector, min_face=min_face) if min_face is not None else args.detector
+    predictor = Predictor.load(args.checkpoint, device=args.device, detector=detector)
     # Outputs are checked before any work, so an unwritable target does not waste the whole run.
     if args.csv:
         _check_output_file(Path(args.csv), "--csv")

@@ -151,6 +151,22 @@ def test_registry_and_optional_detectors():
                 create_detector(name)
 
 
+def test_detector_options_are_checked_by_name():
+    assert create_detector("haar", min_face=24).min_face == 24
+    with pytest.raises(ConfigError, match="no option min_size.*min_face"):
+        create_detector("haar", min_size=24)
+    with pytest.raises(ConfigError, match="not to the instance"):
+        create_detector(HaarDetector(), min_face=24)
+    with pytest.raises(ConfigError, match="scale_factor > 1"):
+        HaarDetector(scale_factor=1.0)
+
+
+def test_min_face_bounds_the_faces_found(astronaut):
+    side = detect_faces(astronaut)[0].width  # about 100 px
+    assert len(HaarDetector(min_face=int(side * 0.8))(astronaut)) == 1
+    assert HaarDetector(min_face=int(side * 1.5))(astronaut) == []
+
+
 def test_mtcnn_finds_the_astronaut_with_landmarks(astronaut):
     pytest.importorskip("facenet_pytorch")
     faces = detect_faces(astronaut, "mtcnn")

@@ -100,6 +100,8 @@ def test_save_load_round_trip_and_safe_overwrite(predictor, crop_folder, tmp_pat
         index.save(tmp_path / "precious")
     with pytest.raises(DataError, match="not a fermetric index"):
         EmbeddingIndex.load(tmp_path / "precious")
+    with pytest.raises(DataError, match="does not exist; build one"):
+        EmbeddingIndex.load(tmp_path / "missing.index")
     (out / "items.npz").write_bytes(b"garbage")
     with pytest.raises(DataError, match="corrupt"):
         EmbeddingIndex.load(out)

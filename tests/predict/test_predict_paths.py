@@ -98,6 +98,19 @@ def test_cli_json_lines(tiny_checkpoint, photo_folder, capsys):
     assert "faces found: 1" in err and "broken.jpg" in err and "no face found in 1" in err
 
 
+def test_cli_min_face_reaches_the_detector(tiny_checkpoint, tmp_path, astronaut, capsys):
+    photo = tmp_path / "astronaut.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    assert main(["predict", str(photo), "--checkpoint", str(tiny_checkpoint), "--json", "--min-face", "60"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1
+    assert main(["predict", str(photo), "--checkpoint", str(tiny_checkpoint), "--json", "--min-face", "300"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and "no face found in 1" in err
+    assert main(["predict", str(photo), "--checkpoint", str(tiny_checkpoint), "--detector", "mediapipe",
+                 "--min-face", "30"]) == 2
+    assert "min_face" in capsys.readouterr().err
+
+
 def test_cli_csv_rows(tiny_checkpoint, photo_folder, tmp_path, astronaut_small):
     clip = write_video(tmp_path / "clip.avi", [astronaut_small] * 4)
     out = tmp_path / "out" / "faces.csv"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -146,7 +147,8 @@ def _print_table(report: dict) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    console = Console()
+    # Piped output has no terminal width: give the ten-column table room instead of Rich's 80.
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     classes = report["classes"]
     table = Table(title=escape(f"{report['dataset']} at {report['root']}: {report['total']} images"))
     table.add_column("split")

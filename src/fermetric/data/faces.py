@@ -3,9 +3,13 @@
 Detectors live in the ``FACE_DETECTORS`` registry and share one surface, ``detector(image) ->
 list[Face]``, on RGB (or grey) uint8 arrays:
 
-* ``haar`` (default, always available): OpenCV's ``haarcascade_frontalface_default.xml``
-  (``cv2.data.haarcascades``); ``scaleFactor=1.1, minNeighbors=5``, faces of at least 24 px in
-  the detection image. The score is the cascade's final-stage sum from ``detectMultiScale3``
+* ``haar`` (default, always available): OpenCV's ``haarcascade_frontalface_alt2.xml``
+  (``cv2.data.haarcascades``) with ``scaleFactor=1.2, minNeighbors=2``, faces of at least 40 px
+  in the detection image. Chosen by ``benchmarks/face_detector_settings.py`` (results in
+  docs/RESULTS.md) over the usual ``frontalface_default`` at ``1.1 / 5`` (``fer``'s settings):
+  the same FER2013 faces found, fewer detections on face-free images, about 1.6x less time per
+  photo (alt2's early stages reject more windows, and the larger step between pyramid scales
+  searches fewer of them). The score is the cascade's final-stage sum from ``detectMultiScale3``
   (``levelWeights``): higher is surer, it is **not** a probability. No landmarks, so Haar crops
   are not rotated.
 * ``mtcnn`` (``pip install --no-deps facenet-pytorch``): score is a probability, 5 landmarks
@@ -17,7 +21,9 @@ Design decisions (all options, defaults stated):
 
 * **Bounded memory and time**: a detector sees the image downscaled (``INTER_AREA``) so that its
   longer side is at most ``max_side=1024`` px; boxes and landmarks are mapped back to original
-  pixels. Faces below about ``24 * scale`` original pixels are therefore not found.
+  pixels. Faces below the detector's minimum (``min_face``, 40 px for Haar) in the detection
+  image are not found: lower ``min_face`` (``--min-face``) for crowds and small faces, at a cost
+  in time.
 * **Landmarks**: detector-specific points ``[K, 2]`` in original pixels; rows 0 and 1 are always
   the two eye centres (either order). ``align_face`` uses only those two.
 * **Order**: faces are returned left to right (then top to bottom), so results are stable.
@@ -25,15 +31,17 @@ Design decisions (all options, defaults stated):
   on the box. The margin is calibrated so that crops match FER2013, the reference training data,
   whose crops are tight (forehead to chin). Measured by running each detector on FER2013 test
   images (upscaled 4x, with a 24 px grey border so the whole face is visible): the Haar box side
-  is a median 0.97-1.00 of the FER2013 crop side (487 images) and MTCNN's longer box side a
-  median 1.05 (140 images), both centred within 1 px at 48 px scale, so both use
-  ``margin=0.0``. MediaPipe's boxes are tighter (they end near the brows): ``margin=0.1``, not
+  is a median 0.92-0.94 of the FER2013 crop side (``benchmarks/face_detector_settings.py``) and
+  MTCNN's longer box side a median 1.05 (140 images), both centred within 1 px at 48 px scale,
+  so both use ``margin=0.0`` (widening Haar crops towards the FER2013 side changed end-to-end
+  accuracy by less than its noise in that benchmark). MediaPipe's boxes are tighter (they end near the brows): ``margin=0.1``, not
   measured here. Override with ``margin=``.
 * A photo without a detectable face gives ``[]``, never an error.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -175,8 +183,8 @@ class HaarDetector(FaceDetector):
     """OpenCV's frontal-face Haar cascade (no landmarks, score = final-stage sum, not a probability).
 
     Args:
-        scale_factor, min_neighbors: ``detectMultiScale`` settings (1.1 and 5, OpenCV's usual pair).
-        min_size: smallest face (px) in the detection image.
+        scale_factor, min_neighbors: ``detectMultiScale`` settings (1.2 and 2: see the module notes).
+        min_face: smallest face side (px) in the detection image.
         cascade: file name inside ``cv2.data.haarcascades`` or a path to a cascade XML.
     """
 
@@ -187,15 +195,18 @@ class HaarDetector(FaceDetector):
         self,
         max_side: int = 1024,
         min_score: float | None = None,
-        scale_factor: float = 1.1,
-        min_neighbors: int = 5,
-        min_size: int = 24,
-        cascade: str = "haarcascade_frontalface_default.xml",
+        scale_factor: float = 1.2,
+        min_neighbors: int = 2,
+        min_face: int = 40,
+        cascade: str = "haarcascade_frontalface_alt2.xml",
     ) -> None:
         super().__init__(max_side, min_score)
+        if scale_factor <= 1.0 or min_neighbors < 0 or min_face < 1:
+            raise ConfigError(f"Haar settings need scale_factor > 1, min_neighbors >= 0 and min_face >= 1; got "
+                              f"{scale_factor}, {min_neighbors}, {min_face}")
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
-        self.min_size = min_size
+        self.min_face = int(min_face)
         folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
         path = cascade if ("/" in cascade or "\\" in cascade) else (folder or "") + cascade
         self._cascade = cv2.CascadeClassifier(path)
@@ -204,16 +215,21 @@ class HaarDetector(FaceDetector):
                 f"cannot load the Haar cascade {path!r} (OpenCV {cv2.__version__}; OpenCV 5 ships none): "
                 "install 'opencv-python-headless<5' or use --detector mtcnn"
             )
+        self.cascade = cascade
+
+    def __repr__(self) -> str:
+        return (f"HaarDetector(cascade={self.cascade!r}, scale_factor={self.scale_factor}, "
+                f"min_neighbors={self.min_neighbors}, min_face={self.min_face}, max_side={self.max_side})")
 
     def _detect(self, image: np.ndarray) -> list[Face]:
         grey = to_grey(image)
-        if min(grey.shape) < self.min_size:
+        if min(grey.shape) < self.min_face:
             return []
         boxes, _levels, weights = self._cascade.detectMultiScale3(
             grey,
             scaleFactor=self.scale_factor,
             minNeighbors=self.min_neighbors,
-            minSize=(self.min_size, self.min_size),
+            minSize=(self.min_face, self.min_face),
             outputRejectLevels=True,
         )
         weights = np.asarray(weights, dtype=np.float64).reshape(-1)
@@ -238,18 +254,20 @@ class MTCNNDetector(FaceDetector):
     Args:
         device: torch device for the three small CNNs (``"cpu"`` default).
         min_score: 0.9 by default (facenet-pytorch keeps weaker candidates).
+        min_face: smallest face side (px) in the detection image (facenet-pytorch's ``min_face_size``).
     """
 
     name = "mtcnn"
     crop_margin = 0.0
 
-    def __init__(self, max_side: int = 1024, min_score: float | None = 0.9, device: str = "cpu") -> None:
+    def __init__(self, max_side: int = 1024, min_score: float | None = 0.9, device: str = "cpu",
+                 min_face: int = 20) -> None:
         super().__init__(max_side, min_score)
         try:
             from facenet_pytorch import MTCNN
         except ImportError:
             raise ConfigError("face detector 'mtcnn' needs facenet-pytorch: pip install --no-deps facenet-pytorch") from None
-        self._mtcnn = MTCNN(keep_all=True, device=device)
+        self._mtcnn = MTCNN(keep_all=True, device=device, min_face_size=int(min_face))
 
     def _detect(self, image: np.ndarray) -> list[Face]:
         from PIL import Image
@@ -302,10 +320,19 @@ class MediaPipeDetector(FaceDetector):
 
 
 def create_detector(detector: "str | FaceDetector" = "haar", **options) -> FaceDetector:
-    """A detector by registry name (``haar``, ``mtcnn``, ``mediapipe``), or the instance given."""
+    """A detector by registry name (``haar``, ``mtcnn``, ``mediapipe``) built with ``options``
+    (e.g. ``min_face=24``), or the instance given."""
     if isinstance(detector, FaceDetector):
+        if options:
+            raise ConfigError(f"options {sorted(options)} apply to a detector name, not to the instance {detector!r}")
         return detector
-    return FACE_DETECTORS.get(detector)(**options)
+    factory = FACE_DETECTORS.get(detector)
+    accepted = set(inspect.signature(factory).parameters)
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ConfigError(f"face detector {detector!r} has no option {', '.join(unknown)}; "
+                          f"its options: {', '.join(sorted(accepted))}")
+    return factory(**options)
 
 
 def detect_faces(image: np.ndarray, detector: "str | FaceDetector" = "haar") -> list[Face]:

@@ -292,6 +292,8 @@ class EmbeddingIndex:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "EmbeddingIndex":
         path = Path(path)
+        if not path.exists():
+            raise DataError(f"index {path} does not exist; build one with `fermetric index build --out {path}`")
         if not (path / META_FILE).is_file():
             raise DataError(f"{path} is not a fermetric index (no {META_FILE}); build one with `fermetric index build`")
         try:

@@ -1,0 +1,264 @@
+"""CPU benchmark (not a test): which OpenCV Haar settings the default face detector uses.
+
+Each candidate (cascade file, ``scaleFactor``, ``minNeighbors``, smallest face) is run on the
+same inputs, one thread, on this machine:
+
+* **Faces found**: ``--faces`` FER2013 PrivateTest faces (seeded permutation, near-blank images
+  left out) made into small photos as ``cpu_predict_vs_fer.py`` does (bicubic upscale, 24 px grey
+  border), at three face sizes: 72, 96 and 192 px (x1.5, x2, x4). A photo counts when at least
+  one face is found.
+* **False detections**: faces reported on scikit-image's face-free example images
+  (``FACE_FREE``: a cup, a cat, a rocket, coins, text, ...). Lower is better.
+* **Time**: median ms per image of the astronaut photo (512x512) and of the x4 photos (240x240).
+* **End-to-end accuracy** with ``--checkpoint`` (the shipped model by default): the largest
+  face's label on the x2 and x4 photos, among photos with a face and overall (no face = wrong).
+* **Box calibration**: the median ratio of the largest box's side to the true face side on the x4
+  photos, and for the chosen default the end-to-end accuracy at crop margins 0, 0.04 and 0.08
+  (does widening the crop to the FER2013 side help?).
+
+Output: ``--out`` (``benchmarks/results/face_detector_settings.json``) with machine, versions,
+seed, date, command and every number; ``--render JSON`` prints the docs/RESULTS.md section.
+
+Run (about 5 minutes on the 2-core CPU)::
+
+    .venv/bin/python benchmarks/face_detector_settings.py --data ../shared/data/fer2013
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cpu_predict_vs_fer import BORDER, BORDER_GREY, git_commit, machine_info, near_blank_paths, set_torch_threads
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "face_detector_settings.json"
+UPSCALES = (1.5, 2.0, 4.0)
+ACCURACY_UPSCALES = (2.0, 4.0)
+MARGINS = (0.0, 0.04, 0.08)
+#: scikit-image example images without a (frontal human) face
+FACE_FREE = ("coffee", "chelsea", "rocket", "coins", "page", "text", "hubble_deep_field", "immunohistochemistry",
+             "retina", "horse", "moon", "logo", "brick", "grass", "gravel", "colorwheel", "clock")
+DEFAULT_NAME = "alt2 1.2/2/40"
+#: name -> HaarDetector options; the first is fermetric 0.1.0's default, the second fer's settings
+CANDIDATES = {
+    "default 1.1/5/24": dict(cascade="haarcascade_frontalface_default.xml", scale_factor=1.1, min_neighbors=5, min_face=24),
+    "default 1.1/5/50": dict(cascade="haarcascade_frontalface_default.xml", scale_factor=1.1, min_neighbors=5, min_face=50),
+    "default 1.2/3/40": dict(cascade="haarcascade_frontalface_default.xml", scale_factor=1.2, min_neighbors=3, min_face=40),
+    "default 1.2/2/40": dict(cascade="haarcascade_frontalface_default.xml", scale_factor=1.2, min_neighbors=2, min_face=40),
+    "alt2 1.1/5/50": dict(cascade="haarcascade_frontalface_alt2.xml", scale_factor=1.1, min_neighbors=5, min_face=50),
+    DEFAULT_NAME: dict(cascade="haarcascade_frontalface_alt2.xml", scale_factor=1.2, min_neighbors=2, min_face=40),
+    "alt2 1.3/2/40": dict(cascade="haarcascade_frontalface_alt2.xml", scale_factor=1.3, min_neighbors=2, min_face=40),
+}
+
+
+def face_free_images() -> dict[str, np.ndarray]:
+    """scikit-image's face-free example images as grey uint8 arrays."""
+    import cv2
+    from skimage import data
+
+    images = {}
+    for name in FACE_FREE:
+        image = np.asarray(getattr(data, name)())
+        if image.dtype != np.uint8:  # float or boolean images: stretch to 0..255
+            image = image.astype(np.float64)
+            image = np.uint8(255 * (image - image.min()) / max(float(np.ptp(image)), 1e-9))
+        images[name] = cv2.cvtColor(image[..., :3], cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+    return images
+
+
+def make_photo(face48: np.ndarray, upscale: float) -> np.ndarray:
+    import cv2
+
+    big = cv2.resize(face48, None, fx=upscale, fy=upscale, interpolation=cv2.INTER_CUBIC)
+    return cv2.copyMakeBorder(big, BORDER, BORDER, BORDER, BORDER, cv2.BORDER_CONSTANT, value=BORDER_GREY)
+
+
+def median_ms(function, images, repeats: int = 1) -> float:
+    times = []
+    for _ in range(repeats):
+        for image in images:
+            start = time.perf_counter()
+            function(image)
+            times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000.0)
+
+
+def largest(faces):
+    return max(faces, key=lambda face: face.area) if faces else None
+
+
+def run(args) -> dict:
+    import cv2
+    import torch
+    from PIL import Image
+
+    import fermetric
+    from fermetric.assets import example_photo
+    from fermetric.data import load_dataset
+    from fermetric.data.faces import HaarDetector, align_face, to_grey
+    from fermetric.errors import ConfigError
+
+    started = time.perf_counter()
+    load_start = os.getloadavg()
+    threads = set_torch_threads(args.threads)
+    root = Path(args.data)
+    if not root.is_dir():
+        raise ConfigError(f"--data {root} is not a folder; pass the FER2013 image-folder root")
+    testset = load_dataset("fer2013", root, split="test")
+    excluded = near_blank_paths(root)
+    usable = np.array([i for i, p in enumerate(testset.paths) if p not in excluded])
+    chosen = np.random.default_rng(args.seed).permutation(usable)[:args.faces]
+    faces48 = np.ascontiguousarray(testset.images[chosen])
+    truth = np.array([testset.classes[testset.labels[i]] for i in chosen])
+    photos = {up: [make_photo(face, up) for face in faces48] for up in UPSCALES}
+    face_free = face_free_images()
+    with Image.open(example_photo()) as photo:
+        astronaut = to_grey(np.asarray(photo.convert("RGB")))
+    predictor = fermetric.load(args.checkpoint, device="cpu")
+
+    def classify(detector, up, margin) -> dict:
+        """Largest-face labels of the photos at ``up`` (detections computed once per candidate)."""
+        found = [largest(detector(photo)) for photo in photos[up]]
+        crops = [align_face(photo, face, predictor.input_size, margin) for photo, face in zip(photos[up], found) if face]
+        hit = np.array([face is not None for face in found])
+        labels = np.array([None] * len(found), dtype=object)
+        if crops:
+            probabilities, _ = predictor.run_crops(crops)
+            labels[hit] = [predictor.classes[k] for k in probabilities.argmax(1)]
+        correct = (labels == truth) & hit
+        return {"photos_with_a_face": int(hit.sum()), "accuracy": float(correct.mean()),
+                "accuracy_among_found": float(correct.sum() / max(hit.sum(), 1))}
+
+    candidates = {}
+    for name, options in CANDIDATES.items():
+        detector = HaarDetector(**options)
+        found = {f"x{up:g}": int(sum(bool(detector(photo)) for photo in photos[up])) for up in UPSCALES}
+        false = {image_name: len(detector(image)) for image_name, image in face_free.items()}
+        sides = [largest(faces).width / (48 * 4.0) for faces in map(detector, photos[4.0]) if faces]
+        candidates[name] = {
+            "options": options,
+            "photos_with_a_face": found,
+            "false_detections": int(sum(false.values())),
+            "false_detections_per_image": false,
+            "ms_astronaut_512": median_ms(detector, [astronaut], repeats=args.repeats),
+            "ms_photo_240": median_ms(detector, photos[4.0][:args.timed_photos]),
+            "box_side_over_face_side_x4": float(np.median(sides)) if sides else None,
+            "end_to_end": {f"x{up:g}": classify(detector, up, 0.0) for up in ACCURACY_UPSCALES},
+        }
+        print(f"[face_detector_settings] {name}: {json.dumps({k: candidates[name][k] for k in ('photos_with_a_face', 'false_detections', 'ms_astronaut_512')})}",
+              file=sys.stderr, flush=True)
+    default = HaarDetector(**CANDIDATES[DEFAULT_NAME])
+    margins = {f"{m:g}": {f"x{up:g}": classify(default, up, m) for up in ACCURACY_UPSCALES} for m in MARGINS}
+    import PIL
+    import sklearn
+
+    return {
+        "benchmark": "face_detector_settings",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
+        "git_commit": git_commit(),
+        "machine": {**machine_info(), "load_average_start": list(load_start), "load_average_end": list(os.getloadavg())},
+        "versions": {"python": sys.version.split()[0], "fermetric": fermetric.__version__, "torch": torch.__version__,
+                     "opencv": cv2.__version__, "pillow": PIL.__version__, "scikit-learn": sklearn.__version__},
+        "threads": threads,
+        "seed": args.seed,
+        "data": {"dataset": "fer2013", "split": "test (PrivateTest)", "faces": int(len(chosen)),
+                 "upscales": list(UPSCALES), "face_free_images": list(FACE_FREE)},
+        "model": {"checkpoint": str(args.checkpoint), "recipe": predictor.meta.get("recipe", {}).get("name")},
+        "default": DEFAULT_NAME,
+        "candidates": candidates,
+        "default_margins": margins,
+        "wall_seconds": time.perf_counter() - started,
+    }
+
+
+def render(result: dict) -> str:
+    """The docs/RESULTS.md section (markdown) for one result file."""
+    n = result["data"]["faces"]
+    pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
+    lines = [
+        "## Face detector settings (CPU)",
+        "",
+        f"`benchmarks/face_detector_settings.py`: OpenCV Haar candidates on the same {n} FER2013 PrivateTest faces "
+        f"made into photos (faces of 72 / 96 / 192 px), {len(result['data']['face_free_images'])} face-free "
+        f"scikit-image images and the astronaut photo; one thread; model `{result['model']['checkpoint']}` for the "
+        f"end-to-end columns (largest face's label; no face counts as wrong). Settings read cascade "
+        f"scaleFactor/minNeighbors/smallest face; **{result['default']}** is fermetric's default, "
+        f"`default 1.1/5/50` is `fer`'s.",
+        "",
+        f"| settings | photos with a face x1.5 / x2 / x4 (of {n}) | false detections | ms astronaut 512 | "
+        f"ms photo 240 | box side / face side | end-to-end accuracy x2 / x4 (%) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, c in result["candidates"].items():
+        found = " / ".join(str(v) for v in c["photos_with_a_face"].values())
+        e2e = " / ".join(pct(v["accuracy"]) for v in c["end_to_end"].values())
+        side = c["box_side_over_face_side_x4"]
+        bold = "**" if name == result["default"] else ""
+        lines.append(f"| {bold}{name}{bold} | {found} | {c['false_detections']} | {c['ms_astronaut_512']:.1f} | "
+                     f"{c['ms_photo_240']:.1f} | {'-' if side is None else f'{side:.2f}'} | {e2e} |")
+    margins = "; ".join(f"margin {m}: " + " / ".join(pct(v["accuracy_among_found"]) for v in block.values())
+                        for m, block in result["default_margins"].items())
+    machine, versions = result["machine"], result["versions"]
+    lines += [
+        "",
+        f"Crop margin of the default (accuracy among photos with a face, x2 / x4, %): {margins}.",
+        "",
+        f"Machine {machine['cpu_model']}, {machine['usable_cpus']} usable CPUs, load average "
+        f"{machine['load_average_start'][0]:.2f} at start; OpenCV {versions['opencv']}, torch {versions['torch']}; "
+        f"seed {result['seed']}; {result['date']}; commit `{result['git_commit']}`. Command: `{result['command']}`",
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "fer2013"),
+                        help="FER2013 image-folder root (read only; default ../shared/data/fer2013)")
+    parser.add_argument("--checkpoint", default="default", help="model for the end-to-end columns (default: shipped)")
+    parser.add_argument("--faces", type=int, default=300, help="FER2013 PrivateTest faces (300)")
+    parser.add_argument("--timed-photos", type=int, default=50, help="x4 photos timed per candidate (50)")
+    parser.add_argument("--repeats", type=int, default=10, help="timings of the astronaut photo per candidate (10)")
+    parser.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads (1)")
+    parser.add_argument("--seed", type=int, default=0, help="subset permutation seed (0)")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="result JSON (benchmarks/results/face_detector_settings.json)")
+    parser.add_argument("--render", metavar="JSON", help="print the docs/RESULTS.md section of a result file and exit")
+    args = parser.parse_args(argv)
+    for name in ("faces", "timed_photos", "repeats", "threads"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.render:
+        print(render(json.loads(Path(args.render).read_text())))
+        return 0
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[name] = str(args.threads)
+    from fermetric.errors import FermetricError
+
+    try:
+        result = run(args)
+    except FermetricError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(render(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
