@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", default="haar", help="face detector (haar; mtcnn, mediapipe when installed)")
     p.add_argument("--min-face", type=int, default=None, metavar="PX",
                    help="smallest face side in px (haar 40, mtcnn 20); lower finds smaller faces, slower")
+    p.add_argument("--tta", default="none", choices=("none", "flip"),
+                   help="flip: average with the mirrored face (twice the model time)")
     p.add_argument("--every", type=int, default=10, help="video: analyse every N-th frame")
     p.add_argument("--device", default="cpu")
 

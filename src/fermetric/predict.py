@@ -22,8 +22,9 @@ Design decisions (defaults stated; every one is an argument):
   ``Preprocessing`` at its own size and is resized there exactly as ``fermetric eval`` does.
 * **Same path as evaluation**: crops go through ``engine.evaluate.embed`` with the checkpoint's
   own ``Preprocessing`` (grey, size, mean/std from its meta): bf16 autocast on CUDA, fp32 on CPU,
-  no test-time augmentation. All faces of an image (and of a chunk of files or video frames) are
-  one batch.
+  no test-time augmentation unless ``tta="flip"`` (``--tta flip``: logits and embeddings averaged
+  with the mirrored face, as ``fermetric eval --tta flip`` does). All faces of an image (and of a
+  chunk of files or video frames) are one batch.
 * **Outputs**: ``label`` is the classifier's argmax; ``probabilities`` its softmax; ``score`` the
   detector's confidence (``None`` without detection); ``embedding_norm`` the L2 norm of the raw
   embedding (retrieval L2-normalises it; an unusually small norm marks an input far from the
@@ -140,12 +141,14 @@ class Predictor:
         device: torch device of ``model``.
         batch_size: crops per forward pass.
         source: where the model came from (recorded by retrieval indexes).
+        tta: ``"none"`` or ``"flip"`` (average with the mirrored crop; twice the model time).
     """
 
     def __init__(self, model, meta: dict, detector: "str | FaceDetector" = "haar", device="cpu",
-                 batch_size: int = 256, source: str = "") -> None:
-        from .engine.evaluate import preprocessing_from_meta
+                 batch_size: int = 256, source: str = "", tta: str = "none") -> None:
+        from .engine.evaluate import check_tta, preprocessing_from_meta
 
+        self.tta = check_tta(tta)
         self.model = model
         self.meta = meta
         self.classes: tuple[str, ...] = tuple(meta["classes"])
@@ -159,7 +162,7 @@ class Predictor:
 
     @classmethod
     def load(cls, source: str | os.PathLike = "default", device="cpu", detector: "str | FaceDetector" = "haar",
-             batch_size: int = 256) -> "Predictor":
+             batch_size: int = 256, tta: str = "none") -> "Predictor":
         """A predictor for a checkpoint: ``"default"`` (the shipped model), a run directory, a
         ``.pt`` training checkpoint or a ``.safetensors`` weights file."""
         from .engine.checkpoint import load_model
@@ -169,7 +172,7 @@ class Predictor:
         if not isinstance(detector, FaceDetector):
             FACE_DETECTORS.get(detector)  # an unknown name fails before the model loads
         model, meta = load_model(source, device=device)
-        return cls(model, meta, detector=detector, device=device, batch_size=batch_size, source=str(source))
+        return cls(model, meta, detector=detector, device=device, batch_size=batch_size, source=str(source), tta=tta)
 
     @property
     def detector(self) -> FaceDetector:
@@ -233,7 +236,7 @@ class Predictor:
             if len(shape) != 2:
                 raise ImageError(f"crops must be grey [h, w] arrays, got shape {shape}")
             batch = np.stack([np.asarray(crops[i], dtype=np.uint8) for i in index])
-            logits, embedded = embed(self.model, batch, self.preprocessing, self.device, self.batch_size)
+            logits, embedded = embed(self.model, batch, self.preprocessing, self.device, self.batch_size, tta=self.tta)
             probabilities[index], embeddings[index] = _softmax(logits), embedded
         return probabilities, embeddings
 
@@ -351,9 +354,10 @@ class Predictor:
         return report
 
 
-def load(source: str | os.PathLike = "default", device="cpu", detector: "str | FaceDetector" = "haar") -> Predictor:
+def load(source: str | os.PathLike = "default", device="cpu", detector: "str | FaceDetector" = "haar",
+         tta: str = "none") -> Predictor:
     """``fermetric.load``: a :class:`Predictor` for a checkpoint (``"default"``: the shipped model)."""
-    return Predictor.load(source, device=device, detector=detector)
+    return Predictor.load(source, device=device, detector=detector, tta=tta)
 
 
 # ----------------------------------------------------------------------------------- inputs
@@ -535,7 +539,7 @@ def _check_output_file(target: Path, option: str) -> None:
 
 def run_cli(args) -> int:
     """``fermetric predict PATH... [--checkpoint] [--json | --csv FILE] [--annotate DIR] [--no-detect]
-    [--detector haar] [--min-face PX] [--every N] [--device]``."""
+    [--detector haar] [--min-face PX] [--tta none|flip] [--every N] [--device]``."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -544,7 +548,7 @@ def run_cli(args) -> int:
         raise ConfigError("--json and --csv are alternatives; pass one of them")
     min_face = getattr(args, "min_face", None)
     detector = create_detector(args.detector, min_face=min_face) if min_face is not None else args.detector
-    predictor = Predictor.load(args.checkpoint, device=args.device, detector=detector)
+    predictor = Predictor.load(args.checkpoint, device=args.device, detector=detector, tta=getattr(args, "tta", "none"))
     # Outputs are checked before any work, so an unwritable target does not waste the whole run.
     if args.csv:
         _check_output_file(Path(args.csv), "--csv")

@@ -43,6 +43,21 @@ def test_no_detect_is_the_training_forward_pass(predictor):
     assert records[0]["box"] == [0.0, 0.0, INPUT_SIZE, INPUT_SIZE] and records[0]["score"] is None
 
 
+def test_flip_tta_averages_logits_with_the_mirrored_crop(predictor, tiny_checkpoint):
+    crops = np.random.default_rng(5).integers(0, 256, (3, INPUT_SIZE, INPUT_SIZE), dtype=np.uint8)
+    flip = fermetric.load(tiny_checkpoint, tta="flip")
+    x = torch.from_numpy((crops.astype(np.float32) / 255.0 - 0.5) / 0.25)[:, None]
+    with torch.no_grad():
+        plain, mirrored = predictor.model(x), predictor.model(x.flip(-1))
+    logits = (plain["logits"].double() + mirrored["logits"].double()) / 2
+    probabilities, embeddings = flip.run_crops(crops)
+    np.testing.assert_allclose(probabilities, torch.softmax(logits, 1).numpy(), atol=1e-6)
+    np.testing.assert_allclose(embeddings, ((plain["embedding"] + mirrored["embedding"]) / 2).numpy(), atol=1e-5)
+    assert not np.allclose(probabilities, predictor.run_crops(crops)[0], atol=1e-4)
+    with pytest.raises(ConfigError, match="unknown tta"):
+        fermetric.load(tiny_checkpoint, tta="crops")
+
+
 def test_no_detect_resizes_the_whole_image_as_evaluation_does(predictor):
     image = np.random.default_rng(4).integers(0, 256, (80, 64), dtype=np.uint8)
     got = predictor.predict(image, detect=False)[0]

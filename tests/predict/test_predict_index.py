@@ -122,6 +122,22 @@ def test_another_model_is_refused(predictor, crop_folder, tmp_path):
         index.query(crop_folder / "happy" / "0.png", detect=False, predictor=other)
 
 
+def test_index_embeds_and_queries_with_the_builders_tta(tiny_checkpoint, crop_folder, tmp_path):
+    from fermetric.predict import Predictor
+
+    flip = Predictor.load(tiny_checkpoint, tta="flip")
+    index = EmbeddingIndex.build(flip, crop_folder)
+    _, expected = flip.run_crops([np.asarray(Image.open(crop_folder / "happy" / "1.png").convert("L"))])
+    position = index.paths.index("happy/1.png")
+    np.testing.assert_allclose(index.embeddings[position], expected[0] / np.linalg.norm(expected[0]), atol=1e-5)
+    index.save(tmp_path / "flip.index")
+    loaded = EmbeddingIndex.load(tmp_path / "flip.index")
+    assert loaded.meta["tta"] == "flip" and loaded.predictor().tta == "flip"
+    assert loaded.query(crop_folder / "happy" / "1.png", k=1, detect=False)[0].distance < 1e-3
+    with pytest.raises(ConfigError, match="built with tta='flip'"):
+        loaded.query(crop_folder / "happy" / "1.png", detect=False, predictor=Predictor.load(tiny_checkpoint))
+
+
 def test_photo_folder_indexes_detected_faces(predictor, tmp_path, astronaut_small):
     root = tmp_path / "photos"
     root.mkdir()

@@ -33,7 +33,7 @@ from . import metrics as M
 TTA_MODES = ("none", "flip")
 
 
-def _check_tta(tta: str) -> str:
+def check_tta(tta: str) -> str:
     if tta not in TTA_MODES:
         raise ConfigError(f"unknown tta {tta!r}; use one of {', '.join(TTA_MODES)}")
     return tta
@@ -43,7 +43,7 @@ def _check_tta(tta: str) -> str:
 def embed(model: torch.nn.Module, imageset, preprocessing, device="cpu", batch_size: int = 512,
           tta: str = "none") -> tuple[np.ndarray, np.ndarray]:
     """``(logits [N,C], embeddings [N,D])`` as float32 numpy arrays, in the set's order."""
-    _check_tta(tta)
+    check_tta(tta)
     device = torch.device(device)
     was_training = model.training
     model.eval()
@@ -87,7 +87,7 @@ def evaluate(model: torch.nn.Module, imageset, preprocessing, device="cpu", tta:
         ``accuracy, macro_f1, per_class_recall, confusion, classes, knn_accuracy, knn_k,
         centroid_accuracy, precision_at_1, map_at_r, nmi, n, tta, reference``.
     """
-    _check_tta(tta)
+    check_tta(tta)
     labeled = np.flatnonzero(np.asarray(imageset.labels) >= 0)
     evaluated = imageset if len(labeled) == len(imageset) else imageset.subset(labeled)
     logits, embeddings = embed(model, evaluated, preprocessing, device, batch_size, tta)

@@ -167,7 +167,8 @@ class EmbeddingIndex:
             from ..engine.evaluate import embed
 
             crops, paths, labels, classes = data.images, list(data.paths), data.labels, data.classes
-            _, embeddings = embed(predictor.model, data, predictor.preprocessing, predictor.device, predictor.batch_size)
+            _, embeddings = embed(predictor.model, data, predictor.preprocessing, predictor.device, predictor.batch_size,
+                                  tta=predictor.tta)
             source = {"kind": "dataset", "name": data.name, "split": data.split, "root": str(data.root)}
         if len(paths) == 0:
             raise DataError(f"nothing to index in {source.get('root')}: no readable image" + (" with a face" if detect else ""))
@@ -177,6 +178,7 @@ class EmbeddingIndex:
             "checkpoint": _source_string(predictor.source),
             "model_fingerprint": model_fingerprint(predictor.model),
             "model_meta": predictor.meta,
+            "tta": predictor.tta,  # queries are embedded the same way
             "data": source,
             "metric": "euclidean on L2-normalised embeddings (faiss IndexFlatL2)",
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -209,7 +211,7 @@ class EmbeddingIndex:
 
             source = self.meta.get("checkpoint", "default")
             try:
-                predictor = Predictor.load(source, device=device)
+                predictor = Predictor.load(source, device=device, tta=self.meta.get("tta", "none"))
             except CheckpointError as err:
                 raise CheckpointError(f"this index was built with checkpoint {source}, which cannot be loaded ({err}); "
                                       "rebuild the index") from None
@@ -218,6 +220,10 @@ class EmbeddingIndex:
         return self._predictor
 
     def check_predictor(self, predictor) -> None:
+        built_tta = self.meta.get("tta", "none")
+        if predictor.tta != built_tta:
+            raise ConfigError(f"this index was built with tta={built_tta!r}; query with a predictor using the same "
+                              f"(got tta={predictor.tta!r})")
         expected = self.meta.get("model_fingerprint")
         if expected and model_fingerprint(predictor.model) != expected:
             raise CheckpointError(f"the model {predictor.source or ''} is not the one this index was built with "
