@@ -183,7 +183,7 @@ class Predictor:
     def __repr__(self) -> str:
         recipe = self.meta.get("recipe", {}).get("name", "?")
         return (f"Predictor(source={self.source!r}, recipe={recipe!r}, classes={list(self.classes)}, "
-                f"input_size={self.input_size}, device={str(self.device)!r})")
+                f"input_size={self.input_size}, device={str(self.device)!r}, tta={self.tta!r})")
 
     # ------------------------------------------------------------------------------ images
     def _decode(self, image, channel_order: str = "rgb") -> tuple[np.ndarray, float]:

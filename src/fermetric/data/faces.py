@@ -34,8 +34,8 @@ Design decisions (all options, defaults stated):
   is a median 0.92-0.94 of the FER2013 crop side (``benchmarks/face_detector_settings.py``) and
   MTCNN's longer box side a median 1.05 (140 images), both centred within 1 px at 48 px scale,
   so both use ``margin=0.0`` (widening Haar crops towards the FER2013 side changed end-to-end
-  accuracy by less than its noise in that benchmark). MediaPipe's boxes are tighter (they end near the brows): ``margin=0.1``, not
-  measured here. Override with ``margin=``.
+  accuracy by less than its noise in that benchmark). MediaPipe's boxes are tighter (they end
+  near the brows): ``margin=0.1``, not measured here. Override with ``margin=``.
 * A photo without a detectable face gives ``[]``, never an error.
 """
 
