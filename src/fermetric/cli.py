@@ -129,9 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="PNG")
     p.add_argument("--device", default="auto")
 
-    p = sub.add_parser("export", help="export a checkpoint (ONNX)")
+    p = sub.add_parser("export", help="export a checkpoint (ONNX graph or safetensors weights)")
     p.add_argument("--checkpoint", default="default")
-    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--format", choices=["onnx", "safetensors"], default="onnx")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
+                   help="safetensors: storage type of the weights (float16 halves the file)")
     p.add_argument("--out", required=True)
 
     p = sub.add_parser("subclasses", help="DMSL sub-class discovery ('mitosis') on a trained model")

@@ -1,6 +1,12 @@
-"""Export a trained model to ONNX: ``fermetric export --checkpoint C --format onnx --out model.onnx``.
+"""Export a trained model: ``fermetric export --checkpoint C --format onnx|safetensors --out FILE``.
 
-Design decisions (defaults stated):
+* ``onnx``: the network as an ONNX graph for any runtime (below).
+* ``safetensors``: the deployable weights alone (the EMA copy when the run kept one) with the
+  checkpoint meta, optionally stored as ``--dtype float16`` or ``bfloat16``: half the file for
+  shipping (a ResNet-18 fits the 25 MB package budget in float16); loading casts them back to
+  float32, so only the storage is rounded. ``fermetric.load`` / ``--checkpoint`` read the file.
+
+Design decisions of the ONNX export (defaults stated):
 
 * **Graph**: the network exactly as ``FERNet.forward`` runs it in eval mode, on the normalised
   input ``image`` float32 ``[N, 1, S, S]``, with two outputs ``logits [N, C]`` and
@@ -29,10 +35,11 @@ from pathlib import Path
 from . import __version__
 from .errors import CheckpointError, ConfigError
 
-__all__ = ["export_onnx", "read_onnx_meta", "run_cli"]
+__all__ = ["WEIGHT_DTYPES", "export_onnx", "export_weights", "read_onnx_meta", "run_cli"]
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("logits", "embedding")
+WEIGHT_DTYPES = ("float32", "float16", "bfloat16")
 
 
 def _require_onnx():
@@ -121,6 +128,24 @@ def export_onnx(checkpoint="default", out: str | os.PathLike = "model.onnx", ops
     return out
 
 
+def export_weights(checkpoint="default", out: str | os.PathLike = "model.safetensors", dtype: str = "float32") -> Path:
+    """Write the deployable weights of ``checkpoint`` as ``.safetensors`` with floating tensors
+    stored as ``dtype`` (integer buffers unchanged); the model is rebuilt and loaded first, so a
+    file that would not load is never written. Returns ``out``."""
+    import torch
+
+    from .engine.checkpoint import load_model, save_weights
+
+    if dtype not in WEIGHT_DTYPES:
+        raise ConfigError(f"unknown weight dtype {dtype!r}; use one of {', '.join(WEIGHT_DTYPES)}")
+    if Path(out).suffix != ".safetensors":
+        raise ConfigError(f"--out {out}: name the weights file *.safetensors")
+    model, meta = load_model(checkpoint, device="cpu")
+    target = getattr(torch, dtype)
+    state = {k: v.to(target) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    return save_weights(out, state, {**meta, "weights_dtype": dtype})
+
+
 def read_onnx_meta(path: str | os.PathLike) -> dict:
     """The fermetric metadata of an exported model: ``{key: parsed JSON value}``."""
     onnx = _require_onnx()
@@ -135,9 +160,17 @@ def read_onnx_meta(path: str | os.PathLike) -> dict:
 
 
 def run_cli(args) -> int:
-    """``fermetric export --checkpoint C --format onnx --out model.onnx``."""
+    """``fermetric export --checkpoint C --format onnx|safetensors [--dtype float16] --out FILE``."""
+    dtype = getattr(args, "dtype", None)
+    if args.format == "safetensors":
+        out = export_weights(args.checkpoint, args.out, dtype or "float32")
+        print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {dtype or 'float32'} weights); "
+              f"load it with fermetric.load({str(out)!r}) or --checkpoint {out}")
+        return 0
     if args.format != "onnx":
-        raise ConfigError(f"unknown export format {args.format!r}; use onnx")
+        raise ConfigError(f"unknown export format {args.format!r}; use onnx or safetensors")
+    if dtype not in (None, "float32"):
+        raise ConfigError("--dtype applies to --format safetensors; ONNX graphs are exported in float32")
     out = export_onnx(args.checkpoint, args.out)
     meta = read_onnx_meta(out)
     shape = meta["input"]["shape"]

@@ -1,0 +1,55 @@
+"""safetensors export: deployable weights in float32 / float16 / bfloat16 that load back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import fermetric
+from fermetric.cli import main
+from fermetric.engine.checkpoint import load_weights
+from fermetric.errors import ConfigError
+from fermetric.export import export_weights
+
+CROPS = np.random.default_rng(11).integers(0, 256, (16, 32, 32), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("dtype, atol", [("float32", 0.0), ("float16", 2e-3), ("bfloat16", 2e-2)])
+def test_exported_weights_load_and_predict_like_the_checkpoint(predictor, tiny_checkpoint, tmp_path, dtype, atol):
+    out = export_weights(tiny_checkpoint, tmp_path / f"w-{dtype}.safetensors", dtype)
+    tensors, meta = load_weights(out)
+    reference = predictor.model.state_dict()
+    assert set(tensors) == set(reference) and meta["weights_dtype"] == dtype
+    for name, tensor in tensors.items():
+        # floating tensors are stored as dtype; integer buffers (BN step counters) keep theirs
+        assert tensor.dtype == (getattr(torch, dtype) if reference[name].is_floating_point() else reference[name].dtype)
+        assert torch.equal(tensor, reference[name].to(tensor.dtype))  # the rounding is the only change
+    loaded = fermetric.load(out)
+    assert all(p.dtype == torch.float32 for p in loaded.model.parameters())  # computed in float32
+    expected, _ = predictor.run_crops(CROPS)
+    got, _ = loaded.run_crops(CROPS)
+    np.testing.assert_allclose(got, expected, atol=atol, rtol=0)
+    if dtype == "float32":
+        assert np.array_equal(got, expected)
+
+
+def test_half_precision_halves_the_file(tiny_checkpoint, tmp_path):
+    full = export_weights(tiny_checkpoint, tmp_path / "full.safetensors").stat().st_size
+    half = export_weights(tiny_checkpoint, tmp_path / "half.safetensors", "float16").stat().st_size
+    metadata_bytes = 8192  # header: tensor names and the JSON meta
+    assert half < full / 2 + metadata_bytes and half > full / 2 - metadata_bytes
+
+
+def test_cli_safetensors_export_and_its_errors(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "model.safetensors"
+    assert main(["export", "--checkpoint", str(tiny_checkpoint), "--format", "safetensors", "--dtype", "float16",
+                 "--out", str(out)]) == 0
+    assert "float16 weights" in capsys.readouterr().out and load_weights(out)[1]["weights_dtype"] == "float16"
+    assert main(["export", "--checkpoint", str(tiny_checkpoint), "--dtype", "float16", "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "--dtype applies to --format safetensors" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"\*\.safetensors"):
+        export_weights(tiny_checkpoint, tmp_path / "model.bin", "float16")
+    with pytest.raises(ConfigError, match="unknown weight dtype"):
+        export_weights(tiny_checkpoint, out, "int8")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
