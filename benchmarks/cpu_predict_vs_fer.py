@@ -160,6 +160,19 @@ def near_blank_paths(root: Path) -> set[str]:
         return {row["path"] for row in csv.DictReader(handle)}
 
 
+def fer2013_test_order(root: Path, seed: int):
+    """``(FER2013 test ImageSet, its indices without near-blank images in a seeded random order)``."""
+    from fermetric.data import load_dataset
+    from fermetric.errors import ConfigError
+
+    if not root.is_dir():
+        raise ConfigError(f"--data {root} is not a folder; pass the FER2013 image-folder root (e.g. ../shared/data/fer2013)")
+    testset = load_dataset("fer2013", root, split="test")
+    excluded = near_blank_paths(root)
+    usable = np.array([i for i, p in enumerate(testset.paths) if p not in excluded])
+    return testset, np.random.default_rng(seed).permutation(usable)
+
+
 # ------------------------------------------------------------------------------------ the peer
 class FerPeer:
     """The ``fer`` worker (``fer_peer/run_fer.py``) in its own venv; one JSON line per request."""
@@ -229,21 +242,13 @@ def run(args) -> dict:
     import fermetric
     from fermetric import vocab
     from fermetric.assets import example_photo
-    from fermetric.data import load_dataset
     from fermetric.errors import ConfigError
 
     started = time.perf_counter()
     load_start = os.getloadavg()
     ours_threads = set_torch_threads(args.threads)
-    root = Path(args.data)
-    if not root.is_dir():
-        raise ConfigError(f"--data {root} is not a folder; pass the FER2013 image-folder root (e.g. ../shared/data/fer2013)")
-
     # ---- inputs
-    testset = load_dataset("fer2013", root, split="test")
-    excluded = near_blank_paths(root)
-    usable = np.array([i for i, p in enumerate(testset.paths) if p not in excluded])
-    order = np.random.default_rng(args.seed).permutation(usable)
+    testset, order = fer2013_test_order(Path(args.data), args.seed)
     if args.photos > len(order) or args.crops > len(order):
         raise ConfigError(f"--photos/--crops must be at most {len(order)} (FER2013 test images kept)")
     photo_index, crop_index = order[:args.photos + args.warmup], order[:args.crops]
@@ -383,7 +388,7 @@ def run(args) -> dict:
                      "fer_side": {k: peer_info[k] for k in ("fer", "tensorflow", "opencv", "numpy", "python")}},
         "model": model_info,
         "fer_settings": peer_info["settings"],
-        "data": {"root": str(root), "split": "test (PrivateTest)", "near_blank_excluded": int(len(testset.labels) - len(usable)),
+        "data": {"root": str(args.data), "split": "test (PrivateTest)", "near_blank_excluded": int(len(testset.labels) - len(order)),
                  "photos": len(timed_paths), "warmup_photos": args.warmup, "crops": int(len(crops)),
                  "photo_construction": f"48 px face x{UPSCALE} INTER_CUBIC + {BORDER} px border grey {BORDER_GREY}, PNG",
                  "crop_size": list(crops.shape[1:])},
@@ -499,14 +504,15 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def render_or_run(args, run, render, name: str) -> int:
+    """The shared ``main`` of the CPU benchmarks: ``--render JSON`` prints a saved result;
+    otherwise fix the thread pools, ``run(args)``, write ``args.out`` and print its section."""
     if args.render:
         print(render(json.loads(Path(args.render).read_text())))
         return 0
     # Thread pools size themselves when first used: fix them before torch/OpenCV start any work.
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[name] = str(args.threads)
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[variable] = str(args.threads)
     from fermetric.errors import FermetricError
 
     try:
@@ -518,8 +524,12 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(render(result))
-    log(f"wrote {out} ({result['wall_seconds']:.0f} s)")
+    print(f"[{name}] wrote {out} ({result['wall_seconds']:.0f} s)", file=sys.stderr, flush=True)
     return 0
+
+
+def main(argv=None) -> int:
+    return render_or_run(parse_args(argv), run, render, "cpu_predict_vs_fer")
 
 
 if __name__ == "__main__":

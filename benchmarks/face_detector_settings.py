@@ -37,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cpu_predict_vs_fer import BORDER, BORDER_GREY, git_commit, machine_info, near_blank_paths, set_torch_threads
+from cpu_predict_vs_fer import (BORDER, BORDER_GREY, git_commit, machine_info, render_or_run, set_torch_threads,
+                                fer2013_test_order)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "face_detector_settings.json"
@@ -103,20 +104,13 @@ def run(args) -> dict:
 
     import fermetric
     from fermetric.assets import example_photo
-    from fermetric.data import load_dataset
     from fermetric.data.faces import HaarDetector, align_face, to_grey
-    from fermetric.errors import ConfigError
 
     started = time.perf_counter()
     load_start = os.getloadavg()
     threads = set_torch_threads(args.threads)
-    root = Path(args.data)
-    if not root.is_dir():
-        raise ConfigError(f"--data {root} is not a folder; pass the FER2013 image-folder root")
-    testset = load_dataset("fer2013", root, split="test")
-    excluded = near_blank_paths(root)
-    usable = np.array([i for i, p in enumerate(testset.paths) if p not in excluded])
-    chosen = np.random.default_rng(args.seed).permutation(usable)[:args.faces]
+    testset, order = fer2013_test_order(Path(args.data), args.seed)
+    chosen = order[:args.faces]
     faces48 = np.ascontiguousarray(testset.images[chosen])
     truth = np.array([testset.classes[testset.labels[i]] for i in chosen])
     photos = {up: [make_photo(face, up) for face in faces48] for up in UPSCALES}
@@ -240,24 +234,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    if args.render:
-        print(render(json.loads(Path(args.render).read_text())))
-        return 0
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[name] = str(args.threads)
-    from fermetric.errors import FermetricError
-
-    try:
-        result = run(args)
-    except FermetricError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(render(result))
-    return 0
+    return render_or_run(parse_args(argv), run, render, "face_detector_settings")
 
 
 if __name__ == "__main__":
