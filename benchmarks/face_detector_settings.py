@@ -185,8 +185,8 @@ def render(result: dict) -> str:
         f"`benchmarks/face_detector_settings.py`: OpenCV Haar candidates on the same {n} FER2013 PrivateTest faces "
         f"made into photos (faces of 72 / 96 / 192 px), {len(result['data']['face_free_images'])} face-free "
         f"scikit-image images and the astronaut photo; one thread; model `{result['model']['checkpoint']}` for the "
-        f"end-to-end columns (largest face's label; no face counts as wrong). Settings read cascade "
-        f"scaleFactor/minNeighbors/smallest face; **{result['default']}** is fermetric's default, "
+        f"end-to-end columns (largest face's label; no face counts as wrong). Settings: cascade "
+        f"scaleFactor/minNeighbors/smallest face (px); **{result['default']}** is fermetric's default, "
         f"`default 1.1/5/50` is `fer`'s.",
         "",
         f"| settings | photos with a face x1.5 / x2 / x4 (of {n}) | false detections | ms astronaut 512 | "
