@@ -119,9 +119,12 @@ def run(args) -> dict:
         astronaut = to_grey(np.asarray(photo.convert("RGB")))
     predictor = fermetric.load(args.checkpoint, device="cpu")
 
-    def classify(detector, up, margin) -> dict:
-        """Largest-face labels of the photos at ``up`` (detections computed once per candidate)."""
-        found = [largest(detector(photo)) for photo in photos[up]]
+    def largest_faces(detector) -> dict:
+        """The largest face (or ``None``) of every photo, per face size: each detection runs once."""
+        return {up: [largest(detector(photo)) for photo in photos[up]] for up in UPSCALES}
+
+    def classify(found: list, up, margin) -> dict:
+        """Largest-face labels of the photos at ``up``, given their detected ``found`` faces."""
         crops = [align_face(photo, face, predictor.input_size, margin) for photo, face in zip(photos[up], found) if face]
         hit = np.array([face is not None for face in found])
         labels = np.array([None] * len(found), dtype=object)
@@ -135,9 +138,10 @@ def run(args) -> dict:
     candidates = {}
     for name, options in CANDIDATES.items():
         detector = HaarDetector(**options)
-        found = {f"x{up:g}": int(sum(bool(detector(photo)) for photo in photos[up])) for up in UPSCALES}
+        faces = largest_faces(detector)
+        found = {f"x{up:g}": sum(face is not None for face in faces[up]) for up in UPSCALES}
         false = {image_name: len(detector(image)) for image_name, image in face_free.items()}
-        sides = [largest(faces).width / (48 * 4.0) for faces in map(detector, photos[4.0]) if faces]
+        sides = [face.width / (48 * 4.0) for face in faces[4.0] if face is not None]
         candidates[name] = {
             "options": options,
             "photos_with_a_face": found,
@@ -146,12 +150,12 @@ def run(args) -> dict:
             "ms_astronaut_512": median_ms(detector, [astronaut], repeats=args.repeats),
             "ms_photo_240": median_ms(detector, photos[4.0][:args.timed_photos]),
             "box_side_over_face_side_x4": float(np.median(sides)) if sides else None,
-            "end_to_end": {f"x{up:g}": classify(detector, up, 0.0) for up in ACCURACY_UPSCALES},
+            "end_to_end": {f"x{up:g}": classify(faces[up], up, 0.0) for up in ACCURACY_UPSCALES},
         }
         print(f"[face_detector_settings] {name}: {json.dumps({k: candidates[name][k] for k in ('photos_with_a_face', 'false_detections', 'ms_astronaut_512')})}",
               file=sys.stderr, flush=True)
-    default = HaarDetector(**CANDIDATES[DEFAULT_NAME])
-    margins = {f"{m:g}": {f"x{up:g}": classify(default, up, m) for up in ACCURACY_UPSCALES} for m in MARGINS}
+    default_faces = largest_faces(HaarDetector(**CANDIDATES[DEFAULT_NAME]))
+    margins = {f"{m:g}": {f"x{up:g}": classify(default_faces[up], up, m) for up in ACCURACY_UPSCALES} for m in MARGINS}
     import PIL
     import sklearn
 
