@@ -40,8 +40,11 @@ Design decisions (each with its default):
   (``--keep-checkpoints`` keeps them); ``results.json``, ``metrics.jsonl`` and the weights stay.
 - **Time budget**: ``--time-budget S`` starts a run only if the elapsed time plus the longest run
   so far fits within S seconds; the exit status is 3 when runs were left for a later call.
+- **Scale**: ``--scale gpu`` runs the recipes as written; ``--scale cpu`` adds the overrides of
+  ``specs.SCALES["cpu"]`` (ResNet-18 width 0.25, batch 128, lr 0.05, 12 epochs: about 40
+  minutes per FER2013 run on a 2-core CPU) and keeps its results apart (``<out>/cpu/``).
 - **Concurrency**: ``--jobs J`` (default 1) trains J runs at once in spawned worker processes
-  (FER models at 48 px leave most of an H100 idle); every JSON records ``concurrent_runs`` and
+  (FER models at 48 px leave most of an H100 idle; on the CPU each run gets cores // J threads); every JSON records ``concurrent_runs`` and
   its timings are then not single-run timings (``throughput`` reports them as such; ``time-to-accuracy``
   refuses ``--jobs`` above 1).
 - **A failed run** (NaN loss, bad data) is reported and recorded in the bundle; the others go
@@ -107,6 +110,8 @@ class Settings:
     extra: tuple[str, ...]  # --set overrides applied to every run
     max_steps: int | None
     concurrency: int
+    threads: int | None  # torch threads per run (the available cores split between --jobs runs)
+    scale: str
     progress: bool
     keep_checkpoints: bool
     command: str
@@ -151,7 +156,7 @@ def plan_runs(table: str, recipes, variants, seeds, folds) -> list[Run]:
 
 
 def run_overrides(run: Run, settings: Settings) -> list[str]:
-    extra = list(run.overrides) + list(settings.extra)
+    extra = list(specs.SCALES[settings.scale]) + list(run.overrides) + list(settings.extra)
     if settings.epochs is not None:
         extra.append(f"epochs={settings.epochs}")
     return extra
@@ -210,6 +215,16 @@ def append_bundle(bundle: str | None, entry: dict) -> None:
 
 def relative_to_out(path: Path, settings: Settings) -> str:
     return Path(path).relative_to(settings.out).as_posix()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def git_commit() -> str | None:
@@ -304,7 +319,7 @@ def execute(run: Run, settings: Settings) -> dict:
             torch.cuda.reset_peak_memory_stats()
         results = train(recipe, train_set, val_set, run_dir, device=settings.device, seed=run.seed, resume=True,
                         on_nan="stop", max_steps=settings.max_steps, progress=settings.progress,
-                        test_set=test_set, dataset=settings.dataset)
+                        test_set=test_set, dataset=settings.dataset, threads=settings.threads)
         device_is_cuda = cuda and not str(results.get("device", "")).startswith("cpu")
         metrics_by_split = results.get("metrics") or {}
         split = "test" if "test" in metrics_by_split else ("val" if "val" in metrics_by_split else None)
@@ -344,6 +359,10 @@ def execute(run: Run, settings: Settings) -> dict:
             "parameters": count_parameters(recipe, len(train_set.classes)),
             "peak_gpu_memory_bytes": int(torch.cuda.max_memory_allocated()) if device_is_cuda else None,
             "concurrent_runs": settings.concurrency,
+            "scale": settings.scale,
+            "precision": results.get("precision"),
+            "threads": results.get("threads"),
+            "cpu_model": _cpu_model(),
             "train_images": len(train_set),
             "device": results.get("device"),
             "gpu_name": torch.cuda.get_device_name() if device_is_cuda else None,
@@ -498,6 +517,17 @@ def drive(runs: list[Run], settings: Settings, jobs: int, budget: float | None, 
     return counts
 
 
+def _threads_per_run(jobs: int, device: str) -> int | None:
+    """CPU runs share the available cores (J runs with all cores each thrash: ~10x slower each)."""
+    import torch
+
+    if str(device).startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        return None
+    from fermetric.engine.precision import available_cores
+
+    return max(1, available_cores() // jobs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -520,7 +550,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", default=None, help="also append every result as a JSON line here (e.g. $OUT/main.jsonl)")
     p.add_argument("--work", default=str(REPO / "runs" / "benchmarks"), help="run directories (checkpoints)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--jobs", type=int, default=1, help="runs trained at once on the device (default 1)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs trained at once (default 1); on the CPU each gets its share of the cores")
+    p.add_argument("--scale", choices=list(specs.SCALES), default="gpu",
+                   help="gpu (the recipes as written) or cpu (narrower, shorter runs sized for a 2-core CPU; "
+                        "results under <out>/cpu/)")
     p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
                    help="start a run only if elapsed + the longest run so far fits in SECONDS")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep *.pt of finished runs")
@@ -564,8 +598,11 @@ def main(argv: list[str] | None = None) -> int:
         epochs = args.epochs if args.epochs is not None else (THROUGHPUT_EPOCHS if args.table == "throughput" else None)
         settings = Settings(
             data=args.data, label_mode=args.label_mode, dataset=dataset, num_folds=num_folds,
-            out=str(Path(args.out)), work=str(Path(args.work)), bundle=args.bundle, device=args.device,
+            out=str(Path(args.out) / args.scale if args.scale != "gpu" else Path(args.out)),
+            work=str(Path(args.work) / args.scale if args.scale != "gpu" else Path(args.work)),
+            bundle=args.bundle, device=args.device,
             epochs=epochs, extra=tuple(args.overrides), max_steps=args.max_steps, concurrency=args.jobs,
+            threads=_threads_per_run(args.jobs, args.device), scale=args.scale,
             progress=args.progress, keep_checkpoints=args.keep_checkpoints,
             command=" ".join(shlex.quote(a) for a in ["python", "benchmarks/protocol.py", *argv]))
         runs = plan_runs(args.table, args.recipes, args.ablations, args.seeds, folds)

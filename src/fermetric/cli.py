@@ -45,6 +45,11 @@ def _data_options(p: argparse.ArgumentParser, required: bool = True) -> None:
                    help="leave out images that cannot be decoded (listed in one warning) instead of stopping")
 
 
+def _precision_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="auto (default): bf16 on CUDA and on CPUs with native bf16 (AMX/AVX512-BF16), else fp32")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fermetric", description="Facial expression recognition with deep metric learning (MT-DML, DMSL, TCL, PI&DML).")
@@ -66,15 +71,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="on a NaN/Inf loss: stop (keep the last good checkpoint) or skip the batch")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps (smoke runs)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _precision_option(p)
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic algorithms: bit-exact repeats and resume (slower; default off)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: the available cores, shared by torchrun's local processes)")
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on a dataset split")
     p.add_argument("--checkpoint", required=True, help="checkpoint path or 'default' (the shipped model)")
     _data_options(p)
     p.add_argument("--split", default="test")
     p.add_argument("--tta", choices=["none", "flip"], default="none")
+    p.add_argument("--reference", choices=["auto", "train", "none"], default="auto",
+                   help="embeddings k-NN and nearest-centroid accuracy compare against: the train split "
+                        "(auto: when the dataset has one and --split is not train), or none (leave-one-out "
+                        "k-NN; no centroid accuracy, whose centroids would leak the evaluated labels)")
+    p.add_argument("--classes", choices=["all", "shared"], default="all",
+                   help="shared: score only the classes the model and the dataset both have (says how many "
+                        "images were left out); all (default): refuse a dataset class the model lacks")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", default=None, help="also write metrics.json and confusion.png here")
+    _precision_option(p)
 
     p = sub.add_parser("audit-data", help="class counts, duplicates, blank and unreadable images")
     p.add_argument("dataset", metavar="DATASET=ROOT")
@@ -100,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flip: average with the mirrored face (twice the model time)")
     p.add_argument("--every", type=int, default=10, help="video: analyse every N-th frame")
     p.add_argument("--device", default="cpu")
+    _precision_option(p)
 
     p = sub.add_parser("index", help="nearest-expression retrieval (faiss)")
     isub = p.add_subparsers(dest="index_command", metavar="ACTION", required=True)
@@ -110,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, metavar="INDEX")
     b.add_argument("--device", default="auto")
     b.add_argument("--detect", action="store_true", help="FOLDER holds photos: index every detected face")
+    _precision_option(b)
     q = isub.add_parser("query", help="the k nearest expressions to an image")
     q.add_argument("index", metavar="INDEX")
     q.add_argument("image", metavar="IMAGE")
@@ -144,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-components", type=int, default=4)
     p.add_argument("--min-samples", type=int, default=100)
     p.add_argument("--device", default="auto")
+    _precision_option(p)
     return parser
 
 

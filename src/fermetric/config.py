@@ -24,6 +24,7 @@ from .errors import ConfigError
 @dataclass
 class ModelConfig:
     backbone: str = "resnet18"
+    width: float = 1.0  # channel multiplier of resnet18/34 and tiny (0.5: half the channels, ~4x fewer FLOPs)
     embedding_dim: int = 512
     attention: bool = False  # TCL's selective attention module on the last feature map
     partial: str | None = None  # None | "template" | "landmarks": PI&DML partial-image branches

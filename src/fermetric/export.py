@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 from . import __version__
 from .errors import CheckpointError, ConfigError
+from .fileio import temp_file_beside
 
 __all__ = ["WEIGHT_DTYPES", "export_onnx", "export_weights", "read_onnx_meta", "run_cli"]
 
@@ -93,7 +93,7 @@ def export_onnx(checkpoint="default", out: str | os.PathLike = "model.onnx", ops
     example = torch.randn(2, in_chans, size, size)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    fd, tmp = temp_file_beside(out)
     os.close(fd)
     try:
         with torch.no_grad():

@@ -23,17 +23,35 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def current_umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+def temp_file_beside(path: Path) -> tuple[int, str]:
+    """``(fd, name)`` of a new hidden temp file in ``path``'s folder, with the mode a normal file
+    gets there (``0o666 & ~umask``): ``mkstemp`` makes it 0600, and a rename keeps that mode, so
+    checkpoints and exports would otherwise be unreadable to the user's group and others."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    except OSError:  # filesystems without modes (some mounts): keep what mkstemp made
+        pass
+    return fd, tmp
+
+
 def atomic_write(path: str | os.PathLike, data: bytes | None = None,
                  writer: Callable | None = None) -> Path:
     """Write ``data`` (or call ``writer(binary_file)``) to ``path`` atomically.
 
     The temp file lives in the destination directory so ``os.replace`` is a same-filesystem
     rename; it is flushed and fsynced first; on any failure it is removed and the final name is
-    untouched.
+    untouched. The file gets the mode the umask gives a normal file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file_beside(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             if writer is not None:

@@ -6,7 +6,7 @@ display, no global state), so plotting works on headless machines and inside thr
 Design decisions (defaults stated):
 
 * **Embeddings** are L2-normalised before the 2-D projection, because the methods compare
-  normalised embeddings (``docs/methods.md``). At most ``max_points=3000`` points, drawn
+  normalised embeddings (``docs/METHODS.md``). At most ``max_points=3000`` points, drawn
   uniformly at random with ``seed=0`` (t-SNE is quadratic-ish in memory and time). t-SNE is
   scikit-learn's (``init="pca"``, perplexity ``min(30, (n - 1) / 3)``); UMAP needs the optional
   ``umap-learn`` (``pip install 'fermetric[umap]'``).
@@ -52,11 +52,11 @@ def _save(figure, out: str | os.PathLike) -> Path:
 
 # --------------------------------------------------------------------------------- embeddings
 def project_2d(embeddings: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
-    """``[N, 2]`` t-SNE or UMAP coordinates of L2-normalised embeddings."""
+    """``[N, 2]`` t-SNE or UMAP coordinates of embeddings, taken as given: map them into their
+    model's space first (``space_of_meta(meta)(z)``), as ``fermetric plot embeddings`` does."""
     x = np.asarray(embeddings, dtype=np.float32)
     if x.ndim != 2 or len(x) < 3:
         raise DataError(f"need at least 3 embeddings [N, D] to project, got shape {x.shape}")
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     if method == "tsne":
         from sklearn.manifold import TSNE
 
@@ -105,7 +105,7 @@ def plot_embeddings(embeddings, labels, classes, method: str = "tsne", out: str 
     ax.set_xticks([])
     ax.set_yticks([])
     ax.legend(loc="best", fontsize=8, markerscale=2, frameon=False)
-    ax.set_title(title or f"{method} of {len(labels)} L2-normalised embeddings")
+    ax.set_title(title or f"{method} of {len(labels)} embeddings")
     return _save(figure, out)
 
 
@@ -267,8 +267,13 @@ def run_cli(args) -> int:
         else:
             keep = subsample(len(imageset), args.max_points)  # embed only what is plotted
             subset = imageset.subset(keep)
+            from .losses.space import space_of_meta
+
+            space = space_of_meta(meta)
             _, embeddings = embed(model, subset, preprocessing, device)
+            embeddings = space(embeddings)
             out = plot_embeddings(embeddings, subset.labels, subset.classes, args.method, args.out,
-                                  max_points=args.max_points, title=f"{args.method} of {name}/{args.split} ({len(subset)} faces)")
+                                  max_points=args.max_points,
+                                  title=f"{args.method} of {name}/{args.split} ({len(subset)} faces, {space.kind} space)")
     print(f"wrote {out}")
     return 0

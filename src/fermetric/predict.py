@@ -21,7 +21,7 @@ Design decisions (defaults stated; every one is an argument):
   ``detect=False`` treats the whole image as one face crop, like a dataset image: it reaches
   ``Preprocessing`` at its own size and is resized there exactly as ``fermetric eval`` does.
 * **Same path as evaluation**: crops go through ``engine.evaluate.embed`` with the checkpoint's
-  own ``Preprocessing`` (grey, size, mean/std from its meta): bf16 autocast on CUDA, fp32 on CPU,
+  own ``Preprocessing`` (grey, size, mean/std from its meta) and precision policy (``auto``),
   no test-time augmentation unless ``tta="flip"`` (``--tta flip``: logits and embeddings averaged
   with the mirrored face, as ``fermetric eval --tta flip`` does). All faces of an image (and of a
   chunk of files or video frames) are one batch.
@@ -38,6 +38,7 @@ Design decisions (defaults stated; every one is an argument):
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import sys
@@ -122,6 +123,7 @@ class PredictionReport:
     files: list[str] = field(default_factory=list)
     frames: int = 0
     no_face: list[tuple[str, int | None]] = field(default_factory=list)
+    downscaled: list[str] = field(default_factory=list)  # annotated copies smaller than their original
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def class_counts(self) -> dict[str, int]:
@@ -142,13 +144,17 @@ class Predictor:
         batch_size: crops per forward pass.
         source: where the model came from (recorded by retrieval indexes).
         tta: ``"none"`` or ``"flip"`` (average with the mirrored crop; twice the model time).
+        precision: ``auto`` (bf16 on CUDA and on CPUs with native bf16, else fp32), ``bf16`` or
+            ``fp32`` (:mod:`fermetric.engine.precision`).
     """
 
     def __init__(self, model, meta: dict, detector: "str | FaceDetector" = "haar", device="cpu",
-                 batch_size: int = 256, source: str = "", tta: str = "none") -> None:
+                 batch_size: int = 256, source: str = "", tta: str = "none", precision: str = "auto") -> None:
         from .engine.evaluate import check_tta, preprocessing_from_meta
+        from .engine.precision import resolve_precision
 
         self.tta = check_tta(tta)
+        self.precision = resolve_precision(precision, device)
         self.model = model
         self.meta = meta
         self.classes: tuple[str, ...] = tuple(meta["classes"])
@@ -162,7 +168,7 @@ class Predictor:
 
     @classmethod
     def load(cls, source: str | os.PathLike = "default", device="cpu", detector: "str | FaceDetector" = "haar",
-             batch_size: int = 256, tta: str = "none") -> "Predictor":
+             batch_size: int = 256, tta: str = "none", precision: str = "auto") -> "Predictor":
         """A predictor for a checkpoint: ``"default"`` (the shipped model), a run directory, a
         ``.pt`` training checkpoint or a ``.safetensors`` weights file."""
         from .engine.checkpoint import load_model
@@ -172,7 +178,8 @@ class Predictor:
         if not isinstance(detector, FaceDetector):
             FACE_DETECTORS.get(detector)  # an unknown name fails before the model loads
         model, meta = load_model(source, device=device)
-        return cls(model, meta, detector=detector, device=device, batch_size=batch_size, source=str(source), tta=tta)
+        return cls(model, meta, detector=detector, device=device, batch_size=batch_size, source=str(source), tta=tta,
+                   precision=precision)
 
     @property
     def detector(self) -> FaceDetector:
@@ -183,7 +190,8 @@ class Predictor:
     def __repr__(self) -> str:
         recipe = self.meta.get("recipe", {}).get("name", "?")
         return (f"Predictor(source={self.source!r}, recipe={recipe!r}, classes={list(self.classes)}, "
-                f"input_size={self.input_size}, device={str(self.device)!r}, tta={self.tta!r})")
+                f"input_size={self.input_size}, device={str(self.device)!r}, tta={self.tta!r}, "
+                f"precision={self.precision!r})")
 
     # ------------------------------------------------------------------------------ images
     def _decode(self, image, channel_order: str = "rgb") -> tuple[np.ndarray, float]:
@@ -236,7 +244,8 @@ class Predictor:
             if len(shape) != 2:
                 raise ImageError(f"crops must be grey [h, w] arrays, got shape {shape}")
             batch = np.stack([np.asarray(crops[i], dtype=np.uint8) for i in index])
-            logits, embedded = embed(self.model, batch, self.preprocessing, self.device, self.batch_size, tta=self.tta)
+            logits, embedded = embed(self.model, batch, self.preprocessing, self.device, self.batch_size, tta=self.tta,
+                                     precision=self.precision)
             probabilities[index], embeddings[index] = _softmax(logits), embedded
         return probabilities, embeddings
 
@@ -281,6 +290,8 @@ class Predictor:
         every: int = 10,
         annotate: str | os.PathLike | None = None,
         on_record: Callable[[dict], None] | None = None,
+        progress: Callable[[int], None] | None = None,
+        on_no_face: Callable[[dict], None] | None = None,
     ) -> PredictionReport:
         """Predict on files, folders and videos; unreadable inputs are skipped, not fatal.
 
@@ -289,6 +300,10 @@ class Predictor:
             annotate: folder for copies with boxes and labels drawn (folder inputs keep their
                 relative layout under the folder's name; video frames become ``<name>_frameNNNNNN.jpg``).
             on_record: called with each face record as soon as its chunk is done (streaming output).
+            progress: called with 1 as each file (image or whole video) is done.
+            on_no_face: called with ``{"path", "frame", "time", "face": None, "label": None,
+                "reason"}`` for an image or frame in which no face was found (so that a JSON
+                stream has one record per analysed image at least).
         """
         if every < 1:
             raise ConfigError(f"--every must be >= 1, got {every}")
@@ -308,6 +323,9 @@ class Predictor:
                 where = unit.path if unit.frame is None else f"{unit.path}#{unit.frame}"
                 if not records:
                     report.no_face.append((unit.path, unit.frame))
+                    if on_no_face is not None:
+                        on_no_face({"path": unit.path, "frame": unit.frame, "time": unit.time, "face": None,
+                                    "label": None, "reason": "no face found"})
                 for record in records:
                     record = {"path": unit.path, "frame": unit.frame, "time": unit.time, **record}
                     report.records.append(record)
@@ -340,24 +358,28 @@ class Predictor:
                     report.files.append(label)
                 else:
                     report.skipped.append((label, "not a readable video (no frame could be decoded)"))
-                continue
-            try:
-                decoded, scale = self._decode(path)
-            except ImageError as err:
-                report.skipped.append((label, _reason(err, label)))
-                continue
-            faces, crops = self._crops(decoded, detect)
-            report.files.append(label)
-            add(_Unit(label, None, None, faces, crops, scale, decoded if annotator else None))
+            else:
+                try:
+                    decoded, scale = self._decode(path)
+                except ImageError as err:
+                    report.skipped.append((label, _reason(err, label)))
+                else:
+                    faces, crops = self._crops(decoded, detect)
+                    report.files.append(label)
+                    add(_Unit(label, None, None, faces, crops, scale, decoded if annotator else None))
+            if progress is not None:
+                progress(1)
         if pending:
             flush()
+        if annotator is not None:
+            report.downscaled = annotator.downscaled
         return report
 
 
 def load(source: str | os.PathLike = "default", device="cpu", detector: "str | FaceDetector" = "haar",
-         tta: str = "none") -> Predictor:
+         tta: str = "none", precision: str = "auto") -> Predictor:
     """``fermetric.load``: a :class:`Predictor` for a checkpoint (``"default"``: the shipped model)."""
-    return Predictor.load(source, device=device, detector=detector, tta=tta)
+    return Predictor.load(source, device=device, detector=detector, tta=tta, precision=precision)
 
 
 # ----------------------------------------------------------------------------------- inputs
@@ -374,27 +396,59 @@ def _is_hidden(name: str) -> bool:
 def expand_paths(paths: Iterable[str | os.PathLike]) -> tuple[list[tuple[Path, Path | None]], list[tuple[str, str]]]:
     """``([(file, folder it came from or None)], [(path, reason skipped)])``.
 
-    Folders are walked recursively in sorted order without following symlinked folders; only
-    image and video extensions are taken from folders (hidden files and folders are ignored).
-    A file named explicitly is always tried, whatever its extension.
+    Folders are walked recursively in sorted order, following symlinked folders (a dataset folder
+    of links to class folders is common) but never into a folder already visited (a link to an
+    ancestor would loop forever). Only regular files with image and video extensions are taken
+    from folders (hidden files and folders are ignored); FIFOs, sockets and devices are skipped
+    with their reason, since opening a FIFO blocks until someone writes to it. A file named
+    explicitly is always tried, whatever its extension, if it is a regular file.
     """
+    from .data.imageio import non_regular_kind
+
     files: list[tuple[Path, Path | None]] = []
     skipped: list[tuple[str, str]] = []
     media = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
+
+    def not_a_file(path: Path) -> str | None:
+        try:
+            kind = non_regular_kind(path)
+        except OSError as err:
+            return "symlink loop" if err.errno == errno.ELOOP else f"cannot read ({err.strerror or err})"
+        return f"is a {kind}, not a regular file" if kind else None
+
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
-            found = []
-            for folder, dirnames, filenames in os.walk(path):
+        reason = not_a_file(path)
+        if reason:
+            skipped.append((str(path), reason))
+        elif path.is_dir():
+            found, visited, skipped_before = [], set(), len(skipped)
+            for folder, dirnames, filenames in os.walk(path, followlinks=True):
+                real = os.path.realpath(folder)
+                if real in visited:  # a symlink back into the walk
+                    dirnames[:] = []
+                    skipped.append((folder, "symlink loop: folder already visited"))
+                    continue
+                visited.add(real)
                 dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
                 for name in sorted(filenames):
-                    if not _is_hidden(name) and Path(name).suffix.lower() in media:
-                        found.append((Path(folder) / name, path))
-            if not found:
+                    if _is_hidden(name) or Path(name).suffix.lower() not in media:
+                        continue
+                    file = Path(folder) / name
+                    reason = not_a_file(file)
+                    if reason:
+                        skipped.append((str(file), reason))
+                    elif file.exists():
+                        found.append((file, path))
+                    else:
+                        skipped.append((str(file), "dangling symlink"))
+            if not found and len(skipped) == skipped_before:
                 skipped.append((str(path), "folder holds no image or video files"))
             files.extend(found)
         elif path.exists():
             files.append((path, None))
+        elif path.is_symlink():
+            skipped.append((str(path), "dangling symlink"))
         else:
             skipped.append((str(path), "no such file or folder"))
     return files, skipped
@@ -435,6 +489,7 @@ class _Annotator:
         self.out_dir = out_dir
         self.targets: dict[str, Path] = {}
         self.used: set[Path] = set()
+        self.downscaled: list[str] = []  # copies drawn at the decoded size, smaller than the original
 
     def register(self, label: str, path: Path, root: Path | None) -> None:
         relative = Path(path.name) if root is None else Path(root.name or "input") / path.relative_to(root)
@@ -471,6 +526,8 @@ class _Annotator:
             cv2.rectangle(canvas, (x0, ty - th - 2), (x0 + tw + 2, ty + base), (0, 255, 0), -1)
             cv2.putText(canvas, text, (x0 + 1, ty), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), thickness, cv2.LINE_AA)
         target = self._target(unit)
+        if unit.scale != 1.0:
+            self.downscaled.append(str(target))
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             options = {"quality": 90} if target.suffix.lower() in (".jpg", ".jpeg") else {}
@@ -544,11 +601,10 @@ def run_cli(args) -> int:
     from rich.table import Table
     from rich.text import Text
 
-    if args.json and args.csv:
-        raise ConfigError("--json and --csv are alternatives; pass one of them")
     min_face = getattr(args, "min_face", None)
     detector = create_detector(args.detector, min_face=min_face) if min_face is not None else args.detector
-    predictor = Predictor.load(args.checkpoint, device=args.device, detector=detector, tta=getattr(args, "tta", "none"))
+    predictor = Predictor.load(args.checkpoint, device=args.device, detector=detector, tta=getattr(args, "tta", "none"),
+                               precision=getattr(args, "precision", "auto"))
     # Outputs are checked before any work, so an unwritable target does not waste the whole run.
     if args.csv:
         _check_output_file(Path(args.csv), "--csv")
@@ -561,8 +617,12 @@ def run_cli(args) -> int:
 
     on_record = print_json_line if args.json else None
 
-    report = predictor.predict_paths(args.paths, detect=not args.no_detect, every=args.every,
-                                     annotate=args.annotate, on_record=on_record)
+    from .engine.progress import progress_bar
+
+    with progress_bar("predict", unit="file", enabled=not args.json) as progress:
+        report = predictor.predict_paths(args.paths, detect=not args.no_detect, every=args.every,
+                                         annotate=args.annotate, on_record=on_record, progress=progress,
+                                         on_no_face=on_record)
     if not report.files:
         reasons = "; ".join(f"{path}: {reason}" for path, reason in report.skipped[:2]) or "no input"
         more = f" (and {len(report.skipped) - 2} more)" if len(report.skipped) > 2 else ""
@@ -604,6 +664,10 @@ def run_cli(args) -> int:
         console.print(f"wrote {len(report.records)} rows to {args.csv}", highlight=False, markup=False, soft_wrap=True)
     if args.annotate:
         console.print(f"annotated copies in {args.annotate}", highlight=False, markup=False, soft_wrap=True)
+        if report.downscaled:
+            console.print(f"{len(report.downscaled)} annotated copies are smaller than their originals (decoded at "
+                          f"most {MAX_DECODE_SIDE} px); boxes in the table, --json and --csv are in original pixels",
+                          highlight=False, markup=False, soft_wrap=True)
     return 0
 
 

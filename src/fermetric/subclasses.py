@@ -1,4 +1,4 @@
-"""DMSL sub-class discovery ("mitosis"), Cunha et al., arXiv 2001.06612.
+"""DMSL sub-class discovery ("mitosis"), Marrero Fernandez et al., arXiv 2001.06612.
 
 DMSL's structured loss makes the embedding a mixture of Gaussians, one per class, so a class that
 hides several expressions (a smile and a laugh are both *happy*) shows up as several Gaussian
@@ -22,14 +22,16 @@ Design decisions (all options, defaults stated):
 
 * ``select="fixed"`` uses the paper's component count; ``select="bic"`` fits 1..that count and
   keeps the lowest Bayesian information criterion, so a class only splits when the data say so.
-* ``covariance_type="full"`` as in the paper. ``reg_covar=1e-4`` is added to every covariance
-  diagonal (scikit-learn's absolute ``reg_covar``; its own default is 1e-6). On L2-normalised
-  embeddings a dimension's variance is about 1/D (0.016 at D=64), on FERNet's raw
-  (BatchNorm-ed) embeddings about 1: 1e-4 stays below 1% of either, yet keeps a full covariance
-  invertible when a component has fewer samples than dimensions, the normal case here
-  (100 samples, 64 dimensions, up to 4 components).
-* The embedding space is the one the model's loss measures (:func:`uses_normalized_embeddings`):
-  raw for DMSL (its loss does not normalise unless ``normalize: true``), L2-normalised for every
+* ``covariance_type="full"`` as in the paper. Each class's embeddings are first standardised by
+  one scalar (their mean per-dimension standard deviation; this does not change a mixture's
+  partition), then ``reg_covar=1e-4`` is added to every covariance diagonal (scikit-learn's
+  absolute ``reg_covar``; its own default is 1e-6): 1e-4 of the class's own variance, whatever
+  the embedding's scale, yet it keeps a full covariance invertible when a component has fewer
+  samples than dimensions, the normal case here (100 samples, 64 dimensions, up to 4
+  components). ``means`` stay in the embedding's own units.
+* The embedding space is the one the model's loss measures (``EmbeddingSpace``, recorded in the
+  checkpoint): raw for DMSL (its loss does not normalise unless ``normalize: true``), per-slice
+  normalised for MT-DML, L2-normalised for every
   other recipe (methods.md's shared rule).
 * Sub-classes of a class are numbered by decreasing size (``happy/0`` is the largest); global
   sub-class ids run over classes in class order. Components that end up with no sample after
@@ -54,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import ConfigError, DataError
+from .losses.space import RAW, EmbeddingSpace, space_of_meta, space_of_recipe
 
 if TYPE_CHECKING:  # heavy imports stay lazy: `fermetric --help` must not import torch
     from .data.base import ImageSet
@@ -305,6 +308,11 @@ def _split_class(x: np.ndarray, most: int, class_name: str, record: dict, covari
         warnings.warn(f"class {class_name!r}: {reason}; keeping one sub-class", SubclassWarning, stacklevel=3)
         record["reason"] = reason
         return np.zeros(len(x), dtype=np.int64)
+    # One scalar standardisation per class: a Gaussian mixture's partition does not change under
+    # it, but the absolute reg_covar then means the same for every embedding scale (a raw DMSL
+    # embedding may be 1e-3 wide or 10 wide; L2-normalised ones have variance ~1/D).
+    spread = float(np.sqrt(np.mean(np.var(x, axis=0))))
+    x = (x - x.mean(axis=0)) / (spread if spread > 0 else 1.0)
     candidates = [most] if select == "fixed" else list(range(1, most + 1))
     best, best_bic, bics = None, np.inf, []
     for k in candidates:
@@ -371,37 +379,21 @@ def subclass_imageset(imageset: "ImageSet", sublabels, assignment: SubclassAssig
 
 
 # ------------------------------------------------------------------------ embedding space
-def uses_normalized_embeddings(recipe) -> bool:
-    """Whether distances live on L2-normalised embeddings for a model trained with ``recipe``.
-
-    DMSL's structured loss measures the raw embedding unless its ``normalize`` option is set
-    (the authors' code does not normalise), so a DMSL model's Gaussians, centroids and sub-classes
-    live in the raw space. Every other recipe follows methods.md's shared rule: Euclidean distance
-    on L2-normalised embeddings. ``recipe`` is a :class:`~fermetric.config.Recipe` or its dict.
-    """
-    loss = recipe.get("loss", {}) if isinstance(recipe, dict) else recipe.loss
-    name = loss.get("name") if isinstance(loss, dict) else loss.name
-    options = (loss.get("options") if isinstance(loss, dict) else loss.options) or {}
-    if name == "dmsl":
-        return bool(options.get("normalize", False))
-    return True
-
-
 def _to_numpy(array) -> np.ndarray:
     if hasattr(array, "detach"):  # a torch tensor
         array = array.detach().float().cpu().numpy()
     return np.asarray(array)
 
 
-def embed_set(model, imageset: "ImageSet", preprocessing, device, normalize: bool,
-              batch_size: int = 256, tta: str = "none") -> tuple[np.ndarray, np.ndarray]:
+def embed_set(model, imageset: "ImageSet", preprocessing, device, space: EmbeddingSpace,
+              batch_size: int = 256, tta: str = "none", precision: str = "auto",
+              progress=None) -> tuple[np.ndarray, np.ndarray]:
     """``(logits, embeddings)`` of a whole set as float32 numpy, embeddings L2-normalised if asked."""
     from .engine.evaluate import embed
-    from .engine.metrics import l2_normalize
-
-    logits, embeddings = embed(model, imageset, preprocessing, device, batch_size=batch_size, tta=tta)
+    logits, embeddings = embed(model, imageset, preprocessing, device, batch_size=batch_size, tta=tta, precision=precision,
+                               progress=progress)
     embeddings = _to_numpy(embeddings).astype(np.float32)
-    return _to_numpy(logits).astype(np.float32), l2_normalize(embeddings) if normalize else embeddings
+    return _to_numpy(logits).astype(np.float32), space(embeddings)
 
 
 def nearest_centroid(embeddings, centroids) -> np.ndarray:
@@ -417,15 +409,15 @@ def nearest_centroid(embeddings, centroids) -> np.ndarray:
 
 # ----------------------------------------------------------------- nearest-centroid prediction
 def fit_centroids(model, train_set: "ImageSet", preprocessing, device="cpu", labels=None,
-                  num_classes: int | None = None, normalize: bool = False, batch_size: int = 256,
+                  num_classes: int | None = None, space: EmbeddingSpace = RAW, batch_size: int = 256,
                   tta: str = "none") -> np.ndarray:
     """Class centroids ``[C, D]`` re-estimated on the whole training set (methods.md, design).
 
     DMSL predicts the nearest class centroid; the loss only ever sees batch means, so after
     training the centroids are the means over every training embedding. Pass ``labels`` (e.g. an
     assignment's ``sublabels``) and ``num_classes`` for sub-class centroids; a class without a
-    labelled item gets a NaN row that :func:`nearest_centroid` never predicts. ``normalize``:
-    see :func:`uses_normalized_embeddings`.
+    labelled item gets a NaN row that :func:`nearest_centroid` never predicts. ``space``: the
+    model's embedding space (``space_of_meta(meta)``).
     """
     import torch
 
@@ -435,20 +427,20 @@ def fit_centroids(model, train_set: "ImageSet", preprocessing, device="cpu", lab
     num_classes = train_set.num_classes if num_classes is None else num_classes
     if len(labels) != len(train_set):
         raise DataError(f"need one label per training image ({len(train_set)}), got {len(labels)}")
-    _, z = embed_set(model, train_set, preprocessing, device, normalize, batch_size, tta)
+    _, z = embed_set(model, train_set, preprocessing, device, space, batch_size, tta)
     centroids = class_centroids(torch.from_numpy(z), torch.from_numpy(labels.astype(np.int64)), num_classes)
     return centroids.cpu().numpy().astype(np.float32)
 
 
 def predict_nearest_centroid(model, imageset: "ImageSet", preprocessing, centroids, device="cpu",
-                             parent=None, normalize: bool = False, batch_size: int = 256,
+                             parent=None, space: EmbeddingSpace = RAW, batch_size: int = 256,
                              tta: str = "none") -> np.ndarray:
     """Predicted class per image: the nearest centroid, mapped through ``parent`` when given.
 
     With sub-class centroids (``assignment.means``) pass ``parent=assignment.parent`` to get
     predictions of the original classes, the ones accuracy is measured on.
     """
-    _, z = embed_set(model, imageset, preprocessing, device, normalize, batch_size, tta)
+    _, z = embed_set(model, imageset, preprocessing, device, space, batch_size, tta)
     predicted = nearest_centroid(z, centroids)
     return predicted if parent is None else np.asarray(parent, dtype=np.int64)[predicted]
 
@@ -524,7 +516,7 @@ def mitosis(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     round_recipe = recipe if epochs_per_round is None else replace_dataclass(recipe, epochs=epochs_per_round)
-    normalize = uses_normalized_embeddings(recipe)
+    space = space_of_recipe(recipe)
 
     current_train, current_val = train_set, val_set
     trained_parent = np.arange(train_set.num_classes)  # classifier output -> original class
@@ -537,7 +529,7 @@ def mitosis(
         # The engine's selected model (best validation epoch, else the last one).
         model, meta = load_model(round_dir / WEIGHTS_FILE, device)
         preprocessing = preprocessing_from_meta(meta)
-        _, z_train = embed_set(model, train_set, preprocessing, device, normalize, batch_size)
+        _, z_train = embed_set(model, train_set, preprocessing, device, space, batch_size)
         k = min(2 + r, max_components)
         assignment = discover_subclasses(
             z_train, train_set.labels, train_set.num_classes, max_components=k, min_samples=min_samples,
@@ -547,7 +539,7 @@ def mitosis(
                   "subclass_counts": dict(zip(assignment.names, assignment.counts.tolist())),
                   "train": _train_summary(summary)}
         if val_set is not None and len(val_set):
-            logits, z_val = embed_set(model, val_set, preprocessing, device, normalize, batch_size)
+            logits, z_val = embed_set(model, val_set, preprocessing, device, space, batch_size)
             record["val_centroid_accuracy"] = _accuracy(
                 assignment.parent[nearest_centroid(z_val, assignment.means)], val_set.labels)
             record["val_classifier_accuracy"] = _accuracy(trained_parent[logits.argmax(1)], val_set.labels)
@@ -560,7 +552,7 @@ def mitosis(
     assignment.save(out_dir / "subclasses.json")
     options = dict(rounds=rounds, epochs_per_round=epochs_per_round, max_components=max_components,
                    min_samples=min_samples, samples_per_component=samples_per_component, select=select,
-                   seed=seed, max_steps=max_steps, normalize=normalize)
+                   seed=seed, max_steps=max_steps, embedding_space=space.to_dict())
     (out_dir / "mitosis.json").write_text(json.dumps({"options": options, "history": history}, indent=2))
     return MitosisResult(assignment=assignment, model=model, meta=meta, history=history, out_dir=out_dir)
 
@@ -670,6 +662,7 @@ def run_cli(args) -> int:
     from .engine.checkpoint import load_model
     from .engine.distributed import resolve_device
     from .engine.evaluate import dataset_options, preprocessing_from_meta
+    from .engine.progress import progress_bar
 
     device = resolve_device(args.device)
     model, meta = load_model(args.checkpoint, device)
@@ -678,15 +671,16 @@ def run_cli(args) -> int:
     if not (imageset.labels >= 0).any():
         raise DataError(f"{name} split {args.split!r} has no labelled image; choose a labelled split (e.g. --split train)")
     preprocessing = preprocessing_from_meta(meta)
-    normalize = uses_normalized_embeddings(meta["recipe"])
-    _, z = embed_set(model, imageset, preprocessing, device, normalize)
+    space = space_of_meta(meta)
+    with progress_bar(f"embed {name}/{args.split}", total=len(imageset)) as progress:
+        _, z = embed_set(model, imageset, preprocessing, device, space, precision=args.precision, progress=progress)
     assignment = discover_subclasses(z, imageset.labels, imageset.num_classes, max_components=args.max_components,
                                      min_samples=args.min_samples, classes=imageset.classes)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     nearest = exemplars(z, assignment)
     summary = summary_dict(assignment, imageset.paths, nearest, checkpoint=str(args.checkpoint), dataset=name,
-                           root=str(root), split=args.split, n=len(imageset), normalized_embeddings=normalize)
+                           root=str(root), split=args.split, n=len(imageset), embedding_space=space.to_dict())
     (out / "subclasses.json").write_text(json.dumps(summary, indent=2))
     write_assignment_csv(out / "assignment.csv", assignment, imageset)
     contact_sheet(out / "contact_sheet.png", imageset.images, assignment, nearest)

@@ -19,7 +19,7 @@ from engine_helpers import assert_same_run
 
 HERE = Path(__file__).resolve().parent
 TINY = ["--set", "model.backbone=tiny", "--set", "model.embedding_dim=32", "--set", "data.input_size=16",
-        "--set", "data.batch_size=16", "--device", "cpu", "--quiet"]
+        "--set", "data.batch_size=16", "--device", "cpu", "--quiet", "--deterministic"]
 
 
 def _env() -> dict:

@@ -87,6 +87,23 @@ def test_mixup_appends_mixed_points_with_soft_labels():
     assert loss(x, y).item() == pytest.approx(GaussianStructureLoss()(x, y).item(), rel=1e-12)
 
 
+def test_authors_mixup_labels_zero_cross_class_targets():
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(9, 4, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    loss = GaussianStructureLoss(mixup=True, mixup_labels="authors", num_classes=3)
+    torch.manual_seed(5)
+    value = loss(x, y).item()
+    torch.manual_seed(5)
+    lam = torch.distributions.Beta(torch.tensor(2.0), torch.tensor(2.0)).sample().double().item()
+    perm = torch.randperm(9).numpy()
+    t = one_hot(y, 3)
+    same = (y.numpy() == y.numpy()[perm])[:, None]
+    points = np.concatenate([x.numpy(), lam * x.numpy() + (1 - lam) * x.numpy()[perm]])
+    targets = np.concatenate([t, t * same])
+    assert value == pytest.approx(naive_dmsl(points, targets, x.numpy(), y.numpy(), 0.5), rel=1e-9)
+
+
 def test_one_class_and_singletons():
     x = torch.randn(5, 3, requires_grad=True)
     value = GaussianStructureLoss()(x, torch.zeros(5, dtype=torch.long))

@@ -46,7 +46,7 @@ class NaiveEMLF:
 
 def test_running_centres_match_naive_over_batches():
     g = torch.Generator().manual_seed(0)
-    loss = ExpressionMetricLoss(5, 4, margin=1.2, separation_weight=0.7, momentum=0.8).double()
+    loss = ExpressionMetricLoss(5, 4, margin=1.2, separation_weight=0.7, momentum=0.8, centers="running").double()
     naive = NaiveEMLF(5, 1.2, 0.7, 0.8)
     batches = [[0, 0, 1, 1], [1, 1, 1, 2, 2, 0], [3, 3, 0, 0], [4, 2, 2]]  # classes appear over time
     for step, labels in enumerate(batches):
@@ -67,7 +67,7 @@ def test_running_centres_match_naive_over_batches():
 
 
 def test_hand_computed():
-    loss = ExpressionMetricLoss(2, 2, margin=2.0, separation_weight=0.5, momentum=0.5, normalize=False)
+    loss = ExpressionMetricLoss(2, 2, margin=2.0, separation_weight=0.5, momentum=0.5, normalize=False, centers="running")
     # Batch 1 (first sighting: centres = batch means): class 0 at (0,0),(2,0) -> c0 = (1,0); class 1 at (0,1).
     # compact = (1 + 1 + 0) / 3; separation = (2 - sqrt 2)^2.
     first = loss(torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0, 1]))
@@ -84,20 +84,20 @@ def test_separation_term_trains_the_embedding():
     # and every gradient comes from the separation term.
     x = torch.tensor([[1.0, 0.0], [0.9, 0.1]], requires_grad=True)
     y = torch.tensor([0, 1])
-    value = ExpressionMetricLoss(2, 2)(x, y)
+    value = ExpressionMetricLoss(2, 2, centers="running")(x, y)
     value.backward()
     assert value.item() > 0 and x.grad.abs().sum() > 0
     x.grad = None
-    ExpressionMetricLoss(2, 2, separation_weight=0.0)(x, y).backward()
+    ExpressionMetricLoss(2, 2, separation_weight=0.0, centers="running")(x, y).backward()
     assert x.grad.abs().sum() == 0
 
 
 def test_running_buffers_in_state_dict_round_trip():
-    loss = ExpressionMetricLoss(3, 4)
+    loss = ExpressionMetricLoss(3, 4, centers="running")
     loss(torch.randn(4, 4), torch.tensor([0, 0, 2, 2]))
     state = loss.state_dict()
     assert set(state) == {"running_centers", "seen"} and state["seen"].tolist() == [True, False, True]
-    fresh = ExpressionMetricLoss(3, 4)
+    fresh = ExpressionMetricLoss(3, 4, centers="running")
     fresh.load_state_dict(state)
     x, y = torch.randn(4, 4), torch.tensor([0, 1, 1, 2])
     assert fresh.eval()(x, y).item() == loss.eval()(x, y).item()
@@ -121,7 +121,7 @@ def test_learnable_centres_match_naive_and_get_gradients():
 
 def test_gradcheck_running_eval_and_learnable():
     g = torch.Generator().manual_seed(2)
-    loss = ExpressionMetricLoss(4, 3, margin=1.5, momentum=0.6).double()
+    loss = ExpressionMetricLoss(4, 3, margin=1.5, momentum=0.6, centers="running").double()
     loss(torch.randn(4, 3, generator=g, dtype=torch.float64), torch.tensor([0, 1, 2, 2]))  # classes 0-2 seen
     loss.eval()
     x = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
@@ -137,4 +137,4 @@ def test_bad_options():
     with pytest.raises(ConfigError, match="centers='ema'"):
         ExpressionMetricLoss(3, 4, centers="ema")
     with pytest.raises(ConfigError, match="momentum"):
-        ExpressionMetricLoss(3, 4, momentum=1.0)
+        ExpressionMetricLoss(3, 4, momentum=1.0, centers="running")

@@ -15,7 +15,8 @@ from fermetric.errors import ConfigError
 from fermetric.losses import LossInputError, MultiThresholdTripletLoss
 
 
-def naive_mtdml(emb: np.ndarray, labels: np.ndarray, margins, dual: bool, normalize: bool = True) -> float:
+def naive_mtdml(emb: np.ndarray, labels: np.ndarray, margins, dual: bool, normalize: bool = True,
+                dual_negative: str = "own") -> float:
     """Straight from the definition: per slice, per anchor, scan every pair with explicit loops."""
     n, dim = emb.shape
     size = dim // len(margins)
@@ -39,7 +40,7 @@ def naive_mtdml(emb: np.ndarray, labels: np.ndarray, margins, dual: bool, normal
             d_ap, p = pos
             value = max(d_ap - neg[0] + tau, 0.0)
             if dual:
-                d_pn = hardest(p)[1][0]
+                d_pn = hardest(p)[1][0] if dual_negative == "own" else d[p][neg[1]]
                 value += max(d_ap - d_pn + tau, 0.0)
             total += value
             count += 1
@@ -62,6 +63,16 @@ def test_matches_naive_loop(seed, p, k, dual):
     loss = MultiThresholdTripletLoss(num_slices=3, margin_range=(0.25, 1.0), dual=dual)
     expected = naive_mtdml(x.numpy(), y.numpy(), [0.25, 0.625, 1.0], dual)  # exact in float32
     assert loss(x, y).item() == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_shared_dual_negative_matches_naive_loop(seed):
+    x, y = pk_batch(3, 4, 12, seed)
+    loss = MultiThresholdTripletLoss(num_slices=3, margin_range=(0.25, 1.0), dual=True, dual_negative="shared")
+    expected = naive_mtdml(x.numpy(), y.numpy(), [0.25, 0.625, 1.0], True, dual_negative="shared")
+    assert loss(x, y).item() == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    own = MultiThresholdTripletLoss(num_slices=3, margin_range=(0.25, 1.0), dual=True)
+    assert own(x, y).item() != pytest.approx(expected, rel=1e-6)  # the option changes the loss
 
 
 def test_batch_with_singletons_matches_naive():

@@ -235,11 +235,13 @@ def test_nearest_centroid_matches_naive_and_skips_empty_classes(rng):
 
 def test_embedding_space_follows_the_recipe():
     from fermetric.config import load_recipe
-    from fermetric.subclasses import uses_normalized_embeddings
+    from fermetric.losses import space_of_recipe
 
-    assert uses_normalized_embeddings(load_recipe("dmsl")) is False
-    assert uses_normalized_embeddings(load_recipe("dmsl", ["loss.options.normalize=true"])) is True
-    assert uses_normalized_embeddings(load_recipe("ce").to_dict()) is True
+    assert space_of_recipe(load_recipe("dmsl")).kind == "raw"
+    assert space_of_recipe(load_recipe("dmsl", ["loss.options.normalize=true"])).kind == "l2"
+    assert space_of_recipe(load_recipe("ce").to_dict()).kind == "l2"
+    mtdml = space_of_recipe(load_recipe("mtdml"))
+    assert (mtdml.kind, mtdml.slices) == ("sliced_l2", 8)
 
 
 def test_summary_csv_and_contact_sheet(two_mode, tmp_path):

@@ -90,8 +90,10 @@ def test_unreadable_video_is_skipped(predictor, tmp_path):
 def test_cli_json_lines(tiny_checkpoint, photo_folder, capsys):
     assert main(["predict", str(photo_folder), "--checkpoint", str(tiny_checkpoint), "--json"]) == 0
     out, err = capsys.readouterr()
-    lines = [json.loads(line) for line in out.splitlines()]
-    assert len(lines) == 1
+    records = [json.loads(line) for line in out.splitlines()]
+    lines = [r for r in records if r["face"] is not None]
+    assert len(lines) == 1 and len(records) == 2  # plus the no-face record of sub/noise.png
+    assert [r["reason"] for r in records if r["face"] is None] == ["no face found"]
     assert lines[0]["path"] == str(photo_folder / "face.png") and lines[0]["label"] in CLASSES
     assert sum(lines[0]["probabilities"].values()) == pytest.approx(1.0)
     # the summary goes to stderr, so stdout stays machine-readable
@@ -105,7 +107,7 @@ def test_cli_min_face_reaches_the_detector(tiny_checkpoint, tmp_path, astronaut,
     assert len(capsys.readouterr().out.splitlines()) == 1
     assert main(["predict", str(photo), "--checkpoint", str(tiny_checkpoint), "--json", "--min-face", "300"]) == 0
     out, err = capsys.readouterr()
-    assert out == "" and "no face found in 1" in err
+    assert json.loads(out)["face"] is None and "no face found in 1" in err
     assert main(["predict", str(photo), "--checkpoint", str(tiny_checkpoint), "--detector", "mediapipe",
                  "--min-face", "30"]) == 2
     assert "min_face" in capsys.readouterr().err

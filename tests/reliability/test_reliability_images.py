@@ -206,7 +206,8 @@ def test_tiny_and_face_less_images(tmp_path, tiny_checkpoint, run_cli):
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(noise)
     for path in (one, noise):  # no face is a result, not an error
         result = run_cli("predict", path, "--checkpoint", tiny_checkpoint, "--json")
-        assert result.code == 0 and result.out == ""
+        assert result.code == 0 and json_records(result.out) == []
+        assert json.loads(result.out)["reason"] == "no face found"
         assert f"no face found in 1: {path}" in result.err
     crop = run_cli("predict", one, "--checkpoint", tiny_checkpoint, "--json", "--no-detect")
     (record,) = json_records(crop.out)

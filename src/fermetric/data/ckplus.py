@@ -79,7 +79,7 @@ class CKPlus48(DatasetReader):
             fold = opts["fold"]
             if fold is None:
                 raise ConfigError(f"ckplus48 split {split!r} needs a fold (fold=0..{opts['num_folds'] - 1}, "
-                                  f"CLI --fold); or use split 'all'")
+                                  f"CLI --fold N); `eval`, `index build` and `subclasses` can also read --split all")
             train, test = fold_split(groups, int(fold), int(opts["num_folds"]))
             listing.select = train if split == "train" else test
             listing.info.update({"fold": int(fold), "num_folds": int(opts["num_folds"])})

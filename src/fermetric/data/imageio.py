@@ -33,8 +33,10 @@ retrieval all see the same pixels. Design decisions (each with its default):
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
 import threading
 import warnings
 from typing import Literal
@@ -59,6 +61,10 @@ DEFAULT_MAX_SIDE = 4096
 _OPEN_LOCK = threading.Lock()
 
 
+class ImageWarning(UserWarning):
+    """An image was read, but not all of it (e.g. only the first frame of an animation)."""
+
+
 def _fail(source: str, reason: str) -> ImageError:
     reason = " ".join(str(reason).split())  # one line, whatever PIL said
     return ImageError(f"{source}: {reason}")
@@ -67,6 +73,21 @@ def _fail(source: str, reason: str) -> ImageError:
 def _check_mode(mode: str) -> None:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+def non_regular_kind(path: str | os.PathLike) -> str | None:
+    """``"FIFO"``, ``"socket"``, ``"character device"`` or ``"block device"`` for a path (symlinks
+    followed) that is none of file, directory or missing; ``None`` otherwise. Raises OSError for a
+    symlink loop (``ELOOP``) like ``os.stat``."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    for test, kind in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return kind
+    return None
 
 
 def read_image(path: str | os.PathLike, mode: Mode = "grey", max_side: int = DEFAULT_MAX_SIDE) -> np.ndarray:
@@ -79,16 +100,21 @@ def read_image(path: str | os.PathLike, mode: Mode = "grey", max_side: int = DEF
     _check_mode(mode)
     path = os.fspath(path)
     try:
+        kind = non_regular_kind(path)
+        if kind is not None:  # opening a FIFO blocks until a writer comes; a device never ends
+            raise _fail(path, f"is a {kind}, not a regular file")
         with open(path, "rb") as f:
             data = f.read()
     except IsADirectoryError:
         raise _fail(path, "is a directory, expected an image file") from None
     except FileNotFoundError:
-        raise _fail(path, "no such file") from None
+        raise _fail(path, "symlink loop or dangling symlink" if os.path.islink(path) else "no such file") from None
     except PermissionError:
         reason = "is a directory, expected an image file" if os.path.isdir(path) else "permission denied"
         raise _fail(path, reason) from None
     except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise _fail(path, "symlink loop") from None
         raise _fail(path, f"cannot read file ({err.strerror or err})") from None
     return decode_image_bytes(data, mode=mode, max_side=max_side, source=str(path))
 
@@ -123,6 +149,10 @@ def decode_image_bytes(
     except Exception as err:  # PIL raises many types on malformed headers
         raise _fail(source, f"not a readable image ({type(err).__name__}: {err})") from None
     with image:
+        frames = getattr(image, "n_frames", 1)
+        if frames > 1:  # animated GIF/WebP/APNG, multi-page TIFF: say what is analysed
+            warnings.warn(f"{source}: holds {frames} frames (animated or multi-page); only the first is read",
+                          ImageWarning, stacklevel=2)
         try:
             return _to_uint8(_load_reduced(image, max_side), mode, max_side)
         except ImageError as err:  # our own reasons (unsupported mode...): name the source

@@ -96,7 +96,7 @@ class JAFFE(DatasetReader):
             listing.info.update({"fold": int(fold), "num_folds": int(opts["num_folds"])})
         else:
             raise ConfigError(f"jaffe split {split!r} needs subject= (one of {', '.join(subjects)}) or fold=; "
-                              f"or use split 'all'")
+                              f"`eval`, `index build` and `subclasses` can also read --split all")
         listing.select = train if split == "train" else test
         return listing
 

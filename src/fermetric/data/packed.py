@@ -226,7 +226,8 @@ def load_packed(path: str | os.PathLike, split: str = "train", *, fold: int | No
         if kfold and split in ("train", "test"):
             if fold is None:
                 raise ConfigError(f"{path}: {meta['dataset']} split {split!r} needs a fold "
-                                  f"(fold=0..{(num_folds or kfold['num_folds']) - 1}, CLI --fold); or use split 'all'")
+                                  f"(fold=0..{(num_folds or kfold['num_folds']) - 1}, CLI --fold N); `eval`, `index build` and "
+                                  "`subclasses` can also read --split all")
             source = "all"
         elif fold is not None:
             raise ConfigError(f"{path}: {meta['dataset']} has fixed splits; it takes no fold option")

@@ -32,7 +32,6 @@ import io
 import json
 import os
 import random
-import tempfile
 import warnings
 from datetime import datetime, timezone
 from importlib import resources
@@ -44,7 +43,7 @@ import torch
 
 from .. import __version__
 from ..errors import CheckpointError, ConfigError
-from ..fileio import atomic_write, fsync_dir
+from ..fileio import atomic_write, fsync_dir, temp_file_beside
 
 #: Payload format this fermetric writes and the newest one it reads.
 FORMAT_VERSION = 1
@@ -224,7 +223,7 @@ def save_training(out_dir: str | os.PathLike, payload: dict, is_best: bool = Fal
     data = buffer.getvalue()
     last = out_dir / LAST
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{LAST}.", suffix=".tmp", dir=out_dir)
+        fd, tmp = temp_file_beside(last)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)

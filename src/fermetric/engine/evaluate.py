@@ -9,9 +9,12 @@ Decisions and defaults:
 * ``tta="flip"`` averages logits and embeddings of the image and its horizontal mirror; every
   result records which TTA was used.
 * Items labelled ``-1`` (unlabeled) are left out of every metric.
-* Embedding metrics use L2-normalised embeddings (``normalize=True``) except for models whose
-  loss measures the raw space (DMSL by default): the CLI and training decide from the recipe.
-* On CUDA the forward pass runs under bf16 autocast (as in training); outputs are float32.
+* Embedding metrics are measured in the space the model's loss trains (``space``, recorded in
+  the checkpoint: L2-normalised, MT-DML's per-slice normalised concatenation, or raw for DMSL).
+* Nearest-centroid accuracy needs a reference set (the training split): centroids estimated from
+  the evaluated images' own labels would leak them, so without a reference it is ``None``.
+* ``precision="auto"``: bf16 autocast on CUDA and on CPUs with native bf16 (as in training),
+  fp32 elsewhere; outputs are float32.
 * A dataset evaluated by a model with a different class list is mapped by canonical class names
   when the dataset's classes are a subset of the model's (:func:`align_classes`); predictions still
   range over all the model's classes (a wrong prediction of a class the dataset lacks counts as
@@ -29,6 +32,9 @@ import torch
 
 from ..errors import CheckpointError, ConfigError
 from . import metrics as M
+from ..losses.space import L2
+from .precision import autocast, resolve_precision
+from .progress import progress_bar
 
 TTA_MODES = ("none", "flip")
 
@@ -41,15 +47,20 @@ def check_tta(tta: str) -> str:
 
 @torch.no_grad()
 def embed(model: torch.nn.Module, imageset, preprocessing, device="cpu", batch_size: int = 512,
-          tta: str = "none") -> tuple[np.ndarray, np.ndarray]:
-    """``(logits [N,C], embeddings [N,D])`` as float32 numpy arrays, in the set's order."""
+          tta: str = "none", precision: str = "auto", progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(logits [N,C], embeddings [N,D])`` as float32 numpy arrays, in the set's order.
+
+    ``precision`` follows :func:`fermetric.engine.precision.resolve_precision` (``auto``: bf16 on
+    CUDA and on CPUs with native bf16, fp32 elsewhere); outputs are float32 either way.
+    ``progress`` (optional) is called with the number of images of each finished batch.
+    """
     check_tta(tta)
     device = torch.device(device)
+    precision = resolve_precision(precision, device)
     was_training = model.training
     model.eval()
     images = imageset.images if hasattr(imageset, "images") else imageset
     logits_out, embeddings_out = [], []
-    use_amp = device.type == "cuda"
     try:
         for start in range(0, len(images), batch_size):
             chunk = np.ascontiguousarray(images[start:start + batch_size])
@@ -60,12 +71,14 @@ def embed(model: torch.nn.Module, imageset, preprocessing, device="cpu", batch_s
             views = [x, x.flip(-1)] if tta == "flip" else [x]
             logits = embedding = 0
             for view in views:
-                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                with autocast(device, precision):
                     out = model(view)
                 logits = logits + out["logits"].float()
                 embedding = embedding + out["embedding"].float()
             logits_out.append((logits / len(views)).cpu())
             embeddings_out.append((embedding / len(views)).cpu())
+            if progress is not None:
+                progress(len(chunk))
     finally:
         model.train(was_training)
     if not logits_out:
@@ -74,15 +87,21 @@ def embed(model: torch.nn.Module, imageset, preprocessing, device="cpu", batch_s
 
 
 def evaluate(model: torch.nn.Module, imageset, preprocessing, device="cpu", tta: str = "none", reference=None,
-             batch_size: int = 512, knn_k: int = 5, embedding_metrics: bool = True, normalize: bool = True) -> dict:
+             batch_size: int = 512, knn_k: int = 5, embedding_metrics: bool = True, space=None,
+             precision: str = "auto", progress=None) -> dict:
     """The protocol's metrics of ``model`` on ``imageset`` (labels in the model's class order).
 
     Args:
         reference: the set whose embeddings k-NN and centroids use: an ImageSet (embedded here,
-            typically the clean training set), a tuple ``(embeddings, labels)``, or ``None`` for
-            leave-one-out on ``imageset`` itself.
+            typically the clean training set), or a tuple ``(embeddings, labels)`` of raw
+            embeddings. ``None``: k-NN and the retrieval metrics are leave-one-out on ``imageset``
+            itself, and nearest-centroid accuracy is not computed (centroids from the evaluated
+            labels would leak them into the prediction): ``centroid_accuracy`` is then ``None``.
+        space: the :class:`~fermetric.losses.EmbeddingSpace` every distance is measured in (the
+            one the model's loss trained; ``None``: L2-normalised, the cross-entropy convention).
         embedding_metrics: ``False`` skips k-NN, centroid, precision@1, MAP@R and NMI (training
             uses it for the cheap per-epoch validation).
+        progress: called with the number of images of each embedded batch (set and reference).
     Returns:
         ``accuracy, macro_f1, per_class_recall, confusion, classes, knn_accuracy, knn_k,
         centroid_accuracy, precision_at_1, map_at_r, nmi, n, tta, reference``.
@@ -90,7 +109,9 @@ def evaluate(model: torch.nn.Module, imageset, preprocessing, device="cpu", tta:
     check_tta(tta)
     labeled = np.flatnonzero(np.asarray(imageset.labels) >= 0)
     evaluated = imageset if len(labeled) == len(imageset) else imageset.subset(labeled)
-    logits, embeddings = embed(model, evaluated, preprocessing, device, batch_size, tta)
+    space = space if space is not None else L2
+    logits, embeddings = embed(model, evaluated, preprocessing, device, batch_size, tta, precision, progress)
+    embeddings = space(embeddings)
     labels = np.asarray(evaluated.labels, dtype=np.int64)
     if len(labels) and logits.shape[1] != len(evaluated.classes):
         raise CheckpointError(
@@ -110,26 +131,19 @@ def evaluate(model: torch.nn.Module, imageset, preprocessing, device="cpu", tta:
             else:
                 keep = np.flatnonzero(np.asarray(reference.labels) >= 0)
                 reference = reference if len(keep) == len(reference) else reference.subset(keep)
-                _, ref_x = embed(model, reference, preprocessing, device, batch_size, tta)
+                _, ref_x = embed(model, reference, preprocessing, device, batch_size, tta, precision, progress)
                 ref_y = reference.labels
                 reference_name = f"{reference.name or 'reference'}/{reference.split or '?'}"
             if isinstance(reference, tuple):
                 reference_name = "reference embeddings"
-            ref_x, ref_y = np.asarray(ref_x, np.float32), np.asarray(ref_y, np.int64)
-        result["knn_accuracy"] = M.knn_accuracy(embeddings, labels, ref_x, ref_y, k=knn_k, normalize=normalize)
-        result["centroid_accuracy"] = M.centroid_accuracy(embeddings, labels, ref_x, ref_y, normalize=normalize)
-        result.update(M.retrieval_metrics(embeddings, labels, ref_x, ref_y, normalize=normalize))
+            ref_x, ref_y = space(np.asarray(ref_x, np.float32)), np.asarray(ref_y, np.int64)
+        result["knn_accuracy"] = M.knn_accuracy(embeddings, labels, ref_x, ref_y, k=knn_k, normalize=False)
+        if ref_x is not None:
+            result["centroid_accuracy"] = M.centroid_accuracy(embeddings, labels, ref_x, ref_y, normalize=False)
+        result.update(M.retrieval_metrics(embeddings, labels, ref_x, ref_y, normalize=False))
     result.update({"n": int(len(labels)), "tta": tta, "reference": reference_name if embedding_metrics else None,
-                   "normalized": bool(normalize)})
+                   "embedding_space": space.to_dict()})
     return result
-
-
-def normalized_space(recipe) -> bool:
-    """Whether a model trained with ``recipe`` (Recipe or dict) measures L2-normalised embeddings:
-    every recipe does except DMSL without its ``normalize`` option (see ``subclasses.py``)."""
-    from ..subclasses import uses_normalized_embeddings
-
-    return uses_normalized_embeddings(recipe)
 
 
 def align_classes(imageset, model_classes) -> "object":
@@ -146,7 +160,8 @@ def align_classes(imageset, model_classes) -> "object":
     if missing:
         raise CheckpointError(
             f"the model knows {model_classes} but {imageset.name or 'the dataset'} has class(es) {missing} "
-            "it was not trained on; evaluate a model trained on these classes"
+            "it was not trained on; evaluate a model trained on these classes, or pass --classes shared "
+            "to score only the classes both have"
         )
     from dataclasses import replace
 
@@ -158,6 +173,39 @@ def align_classes(imageset, model_classes) -> "object":
         soft = np.zeros((len(labels), len(model_classes)), np.float32)
         soft[:, mapping] = imageset.soft_labels
     return replace(imageset, labels=new_labels, classes=tuple(model_classes), soft_labels=soft)
+
+
+def restrict_to_classes(imageset, model_classes) -> tuple["object", dict]:
+    """``(imageset without the images of classes the model does not know, what was left out)``.
+
+    For scoring a model on a dataset with extra classes (the shipped 7-class model on FER+ or CK+,
+    which add ``contempt``): only the classes both have count. The second value,
+    ``{"classes": [...], "images": N}``, says what was dropped so that the counts add up.
+    """
+    model_classes = list(model_classes)
+    labels = np.asarray(imageset.labels, dtype=np.int64)
+    dropped = [c for c in imageset.classes if c not in model_classes]
+    drop_ids = [i for i, c in enumerate(imageset.classes) if c in dropped]
+    drop = np.isin(labels, drop_ids)
+    left_out = {"classes": dropped, "images": int(drop.sum())}
+    if not dropped:
+        return imageset, left_out
+    kept = imageset.subset(np.flatnonzero(~drop))
+    if len(kept) == 0:
+        raise CheckpointError(f"{imageset.name or 'the dataset'} shares no class with the model ({model_classes})")
+    from dataclasses import replace
+
+    keep_classes = [c for c in imageset.classes if c not in dropped]
+    mapping = np.full(len(imageset.classes), -1, dtype=np.int64)
+    for new, name in enumerate(keep_classes):
+        mapping[list(imageset.classes).index(name)] = new
+    old = np.asarray(kept.labels, dtype=np.int64)
+    soft = kept.soft_labels
+    if soft is not None:
+        soft = np.asarray(soft)[:, [list(imageset.classes).index(c) for c in keep_classes]]
+    kept = replace(kept, labels=np.where(old >= 0, mapping[np.clip(old, 0, None)], -1),
+                   classes=tuple(keep_classes), soft_labels=soft)
+    return kept, left_out
 
 
 def preprocessing_from_meta(meta: dict):
@@ -207,7 +255,8 @@ def dataset_options(args) -> dict:
 
 def run_cli(args) -> int:
     """``fermetric eval --checkpoint PATH|default --data DATASET=ROOT --split S [--tta] [--json] [--out DIR]``."""
-    from ..data import load_dataset, parse_data_arg
+    from ..data import dataset_splits, load_dataset, parse_data_arg
+    from ..losses.space import space_of_meta
     from .checkpoint import load_model
     from .distributed import resolve_device
 
@@ -215,12 +264,27 @@ def run_cli(args) -> int:
     model, meta = load_model(args.checkpoint, device=device)
     name, root = parse_data_arg(args.data)
     imageset = load_dataset(name, root, split=args.split, **dataset_options(args))
+    left_out = None
+    if getattr(args, "classes", "all") == "shared":
+        imageset, left_out = restrict_to_classes(imageset, meta["classes"])
     imageset = align_classes(imageset, meta["classes"])
     preprocessing = preprocessing_from_meta(meta)
-    result = evaluate(model, imageset, preprocessing, device=device, tta=args.tta,
-                      normalize=normalized_space(meta["recipe"]))
+    reference = None
+    choice = getattr(args, "reference", "auto")
+    if choice == "train" or (choice == "auto" and args.split != "train" and "train" in dataset_splits(name, root)):
+        reference = load_dataset(name, root, split="train", **dataset_options(args))
+        if getattr(args, "classes", "all") == "shared":
+            reference, _ = restrict_to_classes(reference, meta["classes"])
+        reference = align_classes(reference, meta["classes"])
+    total = len(imageset) + (len(reference) if reference is not None else 0)
+    with progress_bar(f"eval {name}/{args.split}", total=total, enabled=not args.json) as progress:
+        result = evaluate(model, imageset, preprocessing, device=device, tta=args.tta, reference=reference,
+                          space=space_of_meta(meta), precision=args.precision, progress=progress)
     result.update({"checkpoint": str(args.checkpoint), "dataset": name, "split": args.split,
+                   "precision": resolve_precision(args.precision, device),
                    "recipe": meta["recipe"].get("name"), "model_classes": list(meta["classes"])})
+    if left_out is not None:
+        result["left_out"] = left_out
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -234,6 +298,9 @@ def run_cli(args) -> int:
         sys.stdout.write(json.dumps(result, default=_json_default) + "\n")
     else:
         print(format_table(result, title=f"{args.checkpoint} on {name}/{args.split} (tta={args.tta})"))
+        if left_out and left_out["images"]:
+            print(f"  left out {left_out['images']} images of class(es) the model does not know: "
+                  f"{', '.join(left_out['classes'])} (--classes shared)")
         if args.out:
             print(f"  wrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'confusion.png'}")
     return 0

@@ -5,8 +5,9 @@ GPU-fast design (FER images are tiny, so input handling, not the network, is the
 * The whole uint8 training split is copied to the device once; a batch is an index tensor from
   ``epoch_batches`` (random or P x K per ``recipe.data.sampler``), gathered with ``index_select``
   and augmented on the device by ``GPUAugment``. No DataLoader, no worker processes.
-* CUDA: bf16 autocast (``recipe.amp``), channels_last (``recipe.channels_last``), optional
-  ``torch.compile`` (``recipe.compile``), cudnn benchmark. Losses are computed in float32.
+* Precision policy (``precision.py``): ``auto`` = bf16 autocast on CUDA and on CPUs with native
+  bf16 (AMX / AVX512-BF16), fp32 elsewhere; channels_last (``recipe.channels_last``) on every
+  device; optional ``torch.compile`` on CUDA (``recipe.compile``). Losses are computed in float32.
 * One host sync per step (the NaN/Inf check, which ``on_nan`` needs before the optimizer step).
 
 Optimisation (decisions and defaults):
@@ -24,10 +25,13 @@ Optimisation (decisions and defaults):
 
 Reproducibility and robustness:
 
-* Seeds python/numpy/torch; on the CPU deterministic algorithms (warn-only).
+* Seeds python/numpy/torch. ``deterministic=True`` (``--deterministic``) adds deterministic
+  algorithms (warn-only); without it the run is fast (oneDNN's bf16 paths) and a resumed run
+  continues the same schedule from the same step, with float results equal up to rounding.
   Augmentation draws from a ``torch.Generator`` re-seeded per batch from (seed, epoch, batch,
   rank), so it does not depend on what ran before; the global RNG states (dropout, mixup) are
-  checkpointed, and validation runs with them saved and restored. Hence on the CPU a resumed run
+  checkpointed, and validation runs with them saved and restored. Hence on the CPU with
+  ``deterministic=True`` a resumed run
   ends with exactly the metrics of an uninterrupted one, whether it stopped at an epoch end, at
   ``max_steps`` inside an epoch, or was killed.
 * ``out/last.pt`` every epoch (the previous one kept as ``last.prev.pt``), ``out/best.pt`` on a
@@ -64,7 +68,10 @@ from .. import __version__
 from ..errors import ConfigError, TrainingError
 from . import checkpoint as ckpt
 from . import distributed as dist_utils
-from .evaluate import evaluate, normalized_space
+from ..losses.space import L2
+from .evaluate import evaluate
+from .precision import autocast, available_cores, deterministic_mode, resolve_precision, thread_count
+from .progress import progress_bar
 
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
@@ -236,7 +243,7 @@ class Trainer:
     """State and steps of one training run (see :func:`train`)."""
 
     def __init__(self, recipe, train_set, val_set, out_dir, context, seed=0, resume=False, on_nan="stop",
-                 max_steps=None, progress=True, test_set=None, dataset=None):
+                 max_steps=None, progress=True, test_set=None, dataset=None, precision="auto", deterministic=False):
         from ..data.samplers import epoch_batches
         from ..data.transforms import GPUAugment, Preprocessing
         from ..losses import create_loss
@@ -277,8 +284,10 @@ class Trainer:
         self.dataset = dataset or train_set.name
 
         is_cuda = self.device.type == "cuda"
-        self.amp = bool(recipe.amp and is_cuda)
-        self.channels_last = bool(recipe.channels_last and is_cuda)
+        # recipe.amp: false pins the recipe to fp32 under "auto" (an explicit --precision still wins)
+        self.precision = resolve_precision(precision if (recipe.amp or precision != "auto") else "fp32", self.device)
+        self.deterministic = bool(deterministic)
+        self.channels_last = bool(recipe.channels_last)
         seed_everything(self.seed)
 
         self.preprocessing = Preprocessing.from_data_config(recipe.data)
@@ -320,6 +329,8 @@ class Trainer:
             self.soft = torch.from_numpy(np.asarray(train_set.soft_labels, dtype=np.float32)).to(self.device)
 
         self.meta = ckpt.make_meta(recipe, self.classes, self.preprocessing, self.dataset, self.seed)
+        self.meta["precision"] = self.precision
+        self.meta["embedding_space"] = (self.loss_fn.embedding_space if self.loss_fn is not None else L2).to_dict()
         self.step = 0
         self.epochs_done = 0
         self.history: list[dict] = []
@@ -436,7 +447,7 @@ class Trainer:
     def _losses(self, x: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
         loss_cfg = self.recipe.loss
         labels = self.labels.index_select(0, index)
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+        with autocast(self.device, self.precision):
             out = self.net(x)
         logits, embedding = out["logits"].float(), out["embedding"].float()
         target = self.soft.index_select(0, index) if self.soft is not None else labels
@@ -552,7 +563,7 @@ class Trainer:
             return None
         with preserved_rng():
             metrics = evaluate(self._eval_model(), self.val_set, self.preprocessing, self.device,
-                               tta="none", embedding_metrics=False)
+                               tta="none", embedding_metrics=False, precision=self.precision)
         return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "n": metrics["n"]}
 
     # -------------------------------------------------------------------------------- run
@@ -619,12 +630,13 @@ class Trainer:
     def _finish(self, run_seconds: float, stopped_by_max_steps: bool) -> dict:
         model, selection = self._final_model()
         tta = self.recipe.tta
-        with preserved_rng():
+        with preserved_rng(), progress_bar("final evaluation", enabled=self.progress) as progress:
             metrics = {}
-            normalize = normalized_space(self.recipe)
+            space = self.loss_fn.embedding_space if self.loss_fn is not None else L2
             if self.val_set is not None:
                 metrics["val"] = evaluate(model, self.val_set, self.preprocessing, self.device, tta=tta,
-                                          reference=self.train_set, normalize=normalize)
+                                          reference=self.train_set, space=space, precision=self.precision,
+                                          progress=progress)
             if self.test_set is not None:
                 test = self.test_set
                 if list(test.classes) != self.classes:
@@ -632,7 +644,8 @@ class Trainer:
 
                     test = align_classes(test, self.classes)
                 metrics["test"] = evaluate(model, test, self.preprocessing, self.device, tta=tta,
-                                           reference=self.train_set, normalize=normalize)
+                                           reference=self.train_set, space=space, precision=self.precision,
+                                           progress=progress)
         ckpt.save_weights(self.out_dir / WEIGHTS_FILE, model, self.meta)
         train_seconds = sum(r["seconds"] for r in self.history)
         images = sum((r.get("images_per_second") or 0) * r["seconds"] for r in self.history)
@@ -653,6 +666,10 @@ class Trainer:
             "train_seconds": train_seconds,
             "images_per_second": images / train_seconds if train_seconds > 0 else None,
             "device": dist_utils.device_name(self.device),
+            "precision": self.precision,
+            "channels_last": self.channels_last,
+            "deterministic": self.deterministic,
+            "threads": torch.get_num_threads(),
             "world_size": self.ctx.world_size,
             "torch_version": torch.__version__,
             "fermetric_version": __version__,
@@ -669,29 +686,10 @@ class Trainer:
         return results
 
 
-@contextlib.contextmanager
-def _determinism(device: torch.device):
-    """Deterministic kernels on the CPU; cudnn autotuning on CUDA. Restores the previous settings.
-
-    ``set_deterministic_debug_mode("warn")`` is ``use_deterministic_algorithms(True,
-    warn_only=True)`` without the latter's import of torch._inductor (seconds; it only sets a
-    torch.compile flag, and nothing is compiled on the CPU).
-    """
-    previous = (torch.get_deterministic_debug_mode(), torch.backends.cudnn.benchmark)
-    if device.type == "cpu":
-        torch.set_deterministic_debug_mode("warn")
-    elif device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input sizes: autotune once
-    try:
-        yield
-    finally:
-        torch.set_deterministic_debug_mode(previous[0])
-        torch.backends.cudnn.benchmark = previous[1]
-
-
 def train(recipe, train_set, val_set, out_dir, device="auto", seed: int = 0, resume: bool = False,
           on_nan: str = "stop", max_steps: int | None = None, progress: bool = True, test_set=None,
-          dataset: str | None = None) -> dict:
+          dataset: str | None = None, precision: str = "auto", deterministic: bool = False,
+          threads: int | None = None) -> dict:
     """Train ``recipe`` on ``train_set``, select on ``val_set``, write everything to ``out_dir``.
 
     Args:
@@ -704,15 +702,27 @@ def train(recipe, train_set, val_set, out_dir, device="auto", seed: int = 0, res
         max_steps: stop after this many optimizer steps (a resumable checkpoint is written).
         test_set: also evaluated at the end and reported as ``metrics["test"]``.
         dataset: a name for metadata and results (default ``train_set.name``).
+        precision: ``auto`` | ``bf16`` | ``fp32`` (see :mod:`fermetric.engine.precision`).
+        deterministic: deterministic algorithms, for bit-exact repeatability and resume (slower;
+            without it a resumed run continues the same schedule from the same step).
+        threads: torch threads for the run, restored afterwards (default: unchanged in a single
+            process; under torchrun the available cores shared by the local processes).
     Returns:
         The content of ``out_dir/results.json``.
     """
     context = dist_utils.setup(device)
+    created = not Path(out_dir).exists()
     try:
-        with _determinism(context.device):
+        with deterministic_mode(context.device, deterministic), thread_count(threads):
             trainer = Trainer(recipe, train_set, val_set, out_dir, context, seed=seed, resume=resume, on_nan=on_nan,
-                              max_steps=max_steps, progress=progress, test_set=test_set, dataset=dataset)
+                              max_steps=max_steps, progress=progress, test_set=test_set, dataset=dataset,
+                              precision=precision, deterministic=deterministic)
             return trainer.run()
+    except BaseException:
+        if created and context.is_main:  # a run that failed before writing anything leaves no empty folder
+            with contextlib.suppress(OSError):
+                Path(out_dir).rmdir()  # only succeeds when empty
+        raise
     finally:
         dist_utils.cleanup(context)
 
@@ -735,7 +745,8 @@ def run_cli(args) -> int:
     label = name + "".join(f" {k}={v}" for k, v in options.items())
     results = train(recipe, train_set, val_set, args.out, device=args.device, seed=args.seed, resume=args.resume,
                     on_nan=args.on_nan, max_steps=args.max_steps, progress=not args.quiet, test_set=test_set,
-                    dataset=label)
+                    dataset=label, precision=args.precision, deterministic=args.deterministic,
+                    threads=args.threads or (None if dist_utils.env_world()[1] > 1 else available_cores()))
     if not args.quiet and dist_utils.env_world()[0] == 0:
         scores = ", ".join(f"{split} accuracy {metrics['accuracy']:.4f}"
                            for split, metrics in results["metrics"].items() if metrics)

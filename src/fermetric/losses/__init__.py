@@ -18,6 +18,7 @@ from .dmsl import GaussianStructureLoss, class_centroids, nearest_centroid_predi
 from .emlf import ExpressionMetricLoss
 from .functional import LossInputError
 from .mtdml import MultiThresholdTripletLoss
+from .space import EmbeddingSpace, space_of_meta, space_of_recipe
 from .tcl import TripletCenterLoss
 
 __all__ = [
@@ -30,6 +31,9 @@ __all__ = [
     "class_centroids",
     "nearest_centroid_predict",
     "LossInputError",
+    "EmbeddingSpace",
+    "space_of_meta",
+    "space_of_recipe",
 ]
 
 LOSSES: Registry = Registry("loss")

@@ -1,4 +1,4 @@
-"""Gaussian structured loss of DMSL (Cunha et al., arXiv 2001.06612) and nearest-centroid helpers."""
+"""Gaussian structured loss of DMSL (Marrero Fernandez et al., arXiv 2001.06612) and nearest-centroid helpers."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
+from .space import L2, RAW, EmbeddingSpace
 from .functional import (
     LossInputError,
     check_inputs,
@@ -17,10 +18,13 @@ from .functional import (
 )
 
 
+MIXUP_LABELS = ("soft", "authors")
+
+
 class GaussianStructureLoss(nn.Module):
     """Makes every class a Gaussian around its batch mean: responsibilities should equal the labels.
 
-    Paper (Cunha et al.; the structured loss as in the authors' public code, ``docs/methods.md``
+    Paper (Marrero Fernandez et al.; the structured loss as in the authors' public code, ``docs/METHODS.md``
     section 2): for a batch, mu_j is the mean embedding of class j present in the batch,
     ``pi_ij = softmax_j(-||z_i - mu_j||^2 / (2 sigma^2))`` over the classes present, and
     ``loss = mean_i sum_j (pi_ij - y_ij)^2`` with one-hot (or mixed) y. Trained with cross-entropy,
@@ -36,7 +40,10 @@ class GaussianStructureLoss(nn.Module):
       in training mode only, one lambda ~ Beta(alpha, alpha) per batch and a random permutation
       pair each sample with another; the mixed points ``lambda z_i + (1 - lambda) z_perm(i)`` with
       soft labels ``lambda y_i + (1 - lambda) y_perm(i)`` are *appended* to the batch (the mean runs
-      over 2B rows), while the centroids mu_j come from the clean samples only. Randomness comes
+      over 2B rows), while the centroids mu_j come from the clean samples only. The soft labels
+      are a fermetric design choice (``mixup_labels="soft"``); ``mixup_labels="authors"`` does
+      what the authors' code does: it interpolates class *indices*, so a cross-class mix has an
+      all-zero target and a same-class mix keeps its class. Randomness comes
       from torch's global RNG on the embeddings' device (seed it with ``torch.manual_seed``).
     - ``num_classes=None``: classes present are found from the labels (one host sync); giving it
       (``create_loss`` does) keeps shapes static for ``torch.compile``. Classes absent from the
@@ -46,19 +53,27 @@ class GaussianStructureLoss(nn.Module):
     """
 
     def __init__(self, sigma: float = 0.5, mixup: bool = False, mixup_alpha: float = 2.0, normalize: bool = False,
-                 num_classes: int | None = None) -> None:
+                 num_classes: int | None = None, mixup_labels: str = "soft") -> None:
         super().__init__()
         if not sigma > 0:
             raise ConfigError(f"dmsl option sigma={sigma!r} must be > 0")
         if mixup and not mixup_alpha > 0:
             raise ConfigError(f"dmsl option mixup_alpha={mixup_alpha!r} must be > 0")
+        if mixup_labels not in MIXUP_LABELS:
+            raise ConfigError(f"dmsl option mixup_labels={mixup_labels!r} is unknown; use one of {', '.join(MIXUP_LABELS)}")
         if num_classes is not None and num_classes < 1:
             raise ConfigError(f"dmsl: num_classes={num_classes!r} must be a positive integer")
         self.sigma = float(sigma)
         self.mixup = bool(mixup)
         self.mixup_alpha = float(mixup_alpha)
+        self.mixup_labels = mixup_labels
         self.normalize = bool(normalize)
         self.num_classes = num_classes
+
+    @property
+    def embedding_space(self) -> EmbeddingSpace:
+        """Where this loss measures distances: the L2-normalised embedding, or the raw one."""
+        return L2 if self.normalize else RAW
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         check_inputs("dmsl", embeddings, labels, self.num_classes)
@@ -81,13 +96,18 @@ class GaussianStructureLoss(nn.Module):
                 ).sample().to(z.dtype)
                 perm = torch.randperm(z.shape[0], device=z.device)
                 z = torch.cat([z, lam * z + (1 - lam) * z[perm]])
-                targets = torch.cat([targets, lam * targets + (1 - lam) * targets[perm]])
+                if self.mixup_labels == "soft":
+                    mixed_targets = lam * targets + (1 - lam) * targets[perm]
+                else:  # "authors": interpolated class indices, so only same-class mixes keep a target
+                    mixed_targets = targets * (labels == labels[perm]).to(z.dtype).unsqueeze(1)
+                targets = torch.cat([targets, mixed_targets])
             logits = squared_distances(z, centroids) / (-2.0 * self.sigma**2)
             responsibilities = logits.masked_fill(~present, float("-inf")).softmax(-1)
             return (responsibilities - targets).pow(2).sum(-1).sum() / max(z.shape[0], 1)
 
     def extra_repr(self) -> str:
-        return f"sigma={self.sigma}, mixup={self.mixup}, mixup_alpha={self.mixup_alpha}, normalize={self.normalize}"
+        return (f"sigma={self.sigma}, mixup={self.mixup}, mixup_alpha={self.mixup_alpha}, "
+                f"mixup_labels={self.mixup_labels!r}, normalize={self.normalize}")
 
 
 @torch.no_grad()
@@ -96,7 +116,7 @@ def class_centroids(embeddings: torch.Tensor, labels: torch.Tensor, num_classes:
 
     Items labelled < 0 (unlabeled) are ignored; a class without items gets a row of NaN, which
     :func:`nearest_centroid_predict` never predicts. DMSL re-estimates these on the whole training
-    set after training (``docs/methods.md``), not from batch means.
+    set after training (``docs/METHODS.md``), not from batch means.
     """
     if embeddings.ndim != 2 or labels.shape != embeddings.shape[:1]:
         raise LossInputError(f"class_centroids: need embeddings [N, D] and labels [N], got "

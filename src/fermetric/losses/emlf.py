@@ -7,6 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from .space import L2, RAW, EmbeddingSpace
 from .functional import (
     LossInputError,
     check_inputs,
@@ -33,7 +34,12 @@ class ExpressionMetricLoss(nn.Module):
     ``normalize=True`` (L2-normalised embeddings, the shared convention; margin 1.0 is on that
     scale); ``centers`` picks where c comes from:
 
-    - ``"running"`` (default): buffers ``running_centers [C, D]`` and ``seen [C]`` (both in the
+    - ``"learnable"`` (default): centres are an ``nn.Parameter`` (unit-norm random rows, global
+      RNG) that receives the gradient of both terms, as in center loss. Why the default: with
+      running centres the separation term reaches the embedding only through the batch mean's
+      share ``1 - momentum`` of each centre, so ``separation_weight`` 0.5 acts like 0.05;
+      learnable centres take the separation gradient in full, and the gradient stays exact.
+    - ``"running"``: buffers ``running_centers [C, D]`` and ``seen [C]`` (both in the
       state_dict). A class present in the batch uses
       ``c_j = momentum * running_j.detach() + (1 - momentum) * batch_mean_j`` (``momentum=0.9`` is
       the weight of the *old* value, unlike BatchNorm's), and just ``batch_mean_j`` the first time
@@ -42,14 +48,12 @@ class ExpressionMetricLoss(nn.Module):
       running centre (no gradient); a class never seen is left out of the separation sum. In
       training mode the buffers take the new c_j after the forward pass (under no_grad); eval
       mode leaves them untouched. Each DDP rank keeps its own running centres.
-    - ``"learnable"``: centres are an ``nn.Parameter`` (unit-norm random rows, global RNG) that
-      receives the gradient of both terms, as in center loss.
 
     The separation sum runs over pairs, not their mean (as written in methods.md).
     """
 
     def __init__(self, num_classes: int, embedding_dim: int, margin: float = 1.0, separation_weight: float = 0.5,
-                 momentum: float = 0.9, centers: str = "running", normalize: bool = True) -> None:
+                 momentum: float = 0.9, centers: str = "learnable", normalize: bool = True) -> None:
         super().__init__()
         if num_classes < 1 or embedding_dim < 1:
             raise ConfigError(f"emlf: num_classes={num_classes} and embedding_dim={embedding_dim} must be positive")
@@ -69,6 +73,11 @@ class ExpressionMetricLoss(nn.Module):
             self.register_buffer("seen", torch.zeros(num_classes, dtype=torch.bool))
         else:
             self.centers = nn.Parameter(F.normalize(torch.randn(num_classes, embedding_dim), dim=1))
+
+    @property
+    def embedding_space(self) -> EmbeddingSpace:
+        """Where this loss measures distances: the L2-normalised embedding, or the raw one."""
+        return L2 if self.normalize else RAW
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         check_inputs("emlf", embeddings, labels, self.num_classes)

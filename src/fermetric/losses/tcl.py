@@ -7,6 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from .space import L2, RAW, EmbeddingSpace
 from .functional import (
     LossInputError,
     check_inputs,
@@ -27,7 +28,7 @@ class TripletCenterLoss(nn.Module):
 
     Paper (Rajoli et al. 2023): a triplet center loss on all embedding dimensions, added to
     cross-entropy, with three negative selection strategies; fermetric's reading of them
-    (``docs/methods.md`` section 3), selected by ``negatives``:
+    (``docs/METHODS.md`` section 3), selected by ``negatives``:
 
     - ``"fully_synthesized"`` (default): neg_i is the nearest other-class centre to z_i (a
       synthetic point, as in the original triplet-center loss of He et al. 2018).
@@ -41,7 +42,7 @@ class TripletCenterLoss(nn.Module):
 
     Other options: ``margin=0.5``; ``distance="euclidean"`` (``"squared"``: squared Euclidean);
     ``normalize=True``: embeddings are L2-normalised first (the shared convention of
-    ``docs/methods.md``; the margin 0.5 is on that scale). Centres ``centers`` are an
+    ``docs/METHODS.md``; the margin 0.5 is on that scale). Centres ``centers`` are an
     ``nn.Parameter [num_classes, embedding_dim]`` initialised as standard normal rows rescaled to
     unit norm (on the sphere where normalised embeddings live), drawn from torch's global RNG;
     they are not constrained afterwards. Give them to the optimiser (the engine's
@@ -70,6 +71,11 @@ class TripletCenterLoss(nn.Module):
         self.distance = distance
         self.normalize = bool(normalize)
         self.centers = nn.Parameter(F.normalize(torch.randn(num_classes, embedding_dim), dim=1))
+
+    @property
+    def embedding_space(self) -> EmbeddingSpace:
+        """Where this loss measures distances: the L2-normalised embedding, or the raw one."""
+        return L2 if self.normalize else RAW
 
     def _dist(self, squared: torch.Tensor) -> torch.Tensor:
         return squared if self.distance == "squared" else safe_sqrt(squared)

@@ -12,15 +12,23 @@ __all__ = ["EmbeddingHead", "ClassifierHead"]
 
 
 class EmbeddingHead(nn.Module):
-    """``Dropout(p) -> Linear(F, D, bias=False) -> BatchNorm1d(D)``, no activation.
+    """``Dropout(p) -> Linear(F, D, bias=False) -> BatchNorm1d(D)``, no activation; the BatchNorm
+    weight starts at ``1 / sqrt(D)``, so ``||z||`` is about 1 at initialisation whatever ``D``.
 
     Why no ReLU: every metric loss in fermetric L2-normalises (or otherwise rescales) z itself,
     and a ReLU would confine z to the positive orthant, wasting most directions of the sphere.
-    Cross-entropy then sees one linear map (classifier after embedding), the usual "BNNeck" of
+    Cross-entropy then sees one linear map (classifier after embedding), the "BNNeck" of
     re-identification models. The Linear has no bias because BatchNorm's shift makes it redundant.
-    BatchNorm keeps z centred with unit scale per dimension, so the triplet margins of MT-DML and
-    TCL and DMSL's sigma mean the same thing from the first step. Dropout (default 0) acts on the
-    pooled features, before the projection.
+
+    Why the small BatchNorm weight (measured, not folklore): with the usual weight 1 every one of
+    the D dimensions has unit variance, ``||z||^2`` is about D (512), and the classifier on top of
+    it takes steps D times larger than on a unit-norm input. On FER2013 (ResNet-18 width 0.25,
+    SGD lr 0.05, batch 128, 6000 images, 3 epochs) that head did not learn: train loss 2.63 ->
+    2.30 -> 2.17, above the class prior's 1.81, while the same net with the BatchNorm weight at
+    1/sqrt(D) went 1.83 -> 1.76 -> 1.69 (a plain Linear classifier on the pooled features: 1.83 ->
+    1.76 -> 1.64). The weight is learnable and free of weight decay, so the network still sets
+    the scale it needs; DMSL's sigma on the raw embedding starts on the unit-norm scale too.
+    Dropout (default 0) acts on the pooled features, before the projection.
     """
 
     def __init__(self, in_features: int, embedding_dim: int, dropout: float = 0.0) -> None:
@@ -30,6 +38,7 @@ class EmbeddingHead(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.linear = nn.Linear(in_features, embedding_dim, bias=False)
         self.bn = nn.BatchNorm1d(embedding_dim)
+        nn.init.constant_(self.bn.weight, embedding_dim ** -0.5)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.bn(self.linear(self.dropout(features)))

@@ -6,13 +6,14 @@ dataset split (or any folder of images) once; ``fermetric index query my.index p
 
 Design decisions (defaults stated):
 
-* **Metric**: Euclidean distance between **L2-normalised** embeddings (the methods' shared
-  convention, ``docs/methods.md``), searched exactly with ``faiss.IndexFlatL2``. Reported
-  distances are true Euclidean distances (faiss returns squared ones) in ``[0, 2]``; an image
-  that is in the index finds itself at distance ~0. Exact search is fast enough for FER-sized
+* **Metric**: Euclidean distance in the embedding space the model's loss trained (recorded in
+  the checkpoint and in ``meta.json`` as ``embedding_space``: L2-normalised for cross-entropy,
+  TCL and EMLF, per-slice normalised for MT-DML, raw for DMSL), searched exactly with
+  ``faiss.IndexFlatL2``. Reported distances are true Euclidean distances (faiss returns squared
+  ones), in ``[0, 2]`` on the unit sphere; an image that is in the index finds itself at ~0. Exact search is fast enough for FER-sized
   sets (30k x 512 floats: about 10 ms per query on a CPU).
 * **What is stored** (one directory, written atomically: a temporary sibling directory renamed
-  into place): ``index.faiss`` (the faiss index), ``items.npz`` (normalised ``embeddings``,
+  into place): ``index.faiss`` (the faiss index), ``items.npz`` (``embeddings`` in that space,
   ``labels`` (-1: unknown), ``paths``, and ``thumbnails``: the grey crops that were embedded,
   at the model's input size for folders, so contact sheets work without the original files) and ``meta.json`` (the
   checkpoint it was built with, its meta, a fingerprint of the model weights, the data source).
@@ -44,6 +45,7 @@ import numpy as np
 
 from .. import __version__, vocab
 from ..errors import CheckpointError, ConfigError, DataError, ImageError
+from ..losses.space import EmbeddingSpace, space_of_meta
 
 __all__ = ["EmbeddingIndex", "Neighbor", "contact_sheet", "model_fingerprint", "run_cli_build", "run_cli_query"]
 
@@ -53,7 +55,7 @@ INDEX_FILE, ITEMS_FILE, META_FILE = "index.faiss", "items.npz", "meta.json"
 
 class Neighbor(NamedTuple):
     """One retrieval result: ``path`` (relative to the data root), ``label`` (class name or
-    ``None``), ``distance`` (Euclidean, between L2-normalised embeddings)."""
+    ``None``), ``distance`` (Euclidean, in the index's embedding space)."""
 
     path: str
     label: str | None
@@ -70,10 +72,8 @@ def model_fingerprint(model) -> str:
     return digest.hexdigest()
 
 
-def _normalise(embeddings: np.ndarray) -> np.ndarray:
-    embeddings = np.asarray(embeddings, dtype=np.float32)
-    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-    return np.ascontiguousarray(embeddings / np.maximum(norms, 1e-12))
+def _in_space(embeddings: np.ndarray, space: EmbeddingSpace) -> np.ndarray:
+    return np.ascontiguousarray(space(np.asarray(embeddings, dtype=np.float32)), dtype=np.float32)
 
 
 def _faiss():
@@ -85,10 +85,11 @@ def _faiss():
 
 
 class EmbeddingIndex:
-    """L2-normalised face embeddings with their paths, labels and crops, searchable with faiss.
+    """Face embeddings in their model's space, with their paths, labels and crops, searchable with faiss.
 
     Args:
-        embeddings: float ``[N, D]`` (normalised here).
+        embeddings: float ``[N, D]`` raw model embeddings (mapped into ``meta["embedding_space"]``
+            here: the space the model's loss trained, L2-normalised when absent).
         paths: ``N`` item names (unique).
         labels: int ``[N]`` indices into ``classes``; ``-1`` for unknown.
         classes: class names the labels index.
@@ -97,11 +98,12 @@ class EmbeddingIndex:
     """
 
     def __init__(self, embeddings, paths, labels, classes, meta: dict | None = None, thumbnails=None) -> None:
-        self.embeddings = _normalise(embeddings)
+        self.meta = dict(meta or {})
+        self.space = EmbeddingSpace.from_dict(self.meta.get("embedding_space"))
+        self.embeddings = _in_space(embeddings, self.space)
         self.paths = [str(p) for p in paths]
         self.labels = np.asarray(labels, dtype=np.int64).reshape(-1)
         self.classes = tuple(classes)
-        self.meta = dict(meta or {})
         self.thumbnails = None if thumbnails is None else np.asarray(thumbnails, dtype=np.uint8)
         n = len(self.embeddings)
         if len(self.paths) != n or len(self.labels) != n or (self.thumbnails is not None and len(self.thumbnails) != n):
@@ -136,7 +138,7 @@ class EmbeddingIndex:
     # ------------------------------------------------------------------------------- build
     @classmethod
     def build(cls, checkpoint, data, split: str = "train", device="cpu", detect: bool = False,
-              detector: str = "haar", **dataset_options) -> "EmbeddingIndex":
+              detector: str = "haar", precision: str = "auto", progress=None, **dataset_options) -> "EmbeddingIndex":
         """Embed a dataset split or a folder with a model.
 
         Args:
@@ -144,10 +146,13 @@ class EmbeddingIndex:
             data: an ``ImageSet``, ``"DATASET=ROOT"``, or a folder of images.
             split: the dataset split (ignored for an ImageSet or a folder).
             detect: folders only: index every detected face instead of whole images.
+            precision: ``auto`` | ``bf16`` | ``fp32`` for a checkpoint source (a ``Predictor`` keeps its own).
+            progress: called with the number of images done (dataset batches, folder files).
         """
         from ..predict import Predictor
 
-        predictor = checkpoint if isinstance(checkpoint, Predictor) else Predictor.load(checkpoint, device=device, detector=detector)
+        predictor = checkpoint if isinstance(checkpoint, Predictor) else Predictor.load(
+            checkpoint, device=device, detector=detector, precision=precision)
         if isinstance(data, (str, os.PathLike)) and "=" in str(data) and not Path(data).exists():
             from ..data import load_dataset, parse_data_arg
 
@@ -157,7 +162,7 @@ class EmbeddingIndex:
             root = Path(data)
             if not root.is_dir():
                 raise DataError(f"{root} is neither a folder nor DATASET=ROOT; pass e.g. fer2013=../data/fer2013 or a folder of images")
-            crops, paths, labels, classes = _folder_items(predictor, root, detect)
+            crops, paths, labels, classes = _folder_items(predictor, root, detect, progress)
             _, embeddings = predictor.run_crops(crops)  # whole images keep their own size here
             size = predictor.input_size
             crops = np.stack([c if c.shape == (size, size) else cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA)
@@ -168,8 +173,9 @@ class EmbeddingIndex:
 
             crops, paths, labels, classes = data.images, list(data.paths), data.labels, data.classes
             _, embeddings = embed(predictor.model, data, predictor.preprocessing, predictor.device, predictor.batch_size,
-                                  tta=predictor.tta)
+                                  tta=predictor.tta, precision=predictor.precision, progress=progress)
             source = {"kind": "dataset", "name": data.name, "split": data.split, "root": str(data.root)}
+        space = space_of_meta(predictor.meta)
         if len(paths) == 0:
             raise DataError(f"nothing to index in {source.get('root')}: no readable image" + (" with a face" if detect else ""))
         meta = {
@@ -180,7 +186,8 @@ class EmbeddingIndex:
             "model_meta": predictor.meta,
             "tta": predictor.tta,  # queries are embedded the same way
             "data": source,
-            "metric": "euclidean on L2-normalised embeddings (faiss IndexFlatL2)",
+            "embedding_space": space.to_dict(),
+            "metric": f"{space.describe()} (faiss IndexFlatL2)",
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         index = cls(embeddings, paths, labels, classes, meta, thumbnails=crops)
@@ -189,10 +196,10 @@ class EmbeddingIndex:
 
     # ------------------------------------------------------------------------------ search
     def search(self, embeddings: np.ndarray, k: int = 10) -> list[list[Neighbor]]:
-        """The ``k`` nearest items of each query embedding ``[Q, D]`` (raw; normalised here)."""
+        """The ``k`` nearest items of each query embedding ``[Q, D]`` (raw; mapped into the index's space here)."""
         if k < 1:
             raise ConfigError(f"k must be >= 1, got {k}")
-        queries = _normalise(np.atleast_2d(embeddings))
+        queries = _in_space(np.atleast_2d(embeddings), self.space)
         if queries.shape[1] != self.dim:
             raise CheckpointError(f"query embeddings have {queries.shape[1]} dimensions but the index has {self.dim}; "
                                   "query with the model that built the index")
@@ -344,7 +351,7 @@ def _folder_label(relative: Path) -> str | None:
     return None
 
 
-def _folder_items(predictor, root: Path, detect: bool):
+def _folder_items(predictor, root: Path, detect: bool, progress=None):
     """``(grey crops, paths, labels, classes)`` of the images under ``root``."""
     from ..predict import IMAGE_EXTENSIONS, expand_paths
 
@@ -359,6 +366,9 @@ def _folder_items(predictor, root: Path, detect: bool):
         except ImageError:
             skipped += 1
             continue
+        finally:
+            if progress is not None:
+                progress(1)
         relative = path.relative_to(root)
         for i, (_face, crop) in enumerate(faces):
             crops.append(crop)
@@ -427,8 +437,12 @@ def run_cli_build(args) -> int:
     """``fermetric index build --checkpoint C --data DATASET=ROOT|FOLDER --split S --out INDEX``."""
     from ..engine.evaluate import dataset_options
 
-    index = EmbeddingIndex.build(args.checkpoint, args.data, split=args.split, device=args.device,
-                                 detect=getattr(args, "detect", False), **dataset_options(args))
+    from ..engine.progress import progress_bar
+
+    with progress_bar("index build") as progress:
+        index = EmbeddingIndex.build(args.checkpoint, args.data, split=args.split, device=args.device,
+                                     detect=getattr(args, "detect", False), precision=args.precision,
+                                     progress=progress, **dataset_options(args))
     index.save(args.out)
     known = int((index.labels >= 0).sum())
     data = index.meta["data"]
