@@ -152,15 +152,16 @@ def render(result: dict) -> str:
         f"{result['threads']} threads, batch {result['batch_size']}, {result['timed_steps']} timed steps after "
         f"{result['warmup_steps']} warm-up; {result['date']}.",
         "",
-        f"| model | (a) bare step fp32 | (a) bare step {auto} | (b) engine fp32 deterministic | "
-        f"(c) engine auto ({auto}) | (c)/(b) | (c)/(a, {auto}) |",
-        "|---|---|---|---|---|---|---|",
     ]
+    bare_columns = ["fp32"] + ([auto] if auto != "fp32" else [])
+    header = ["model", *[f"(a) bare step {p}" for p in bare_columns], "(b) engine fp32 deterministic",
+              f"(c) engine auto ({auto})", "(c)/(b)", f"(c)/(a, {auto})"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, row in result["rows"].items():
-        lines.append(
-            f"| `{label}` | {row['bare_fp32']:.0f} img/s | {row[f'bare_{auto}']:.0f} | "
-            f"{row['engine_fp32_deterministic']:.0f} | {row['engine_auto']:.0f} | "
-            f"{row['auto_over_deterministic_fp32']:.2f} | {row['engine_over_bare_same_precision']:.2f} |")
+        cells = [f"`{label}`", *[f"{row[f'bare_{p}']:.0f} img/s" for p in bare_columns],
+                 f"{row['engine_fp32_deterministic']:.0f}", f"{row['engine_auto']:.0f}",
+                 f"{row['auto_over_deterministic_fp32']:.2f}", f"{row['engine_over_bare_same_precision']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -16,7 +16,10 @@ provenance); everything outside the markers is left as written. Design decisions
 - Time-to-accuracy targets are fractions (``specs.TIME_TO_ACCURACY_TARGETS``) of the
   cross-entropy baseline's best validation accuracy (mean over its seeds) in the same table;
   seconds are training seconds (validation excluded), summed over epochs until the target.
-- Machine, versions, seeds and dates come from the JSONs (the provenance table).
+- Machine, versions, precision, seeds and dates come from the JSONs (the provenance table).
+- Each protocol scale (``specs.SCALES``: ``gpu``, ``cpu``) has its own tables: a record counts
+  only in its own scale's tables (``cpu-main``, ``cpu-ablations``, ``cpu-provenance`` for the
+  CPU protocol), so CPU-sized runs never mix with GPU ones.
 """
 
 from __future__ import annotations
@@ -345,29 +348,38 @@ def render_provenance(records: list[dict]) -> str:
         return "No results yet: every table above says " + f'"{NOT_RUN}".'
     groups = defaultdict(list)
     for r in records:
-        key = (r.get("table"), r.get("dataset"), r.get("gpu_name") or r.get("device") or "?", r.get("torch_version"),
+        device = r.get("gpu_name") or " ".join(str(v) for v in (r.get("cpu_model"), r.get("device")) if v) or "?"
+        key = (r.get("table"), r.get("dataset"), device, r.get("precision") or "?", r.get("torch_version"),
                r.get("cuda_version"), r.get("fermetric_version"), (r.get("git_commit") or "?")[:10],
                r.get("concurrent_runs") or 1)
         groups[key].append(r)
     rows = []
     for key, rs in sorted(groups.items(), key=lambda kv: tuple(str(k) for k in kv[0])):
-        table_name, dataset, device, torch_v, cuda_v, fermetric_v, commit, jobs = key
+        table_name, dataset, device, precision, torch_v, cuda_v, fermetric_v, commit, jobs = key
         seeds = ", ".join(str(s) for s in sorted({r.get("seed") for r in rs}))
         dates = sorted((r.get("date") or "?")[:10] for r in rs)
         reused = sum(1 for r in rs if r.get("reused_from"))
-        rows.append([table_name, dataset, device, torch_v or "?", cuda_v or "-", fermetric_v or "?", commit,
+        rows.append([table_name, dataset, device, precision, torch_v or "?", cuda_v or "-", fermetric_v or "?", commit,
                      str(jobs), seeds, dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}",
                      f"{len(rs)}" + (f" ({reused} reused)" if reused else "")])
-    return table(["Table", "Dataset", "Device", "torch", "CUDA", "fermetric", "Commit", "Concurrent", "Seeds",
-                  "Dates", "Runs"], rows)
+    return table(["Table", "Dataset", "Device", "Precision", "torch", "CUDA", "fermetric", "Commit", "Concurrent",
+                  "Seeds", "Dates", "Runs"], rows)
 
 
 RENDERERS = {"main": render_main, "ablations": render_ablations, "time-to-accuracy": render_time_to_accuracy,
              "throughput": render_throughput, "published": render_published, "provenance": render_provenance}
 
 
-def render_all(records: list[dict]) -> dict[str, str]:
-    return {name: RENDERERS[name](records) for name in SECTIONS}
+#: The CPU protocol's tables (``--scale cpu``) sit under markers named ``cpu-<section>``.
+CPU_SECTIONS = ("main", "ablations", "provenance")
+
+
+def render_all(records: list[dict], scale: str = "gpu") -> dict[str, str]:
+    """Every section of ``scale``'s tables from the records of that scale only."""
+    records = [r for r in records if (r.get("scale") or "gpu") == scale]
+    if scale == "gpu":
+        return {name: RENDERERS[name](records) for name in SECTIONS}
+    return {f"{scale}-{name}": RENDERERS[name](records) for name in CPU_SECTIONS}
 
 
 def replace_sections(text: str, sections: dict[str, str], where: str = "document") -> str:
@@ -389,6 +401,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--import", dest="bundles", nargs="+", default=[], metavar="BUNDLE",
                    help="JSON-lines bundles from protocol.py --bundle to unpack into --results first")
     p.add_argument("--check", action="store_true", help="exit 1 if the document is not up to date; write nothing")
+    p.add_argument("--scale", nargs="+", default=None, choices=list(specs.SCALES),
+                   help="which protocol scales' tables to regenerate (default: gpu, plus every other scale "
+                        "whose markers the document has)")
     args = p.parse_args(argv)
     try:
         if args.bundles:
@@ -399,7 +414,11 @@ def main(argv: list[str] | None = None) -> int:
         if not doc.is_file():
             raise TableError(f"{doc}: no such document; restore docs/RESULTS.md (it holds the table markers)")
         old = doc.read_text()
-        new = replace_sections(old, render_all(records), str(doc))
+        scales = args.scale or ["gpu"] + [name for name in specs.SCALES
+                                          if name != "gpu" and f"<!-- fermetric:{name}-main:start -->" in old]
+        new = old
+        for scale in scales:
+            new = replace_sections(new, render_all(records, scale), str(doc))
     except TableError as err:
         print(f"make_tables: error: {err}", file=sys.stderr)
         return 2

@@ -478,22 +478,33 @@ def mitosis(
     max_steps: int | None = None,
     batch_size: int = 256,
     progress: bool = False,
+    warm_start: bool = True,
+    ce_labels: str = "parent",
 ) -> MitosisResult:
     """DMSL's semi-supervised sub-class discovery.
 
-    Round ``r`` (0-based): train ``epochs_per_round`` epochs (default: the recipe's ``epochs``)
-    on the current labels, the original classes in round 0 and the sub-classes found in round
-    ``r - 1`` after; embed the training set; split each class of >= ``min_samples`` images into
+    Round ``r`` (0-based): train ``epochs_per_round`` epochs (default: the recipe's ``epochs``);
+    embed the training set; split each class of >= ``min_samples`` images into
     ``min(n // samples_per_component, k_r)`` Gaussian sub-classes with ``k_r = min(2 + r,
-    max_components)`` (k grows from 2 to the maximum). Each round trains a fresh model from the
-    recipe (design: the sub-class head has a different size every round; the paper's text does
-    not say whether weights carry over).
+    max_components)`` (k grows from 2 to the maximum). Round 0 trains on the expressions; round
+    ``r > 0`` gives the structured (metric) loss the sub-classes of round ``r - 1``.
+
+    What comes from where:
+
+    * From the authors' code (``train_mitosis.py``, branch ``mitosis`` of
+      ``pedrodiamel/ferattention``), the defaults: ``warm_start=True`` keeps training the same
+      network across rounds (round ``r`` starts from round ``r - 1``'s selected weights), and
+      ``ce_labels="parent"`` keeps cross-entropy on the original expression labels, so the
+      classifier keeps one output per expression and only the structured loss sees sub-classes.
+    * Options that restore fermetric's earlier reading: ``warm_start=False`` (a fresh model from
+      the recipe each round) and ``ce_labels="subclasses"`` (the classifier is trained on the
+      sub-classes, one output each; a fresh model then, since the head changes size).
+    * Design choices: the growth of k and the GMM fit (see :func:`discover_subclasses`).
 
     The validation set, whose sub-classes are unknown, gets for each image the nearest
-    sub-centroid of its own (known) class, so the engine can validate on sub-labels while the
-    parent labels stay exact. Accuracy is always reported on the original classes: sub-class
-    predictions map back to their parent (``val_centroid_accuracy``: nearest sub-centroid;
-    ``val_classifier_accuracy``: the classifier head, over the labels it was trained on).
+    sub-centroid of its own (known) class (only needed with ``ce_labels="subclasses"``).
+    Accuracy is always reported on the original classes (``val_centroid_accuracy``: nearest
+    sub-centroid, mapped to its parent; ``val_classifier_accuracy``: the classifier head).
 
     The returned ``assignment`` comes from the last round's model, so its ``means`` are that
     model's sub-centroids: ``nearest_centroid(z, assignment.means)`` mapped through
@@ -513,6 +524,11 @@ def mitosis(
         raise ConfigError(f"mitosis max_components must be >= 1, got {max_components}")
     if epochs_per_round is not None and epochs_per_round < 1:
         raise ConfigError(f"mitosis epochs_per_round must be >= 1, got {epochs_per_round}")
+    if ce_labels not in ("parent", "subclasses"):
+        raise ConfigError(f"mitosis ce_labels must be 'parent' or 'subclasses', got {ce_labels!r}")
+    if warm_start and ce_labels == "subclasses":
+        raise ConfigError("mitosis warm_start needs ce_labels='parent': a classifier over the sub-classes "
+                          "changes size every round")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     round_recipe = recipe if epochs_per_round is None else replace_dataclass(recipe, epochs=epochs_per_round)
@@ -522,10 +538,17 @@ def mitosis(
     trained_parent = np.arange(train_set.num_classes)  # classifier output -> original class
     history: list[dict] = []
     assignment = model = meta = None
+    previous_dir = None
     for r in range(rounds):
         round_dir = out_dir / f"round{r}"
+        extra = {}
+        if assignment is not None and ce_labels == "parent":
+            extra = {"metric_labels": assignment.sublabels, "metric_classes": assignment.num_subclasses}
+        if warm_start and previous_dir is not None:
+            extra["init_from"] = previous_dir / WEIGHTS_FILE
         summary = train(round_recipe, current_train, current_val, round_dir, device=device, seed=seed,
-                        resume=False, on_nan="stop", max_steps=max_steps, progress=progress)
+                        resume=False, on_nan="stop", max_steps=max_steps, progress=progress, **extra)
+        previous_dir = round_dir
         # The engine's selected model (best validation epoch, else the last one).
         model, meta = load_model(round_dir / WEIGHTS_FILE, device)
         preprocessing = preprocessing_from_meta(meta)
@@ -537,22 +560,25 @@ def mitosis(
         assignment.save(round_dir / "subclasses.json")
         record = {"round": r, "k": k, "num_subclasses": assignment.num_subclasses,
                   "subclass_counts": dict(zip(assignment.names, assignment.counts.tolist())),
-                  "train": _train_summary(summary)}
+                  "warm_start": bool(extra.get("init_from")), "train": _train_summary(summary)}
         if val_set is not None and len(val_set):
             logits, z_val = embed_set(model, val_set, preprocessing, device, space, batch_size)
             record["val_centroid_accuracy"] = _accuracy(
                 assignment.parent[nearest_centroid(z_val, assignment.means)], val_set.labels)
             record["val_classifier_accuracy"] = _accuracy(trained_parent[logits.argmax(1)], val_set.labels)
-            current_val = subclass_imageset(val_set, assign_to_subclasses(z_val, val_set.labels, assignment),
-                                            assignment)
+            if ce_labels == "subclasses":
+                current_val = subclass_imageset(val_set, assign_to_subclasses(z_val, val_set.labels, assignment),
+                                                assignment)
         history.append(record)
-        current_train = subclass_imageset(train_set, assignment.sublabels, assignment)
-        trained_parent = assignment.parent
+        if ce_labels == "subclasses":
+            current_train = subclass_imageset(train_set, assignment.sublabels, assignment)
+            trained_parent = assignment.parent
 
     assignment.save(out_dir / "subclasses.json")
     options = dict(rounds=rounds, epochs_per_round=epochs_per_round, max_components=max_components,
                    min_samples=min_samples, samples_per_component=samples_per_component, select=select,
-                   seed=seed, max_steps=max_steps, embedding_space=space.to_dict())
+                   seed=seed, max_steps=max_steps, embedding_space=space.to_dict(), warm_start=warm_start,
+                   ce_labels=ce_labels)
     (out_dir / "mitosis.json").write_text(json.dumps({"options": options, "history": history}, indent=2))
     return MitosisResult(assignment=assignment, model=model, meta=meta, history=history, out_dir=out_dir)
 

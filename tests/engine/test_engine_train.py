@@ -203,3 +203,33 @@ def test_cli_train_on_a_ckplus_fold_has_no_selection(tmp_path, monkeypatch, caps
     assert results["selection"].startswith("last epoch (no validation split")
     assert results["metrics"]["test"]["n"] > 0 and not (out / "best.pt").exists()
     assert capsys.readouterr().out == ""  # --quiet
+
+
+def test_init_from_starts_from_the_given_weights_and_metric_labels_reach_the_loss(tiny_sets, tmp_path, monkeypatch):
+    from fermetric import losses
+    from fermetric.models import create_model
+
+    train_set, val_set, _ = tiny_sets
+    source = tmp_path / "source"
+    train(tiny_recipe("ce", epochs=1), train_set, val_set, source, device="cpu", progress=False, max_steps=2)
+    recipe = tiny_recipe("dmsl", epochs=1, **{"optim.lr": 1e-12})
+    seen = []
+    original = losses.create_loss
+
+    def spy(name, num_classes, dim, **options):
+        seen.append(num_classes)
+        return original(name, num_classes, dim, **options)
+
+    monkeypatch.setattr(losses, "create_loss", spy)
+    sub = (np.asarray(train_set.labels) * 2 + np.arange(len(train_set)) % 2).astype(np.int64)  # two per class
+    train(recipe, train_set, val_set, tmp_path / "warm", device="cpu", progress=False, max_steps=1,
+          init_from=source, metric_labels=sub, metric_classes=2 * train_set.num_classes)
+    assert seen == [2 * train_set.num_classes]  # the metric loss sees the sub-classes
+    start = ckpt.read_source(source)[0]
+    after = ckpt.load(tmp_path / "warm" / "last.pt")["model"]
+    params = {name for name, _ in create_model(recipe.model, num_classes=train_set.num_classes).named_parameters()}
+    for name in params:  # lr ~ 0: one step leaves the warm-started parameters where they began
+        torch.testing.assert_close(after[name], start[name], rtol=0, atol=1e-6)
+    with pytest.raises(ConfigError, match="metric_labels need one label per training image"):
+        train(recipe, train_set, val_set, tmp_path / "bad", device="cpu", progress=False,
+              metric_labels=sub[:3], metric_classes=4)

@@ -359,11 +359,14 @@ def test_mitosis_rounds_train_on_subclasses_and_map_back(mitosis_run):
     assert (first["k"], second["k"]) == (2, 3)
     assert first["num_subclasses"] == 4
     assert result.assignment.options["max_components"] == 3
-    round0 = SubclassAssignment.load(result.out_dir / "round0" / "subclasses.json")
-    # Round 1 trained on round 0's sub-classes: the engine saw their names as classes.
+    # As the authors' code runs it: round 1 continues round 0's network (warm start), and
+    # cross-entropy keeps the expressions, so the classifier keeps one output per expression.
     trained = json.loads((result.out_dir / "round1" / "results.json").read_text())
-    assert trained["classes"] == round0.names
-    assert result.meta["classes"] == round0.names
+    assert trained["classes"] == list(train_set.classes)
+    assert result.meta["classes"] == list(train_set.classes)
+    assert result.meta["init_from"] == str(result.out_dir / "round0" / "model.safetensors")
+    assert [r["warm_start"] for r in result.history] == [False, True]
+    assert result.model.classifier.linear.out_features == train_set.num_classes
     # Final sub-classes: parents are exact and counts add up per class.
     final = result.assignment
     np.testing.assert_array_equal(final.to_parent(final.sublabels), train_set.labels)

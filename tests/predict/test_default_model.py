@@ -42,3 +42,30 @@ def test_eval_default_reproduces_the_model_card(shared_data, capsys):
     assert result["n"] == recorded["metrics"]["n"] == 3589
     assert result["accuracy"] == pytest.approx(recorded["metrics"]["accuracy"], abs=1e-9)
     assert result["macro_f1"] == pytest.approx(recorded["metrics"]["macro_f1"], abs=1e-9)
+
+
+@pytest.mark.realdata
+def test_bf16_predictions_agree_with_fp32_on_fer2013_test(shared_data):
+    """The precision policy may pick bf16 for inference: it must not change what users get."""
+    import numpy as np
+
+    from fermetric.data import load_dataset
+    from fermetric.engine.checkpoint import load_model
+    from fermetric.engine.evaluate import embed, preprocessing_from_meta
+
+    test = load_dataset("fer2013", shared_data / "fer2013", "test")
+    crops = np.asarray(test.images[:1000])  # bf16 is emulated (slow) on CPUs without native support
+    model, meta = load_model("default")
+    prep = preprocessing_from_meta(meta)
+    fp32, _ = embed(model, crops, prep, precision="fp32")
+    bf16, _ = embed(model, crops, prep, precision="bf16")
+    agreement = float(np.mean(fp32.argmax(1) == bf16.argmax(1)))
+    assert agreement >= 0.995, agreement
+
+
+def test_shipped_metadata_names_its_own_backbone():
+    from fermetric.engine.checkpoint import load_weights
+
+    _, meta = load_weights(default_weights_path())
+    backbone = meta["recipe"]["model"]["backbone"]
+    assert "ResNet" not in meta["recipe"]["description"] or backbone.startswith("resnet")

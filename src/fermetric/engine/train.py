@@ -243,7 +243,8 @@ class Trainer:
     """State and steps of one training run (see :func:`train`)."""
 
     def __init__(self, recipe, train_set, val_set, out_dir, context, seed=0, resume=False, on_nan="stop",
-                 max_steps=None, progress=True, test_set=None, dataset=None, precision="auto", deterministic=False):
+                 max_steps=None, progress=True, test_set=None, dataset=None, precision="auto", deterministic=False,
+                 metric_labels=None, metric_classes=None, init_from=None):
         from ..data.samplers import epoch_batches
         from ..data.transforms import GPUAugment, Preprocessing
         from ..losses import create_loss
@@ -269,8 +270,17 @@ class Trainer:
         if len(train_set) == 0:
             raise ConfigError(f"training set {train_set.name}/{train_set.split} is empty")
         labeled = np.asarray(train_set.labels) >= 0
+        if metric_labels is not None:
+            metric_labels = np.asarray(metric_labels, dtype=np.int64)
+            if metric_labels.shape != (len(train_set),) or metric_classes is None or metric_classes < 1:
+                raise ConfigError(f"metric_labels need one label per training image ({len(train_set)}) and "
+                                  f"metric_classes >= 1; got shape {metric_labels.shape}, {metric_classes}")
+            labeled &= metric_labels >= 0
+            metric_labels = metric_labels[labeled]
         if not labeled.all():  # supervised training: unlabeled items are not used
             train_set = train_set.subset(labeled)
+        # P x K batches group the metric loss's labels (the classifier's unless metric_labels)
+        self.sampler_labels = np.asarray(train_set.labels) if metric_labels is None else metric_labels
         if val_set is not None and list(val_set.classes) != list(train_set.classes):
             from .evaluate import align_classes
 
@@ -298,9 +308,22 @@ class Trainer:
         self.model = create_model(recipe.model, num_classes=num_classes).to(self.device)
         self.loss_fn = None
         if recipe.loss.name:
-            self.loss_fn = create_loss(recipe.loss.name, num_classes, recipe.model.embedding_dim,
+            self.loss_fn = create_loss(recipe.loss.name, int(metric_classes or num_classes), recipe.model.embedding_dim,
                                        **dict(recipe.loss.options or {})).to(self.device)
         self.loss_takes_logits = self.loss_fn is not None and _accepts(self.loss_fn.forward, "logits")
+        if self.loss_takes_logits and metric_labels is not None:
+            raise ConfigError(f"loss {recipe.loss.name!r} reads the classifier's logits, so it cannot train on "
+                              "labels other than the classifier's (metric_labels)")
+        if init_from is not None and not resume:  # warm start: the weights of an earlier run
+            weights, init_meta, init_path = ckpt.read_source(init_from)
+            if list(init_meta["classes"]) != self.classes:
+                raise ConfigError(f"init_from {init_path} predicts {list(init_meta['classes'])}, not this run's "
+                                  f"classes {self.classes}")
+            try:
+                self.model.load_state_dict(weights)
+            except RuntimeError as err:
+                raise ConfigError(f"init_from {init_path}: its weights do not fit this recipe's model "
+                                  f"({str(err).splitlines()[0][:200]})") from None
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         check_output_dir(self.out_dir, checkpoint_bytes_estimate(self.model, recipe.optim.optimizer, bool(recipe.ema)))
@@ -324,12 +347,17 @@ class Trainer:
             images = images.copy()      # tensor would alias, read-only memory)
         self.images = torch.from_numpy(images).to(self.device)
         self.labels = torch.from_numpy(np.asarray(train_set.labels, dtype=np.int64)).to(self.device)
+        # The metric loss's labels: the classifier's unless given (DMSL mitosis: sub-classes)
+        self.metric_labels = (self.labels if metric_labels is None
+                              else torch.from_numpy(metric_labels).to(self.device))
         self.soft = None
         if train_set.soft_labels is not None and (train_set.info or {}).get("label_mode") == "probability":
             self.soft = torch.from_numpy(np.asarray(train_set.soft_labels, dtype=np.float32)).to(self.device)
 
         self.meta = ckpt.make_meta(recipe, self.classes, self.preprocessing, self.dataset, self.seed)
         self.meta["precision"] = self.precision
+        if init_from is not None:
+            self.meta["init_from"] = str(init_from)
         self.meta["embedding_space"] = (self.loss_fn.embedding_space if self.loss_fn is not None else L2).to_dict()
         self.step = 0
         self.epochs_done = 0
@@ -344,7 +372,7 @@ class Trainer:
     def _batches(self, epoch: int) -> list[np.ndarray]:
         data = self.recipe.data
         batches = self.epoch_batches(
-            np.asarray(self.train_set.labels), data.batch_size, mode=data.sampler,
+            self.sampler_labels, data.batch_size, mode=data.sampler,
             samples_per_class=data.samples_per_class, seed=self.seed, epoch=epoch,
             rank=self.ctx.rank, world_size=self.ctx.world_size)
         if self.ctx.enabled:  # every rank must run the same number of steps (DDP collectives)
@@ -458,7 +486,7 @@ class Trainer:
             if self.loss_takes_logits:
                 metric = self.loss_fn(embedding, labels, logits=logits)
             else:
-                metric = self.loss_fn(embedding, labels)
+                metric = self.loss_fn(embedding, self.metric_labels.index_select(0, index))
             parts["metric"] = metric
             total = total + loss_cfg.weight * metric
         parts["loss"] = total
@@ -689,7 +717,8 @@ class Trainer:
 def train(recipe, train_set, val_set, out_dir, device="auto", seed: int = 0, resume: bool = False,
           on_nan: str = "stop", max_steps: int | None = None, progress: bool = True, test_set=None,
           dataset: str | None = None, precision: str = "auto", deterministic: bool = False,
-          threads: int | None = None) -> dict:
+          threads: int | None = None, metric_labels=None, metric_classes: int | None = None,
+          init_from=None) -> dict:
     """Train ``recipe`` on ``train_set``, select on ``val_set``, write everything to ``out_dir``.
 
     Args:
@@ -705,6 +734,11 @@ def train(recipe, train_set, val_set, out_dir, device="auto", seed: int = 0, res
         precision: ``auto`` | ``bf16`` | ``fp32`` (see :mod:`fermetric.engine.precision`).
         deterministic: deterministic algorithms, for bit-exact repeatability and resume (slower;
             without it a resumed run continues the same schedule from the same step).
+        metric_labels, metric_classes: labels ``[len(train_set)]`` in ``[0, metric_classes)`` that
+            the metric loss (and the P x K sampler) use instead of the classifier's, e.g. DMSL's
+            sub-classes during mitosis while cross-entropy keeps the expressions.
+        init_from: a run directory or weights file whose model weights start this run (warm
+            start; same architecture and classes).
         threads: torch threads for the run, restored afterwards (default: unchanged in a single
             process; under torchrun the available cores shared by the local processes).
     Returns:
@@ -716,7 +750,8 @@ def train(recipe, train_set, val_set, out_dir, device="auto", seed: int = 0, res
         with deterministic_mode(context.device, deterministic), thread_count(threads):
             trainer = Trainer(recipe, train_set, val_set, out_dir, context, seed=seed, resume=resume, on_nan=on_nan,
                               max_steps=max_steps, progress=progress, test_set=test_set, dataset=dataset,
-                              precision=precision, deterministic=deterministic)
+                              precision=precision, deterministic=deterministic, metric_labels=metric_labels,
+                              metric_classes=metric_classes, init_from=init_from)
             return trainer.run()
     except BaseException:
         if created and context.is_main:  # a run that failed before writing anything leaves no empty folder
