@@ -153,3 +153,34 @@ def test_bad_options_and_inputs():
         GaussianStructureLoss(num_classes=3)(torch.randn(2, 4), torch.tensor([0, 3]))
     with pytest.raises(LossInputError, match="labels must be >= 0"):
         GaussianStructureLoss()(torch.randn(2, 4), torch.tensor([0, -1]))
+
+
+def authors_dgmm_loss(x: torch.Tensor, y: torch.Tensor, classes: int, sigma: float = 0.5) -> torch.Tensor:
+    """``DGMMLoss.forward`` of the authors' code (pedrodiamel/ferattention, torchlib/netlosses.py),
+    with ``mix=False`` and ``knn=False``, transcribed line by line (CPU, no ``to_gpu``)."""
+    num = x.shape[0]
+    pi = torch.zeros((num, classes), dtype=x.dtype)
+    yh = torch.zeros((num, classes), dtype=x.dtype)
+    for i, c in enumerate(range(classes)):
+        index = y == int(c)
+        if index.sum() == 0:
+            continue
+        xc = x[index, ...]
+        muc = xc.mean(dim=0)
+        pi[:, i] = torch.exp(-torch.sum((x - muc) ** 2, dim=1).squeeze() / (2.0 * sigma**2))
+        yh[index, i] = 1
+    eps = 1e-15
+    s = torch.sum(pi, dim=1).unsqueeze(1)
+    pi = pi / (s.expand_as(pi) + eps)
+    pi = pi.clamp(0.0, 1.0)
+    return torch.mean(torch.sum((pi - yh.float()) ** 2, dim=1).squeeze())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_equals_the_authors_dgmm_loss_without_mixup(seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(32, 16, generator=g) * 0.3  # the unit-norm scale the embedding head starts at
+    y = torch.randint(0, 6, (32,), generator=g)  # some classes may be absent from the batch
+    expected = authors_dgmm_loss(x, y, classes=7)
+    got = GaussianStructureLoss(sigma=0.5, num_classes=7)(x, y)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)

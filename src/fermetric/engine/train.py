@@ -66,9 +66,9 @@ import torch.nn.functional as F
 
 from .. import __version__
 from ..errors import ConfigError, TrainingError
+from ..losses.space import L2
 from . import checkpoint as ckpt
 from . import distributed as dist_utils
-from ..losses.space import L2
 from .evaluate import evaluate
 from .precision import autocast, available_cores, deterministic_mode, resolve_precision, thread_count
 from .progress import progress_bar
@@ -358,7 +358,9 @@ class Trainer:
         self.meta["precision"] = self.precision
         if init_from is not None:
             self.meta["init_from"] = str(init_from)
-        self.meta["embedding_space"] = (self.loss_fn.embedding_space if self.loss_fn is not None else L2).to_dict()
+        # The space every distance of this model is measured in (evaluation, index, sub-classes)
+        self.space = self.loss_fn.embedding_space if self.loss_fn is not None else L2
+        self.meta["embedding_space"] = self.space.to_dict()
         self.step = 0
         self.epochs_done = 0
         self.history: list[dict] = []
@@ -660,10 +662,9 @@ class Trainer:
         tta = self.recipe.tta
         with preserved_rng(), progress_bar("final evaluation", enabled=self.progress) as progress:
             metrics = {}
-            space = self.loss_fn.embedding_space if self.loss_fn is not None else L2
             if self.val_set is not None:
                 metrics["val"] = evaluate(model, self.val_set, self.preprocessing, self.device, tta=tta,
-                                          reference=self.train_set, space=space, precision=self.precision,
+                                          reference=self.train_set, space=self.space, precision=self.precision,
                                           progress=progress)
             if self.test_set is not None:
                 test = self.test_set
@@ -672,7 +673,7 @@ class Trainer:
 
                     test = align_classes(test, self.classes)
                 metrics["test"] = evaluate(model, test, self.preprocessing, self.device, tta=tta,
-                                           reference=self.train_set, space=space, precision=self.precision,
+                                           reference=self.train_set, space=self.space, precision=self.precision,
                                            progress=progress)
         ckpt.save_weights(self.out_dir / WEIGHTS_FILE, model, self.meta)
         train_seconds = sum(r["seconds"] for r in self.history)
