@@ -118,10 +118,10 @@ def format_info(info: dict) -> str:
     lines += [f"  {name:<24} {version or 'not installed'}" for name, version in info["versions"].items()]
     lines += [
         f"device:        {device_text}",
-        f"backbones:     {listing(info['backbones'])}",
+        f"backbones:     {listing(info['backbones'])} (and timm:<any timm architecture>)",
         f"recipes:       {listing(info['recipes'])}",
         f"datasets:      {listing(info['datasets'])}",
-        f"losses:        {listing(info['losses'])}",
+        f"losses:        {listing(info['losses'])} (and pml:<any pytorch-metric-learning loss>)",
         f"default model: {default_text}",
     ]
     return "\n".join(lines)

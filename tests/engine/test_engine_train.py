@@ -233,3 +233,17 @@ def test_init_from_starts_from_the_given_weights_and_metric_labels_reach_the_los
     with pytest.raises(ConfigError, match="metric_labels need one label per training image"):
         train(recipe, train_set, val_set, tmp_path / "bad", device="cpu", progress=False,
               metric_labels=sub[:3], metric_classes=4)
+
+
+@pytest.mark.parametrize("loss_name", ["pml:SupConLoss", "pml:TripletMarginLoss"])
+def test_a_pml_baseline_loss_trains_in_any_recipe(loss_name, tiny_sets, tmp_path):
+    train_set, val_set, _ = tiny_sets
+    overrides = {"optim.lr": 0.1, "data.augment.erasing": 0.0, "data.augment.rotation": 0.0, "data.sampler": "pk",
+                 "loss.name": loss_name, "loss.weight": 1.0}
+    if loss_name.endswith("TripletMarginLoss"):
+        overrides["loss.options"] = "{margin: 0.2, miner: BatchHardMiner}"
+    results = train(tiny_recipe("ce", epochs=4, **overrides), train_set, val_set, tmp_path, device="cpu",
+                    progress=False)
+    metric = [h["train"]["metric"] for h in read_history(tmp_path)]
+    assert np.mean(metric[-2:]) < metric[0], metric
+    assert results["metrics"]["val"]["embedding_space"]["kind"] == "l2"

@@ -152,3 +152,24 @@ def test_same_seed_same_weights_and_outputs():
             outs.append(net(x))
     assert torch.equal(outs[0], outs[1])
     assert not torch.allclose(outs[0], outs[2])
+
+
+@pytest.mark.parametrize("arch", ["resnet10t", "mobilenetv3_small_050"])
+def test_any_timm_architecture_is_a_small_input_backbone(arch):
+    from fermetric.models.backbones import create_backbone, feature_stride
+
+    backbone = create_backbone(f"timm:{arch}")
+    assert feature_stride(backbone) == 8  # a 48 px face keeps a 6x6 map, like the registered ResNets
+    out = backbone(torch.zeros(2, 1, 48, 48))
+    assert out.shape == (2, backbone.num_features, 6, 6)
+    assert feature_stride(create_backbone(f"timm:{arch}", small_input=False)) == 32
+
+
+def test_unknown_or_pretrained_timm_backbones_are_refused():
+    from fermetric.errors import ConfigError
+    from fermetric.models.backbones import create_backbone
+
+    with pytest.raises(ConfigError, match="timm backbone 'nosuchnet'"):
+        create_backbone("timm:nosuchnet")
+    with pytest.raises(ConfigError, match="never does"):
+        create_backbone("timm:resnet10t", pretrained=True)

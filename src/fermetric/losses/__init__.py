@@ -18,6 +18,8 @@ from .dmsl import GaussianStructureLoss, class_centroids, nearest_centroid_predi
 from .emlf import ExpressionMetricLoss
 from .functional import LossInputError
 from .mtdml import MultiThresholdTripletLoss
+from .pml import PREFIX as PML_PREFIX
+from .pml import PMLLoss
 from .space import EmbeddingSpace, space_of_meta, space_of_recipe
 from .tcl import TripletCenterLoss
 
@@ -31,6 +33,7 @@ __all__ = [
     "class_centroids",
     "nearest_centroid_predict",
     "LossInputError",
+    "PMLLoss",
     "EmbeddingSpace",
     "space_of_meta",
     "space_of_recipe",
@@ -50,7 +53,14 @@ def create_loss(name: str, num_classes: int, embedding_dim: int, /, **options) -
 
     ``num_classes`` and ``embedding_dim`` come from the dataset and the model, and are passed only
     to losses whose constructor takes them; unknown options raise a one-line ``ConfigError``.
+    ``pml:<LossClass>`` builds a pytorch-metric-learning loss as a baseline (:class:`PMLLoss`).
     """
+    if name.startswith(PML_PREFIX):
+        clashing = sorted(set(options) & {"num_classes", "embedding_size"})
+        if clashing:
+            raise ConfigError(f"loss {name!r}: {', '.join(clashing)} come from the dataset and model; "
+                              "remove them from loss.options")
+        return PMLLoss(name[len(PML_PREFIX):], num_classes, embedding_dim, **options)
     factory = LOSSES.get(name)
     accepted = inspect.signature(factory).parameters
     clashing = sorted(set(options) & set(_SIZES))

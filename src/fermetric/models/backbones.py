@@ -55,9 +55,14 @@ def create_backbone(name: str, in_chans: int = 1, pretrained: bool = False, **op
 
     ``options`` go to the factory: ``small_input`` (all ImageNet backbones, default True) and
     ``width`` (a channel multiplier for ``resnet18/34`` and ``tiny``, default 1.0).
+    ``timm:<architecture>`` builds any timm model as a backbone (:func:`timm_backbone`).
     """
     if in_chans < 1:
         raise ConfigError(f"in_chans must be >= 1, got {in_chans}")
+    if name.startswith(TIMM_PREFIX):
+        model = timm_backbone(name[len(TIMM_PREFIX):], in_chans=in_chans, pretrained=pretrained, **options)
+        model.backbone_name = name
+        return model
     factory = BACKBONES.get(name)
     accepted = set(inspect.signature(factory).parameters) - {"in_chans", "pretrained"}
     unknown = sorted(set(options) - accepted)
@@ -70,6 +75,59 @@ def create_backbone(name: str, in_chans: int = 1, pretrained: bool = False, **op
 
 def list_backbones() -> list[str]:
     return BACKBONES.names()
+
+
+TIMM_PREFIX = "timm:"
+#: The total stride the small-input adaptation aims at: a 48 px face keeps a 6x6 last map.
+SMALL_INPUT_STRIDE = 8
+
+
+def timm_backbone(arch: str, in_chans: int = 1, pretrained: bool = False, small_input: bool = True) -> nn.Module:
+    """Any timm architecture as a backbone (``model.backbone: timm:<arch>``), untrained.
+
+    timm builds it with ``in_chans`` and no classifier; the backbone returns ``forward_features``
+    (the last feature map, ``num_features`` channels, before any pre-logits head). ``small_input=True`` adapts it to FER's small crops generically: the first
+    stride-2 convolutions or poolings (in definition order) are set to stride 1 until the total
+    stride, measured with a dummy forward, is at most 8, as the registered ResNets' 48-px stems
+    are. Pretrained weights would need a download, which fermetric never does.
+    """
+    import timm
+
+    if pretrained:
+        raise ConfigError(f"timm:{arch}: pretrained weights would be downloaded, which fermetric never does; "
+                          "use pretrained: false (or mobilenetv2 / efficientnet_lite0, whose weights ship in packages)")
+    try:
+        model = timm.create_model(arch, pretrained=False, in_chans=in_chans, num_classes=0, global_pool="")
+    except RuntimeError as err:  # timm's "Unknown model" and friends
+        raise ConfigError(f"timm backbone {arch!r}: {str(err).splitlines()[0]}; see timm.list_models()") from None
+    if not hasattr(model, "num_features") or not hasattr(model, "forward_features"):
+        raise ConfigError(f"timm model {arch!r} has no num_features / forward_features; it cannot be a backbone")
+    model = TimmFeatures(model)
+    if small_input:
+        downsamplers = [m for m in model.modules()
+                        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)) and _stride(m) == 2]
+        for module in downsamplers:
+            if feature_stride(model) <= SMALL_INPUT_STRIDE:
+                break
+            module.stride = (1, 1) if isinstance(module, nn.Conv2d) else 1
+    return model
+
+
+class TimmFeatures(nn.Module):
+    """A timm model's ``forward_features`` (its last map, ``num_features`` channels, before any head)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.num_features = int(model.num_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+
+def _stride(module: nn.Module) -> int:
+    stride = module.stride
+    return int(stride[0] if isinstance(stride, tuple) else stride)
 
 
 def feature_stride(backbone: nn.Module, size: int = 64) -> int:

@@ -1,0 +1,78 @@
+"""pytorch-metric-learning's losses as baselines: ``loss.name: pml:<LossClass>`` in any recipe.
+
+The field's standard losses (``pml:ArcFaceLoss``, ``pml:SupConLoss``, ``pml:TripletMarginLoss``
+with a miner, ``pml:ProxyAnchorLoss``, ...) run under fermetric's protocol beside the four FER
+methods, so that "does the FER-specific method beat a generic metric loss?" has an answer too.
+
+Options (``loss.options``): every keyword of the PML class, plus ``miner`` (a PML miner class
+name such as ``BatchHardMiner``, or ``{name: ..., options: {...}}``). ``num_classes`` and
+``embedding_size`` are filled in from the dataset and the model for the classes that take them
+(ArcFace, CosFace, proxies...). PML's default distances normalise embeddings (LpDistance with
+``normalize_embeddings=True``, CosineSimilarity), so the embedding space is L2-normalised; a
+loss whose ``distance`` is given with ``normalize_embeddings=False`` is refused rather than
+measured in the wrong space.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torch.nn as nn
+
+from ..errors import ConfigError
+from .functional import check_inputs, compute_dtype_tensor, no_autocast
+from .space import L2, EmbeddingSpace
+
+PREFIX = "pml:"
+
+
+def _pml_class(module, name: str, kind: str):
+    cls = getattr(module, name, None)
+    if not (inspect.isclass(cls) and issubclass(cls, nn.Module)):
+        known = sorted(n for n, v in vars(module).items() if inspect.isclass(v) and n.endswith(kind))
+        raise ConfigError(f"pytorch-metric-learning has no {kind.lower()} {name!r}; known: {', '.join(known)}")
+    return cls
+
+
+class PMLLoss(nn.Module):
+    """A pytorch-metric-learning loss (and optional miner) behind fermetric's loss contract."""
+
+    def __init__(self, name: str, num_classes: int, embedding_dim: int, miner=None, **options) -> None:
+        super().__init__()
+        from pytorch_metric_learning import losses, miners
+
+        cls = _pml_class(losses, name, "Loss")
+        accepted = inspect.signature(cls.__init__).parameters
+        sizes = {"num_classes": num_classes, "embedding_size": embedding_dim}
+        try:
+            self.loss = cls(**options, **{k: v for k, v in sizes.items() if k in accepted and k not in options})
+        except TypeError as err:
+            raise ConfigError(f"pml:{name}: {err}") from None
+        distance = getattr(self.loss, "distance", None)
+        if distance is not None and not getattr(distance, "normalize_embeddings", True):
+            raise ConfigError(f"pml:{name}: a distance without normalize_embeddings is not supported "
+                              "(fermetric measures these losses on L2-normalised embeddings)")
+        self.name = name
+        self.miner = None
+        if miner is not None:
+            spec = {"name": miner} if isinstance(miner, str) else dict(miner)
+            miner_cls = _pml_class(miners, str(spec.get("name")), "Miner")
+            try:
+                self.miner = miner_cls(**dict(spec.get("options") or {}))
+            except TypeError as err:
+                raise ConfigError(f"pml miner {spec.get('name')}: {err}") from None
+
+    @property
+    def embedding_space(self) -> EmbeddingSpace:
+        return L2
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        check_inputs(f"pml:{self.name}", embeddings, labels)
+        with no_autocast(embeddings):
+            z = compute_dtype_tensor(embeddings)
+            pairs = self.miner(z, labels) if self.miner is not None else None
+            return self.loss(z, labels, pairs)
+
+    def extra_repr(self) -> str:
+        return f"{self.name}, miner={type(self.miner).__name__ if self.miner is not None else None}"
