@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="smallest face side in px (haar 40, mtcnn 20); lower finds smaller faces, slower")
     p.add_argument("--tta", default="none", choices=("none", "flip"),
                    help="flip: average with the mirrored face (twice the model time)")
+    p.add_argument("--embeddings", action="store_true", help="--json records also carry each face's raw embedding")
     p.add_argument("--every", type=int, default=10, help="video: analyse every N-th frame")
     p.add_argument("--device", default="cpu")
     _precision_option(p)

@@ -146,15 +146,18 @@ class Predictor:
         tta: ``"none"`` or ``"flip"`` (average with the mirrored crop; twice the model time).
         precision: ``auto`` (bf16 on CUDA and on CPUs with native bf16, else fp32), ``bf16`` or
             ``fp32`` (:mod:`fermetric.engine.precision`).
+        with_embeddings: records also carry each face's raw ``embedding`` (``--embeddings``).
     """
 
     def __init__(self, model, meta: dict, detector: "str | FaceDetector" = "haar", device="cpu",
-                 batch_size: int = 256, source: str = "", tta: str = "none", precision: str = "auto") -> None:
+                 batch_size: int = 256, source: str = "", tta: str = "none", precision: str = "auto",
+                 with_embeddings: bool = False) -> None:
         from .engine.evaluate import check_tta, preprocessing_from_meta
         from .engine.precision import resolve_precision
 
         self.tta = check_tta(tta)
         self.precision = resolve_precision(precision, device)
+        self.with_embeddings = bool(with_embeddings)
         self.model = model
         self.meta = meta
         self.classes: tuple[str, ...] = tuple(meta["classes"])
@@ -256,21 +259,29 @@ class Predictor:
     def _records(self, faces: list[Face], probabilities: np.ndarray, embeddings: np.ndarray, scale: float) -> list[dict]:
         records = []
         for index, (face, probs, emb) in enumerate(zip(faces, probabilities, embeddings)):
-            box = face.scaled(scale).box if scale != 1.0 else face.box
+            face = face.scaled(scale) if scale != 1.0 else face
             best = int(np.argmax(probs))
-            records.append({
+            record = {
                 "face": index,
-                "box": [round(float(v), 1) for v in box],
+                "box": [round(float(v), 1) for v in face.box],
                 "score": None if face.score is None else float(face.score),
                 "label": self.classes[best],
                 "probabilities": {c: float(p) for c, p in zip(self.classes, probs)},
                 "embedding_norm": float(np.linalg.norm(emb)),
-            })
+                "landmarks": (None if face.landmarks is None
+                              else [[round(float(x), 1), round(float(y), 1)] for x, y in face.landmarks]),
+            }
+            if self.with_embeddings:
+                record["embedding"] = [float(v) for v in emb]
+            records.append(record)
         return records
 
     def predict(self, image, detect: bool = True, channel_order: str = "rgb") -> list[dict]:
-        """One dict per face, left to right: ``face, box, score, label, probabilities,
-        embedding_norm``; ``[]`` when no face is found."""
+        """One dict per face, left to right: ``face``, ``box`` (``[x0, y0, x1, y1]`` in the
+        original image's pixels), ``score`` (the detector's confidence, ``None`` without one),
+        ``label``, ``probabilities``, ``embedding_norm``, ``landmarks`` (``[[x, y], ...]`` in
+        pixels when the detector gives them, else ``None``) and, with ``with_embeddings``, the raw
+        ``embedding``; ``[]`` when no face is found."""
         decoded, scale = self._decode(image, channel_order)
         faces, crops = self._crops(decoded, detect)
         probabilities, embeddings = self.run_crops(crops)
@@ -605,6 +616,7 @@ def run_cli(args) -> int:
     detector = create_detector(args.detector, min_face=min_face) if min_face is not None else args.detector
     predictor = Predictor.load(args.checkpoint, device=args.device, detector=detector, tta=getattr(args, "tta", "none"),
                                precision=getattr(args, "precision", "auto"))
+    predictor.with_embeddings = bool(getattr(args, "embeddings", False))
     # Outputs are checked before any work, so an unwritable target does not waste the whole run.
     if args.csv:
         _check_output_file(Path(args.csv), "--csv")

@@ -115,7 +115,8 @@ def test_records_describe_each_face(predictor, astronaut_small):
     faces = detect_faces(astronaut_small)
     assert len(records) == len(faces) == 1
     record = records[0]
-    assert set(record) == {"face", "box", "score", "label", "probabilities", "embedding_norm"}
+    assert set(record) == {"face", "box", "score", "label", "probabilities", "embedding_norm", "landmarks"}
+    assert record["landmarks"] is None  # Haar gives no landmarks
     assert record["box"] == [round(v, 1) for v in faces[0].box]
     assert record["score"] == pytest.approx(faces[0].score)
     probabilities = record["probabilities"]
@@ -164,3 +165,21 @@ def test_bad_arguments_fail_with_one_line_errors(tiny_checkpoint, tmp_path):
         fermetric.load(str(tiny_checkpoint), detector="nope")
     with pytest.raises(CheckpointError, match="does not exist"):
         fermetric.load(str(tmp_path / "missing.safetensors"))
+
+
+def test_records_carry_landmarks_and_embeddings_on_request(tiny_checkpoint, astronaut_small):
+    import fermetric
+    from fermetric.data.faces import Face, FaceDetector
+
+    class FakeDetector(FaceDetector):
+        name = "fake"
+
+        def _detect(self, image):
+            return [Face((20.0, 20.0, 80.0, 80.0), 0.97, np.array([[35.0, 40.0], [65.0, 40.0]]))]
+
+    predictor = fermetric.load(str(tiny_checkpoint), device="cpu", detector=FakeDetector())
+    predictor.with_embeddings = True
+    (record,) = predictor.predict(astronaut_small)
+    assert record["landmarks"] == [[35.0, 40.0], [65.0, 40.0]] and record["score"] == pytest.approx(0.97)
+    assert len(record["embedding"]) == EMBEDDING_DIM
+    assert float(np.linalg.norm(record["embedding"])) == pytest.approx(record["embedding_norm"], rel=1e-5)
