@@ -104,12 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the shipped model on the shipped example photo")
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("predict", help="expressions of the faces in photos, folders and videos")
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    p = sub.add_parser("predict", help="expressions of the faces in photos, folders, videos, streams and cameras")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="photos, folders, videos, a camera index (0) or a stream URL (rtsp://...)")
     p.add_argument("--checkpoint", default="default")
     p.add_argument("--json", action="store_true", help="print JSON lines, one per face")
     p.add_argument("--csv", default=None, metavar="FILE")
-    p.add_argument("--annotate", default=None, metavar="DIR", help="write copies with boxes and labels")
+    p.add_argument("--annotate", default=None, metavar="DIR|VIDEO",
+                   help="write copies with boxes and labels into DIR, or the analysed video frames into VIDEO (.mp4)")
     p.add_argument("--no-detect", action="store_true", help="inputs are already face crops")
     p.add_argument("--detector", default="haar", help="face detector (haar; mtcnn, mediapipe when installed)")
     p.add_argument("--min-face", type=int, default=None, metavar="PX",
@@ -117,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", default="none", choices=("none", "flip"),
                    help="flip: average with the mirrored face (twice the model time)")
     p.add_argument("--embeddings", action="store_true", help="--json records also carry each face's raw embedding")
-    p.add_argument("--every", type=int, default=10, help="video: analyse every N-th frame")
+    p.add_argument("--every", type=int, default=10, help="videos and streams: analyse every N-th frame (default 10)")
+    p.add_argument("--max-frames", type=int, default=None,
+                   help="videos and streams: analyse at most N frames of each (default: all; a camera needs it)")
     p.add_argument("--device", default="cpu")
     _precision_option(p)
 

@@ -124,6 +124,7 @@ class PredictionReport:
     frames: int = 0
     no_face: list[tuple[str, int | None]] = field(default_factory=list)
     downscaled: list[str] = field(default_factory=list)  # annotated copies smaller than their original
+    videos: list[str] = field(default_factory=list)  # video files and streams that were read
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def class_counts(self) -> dict[str, int]:
@@ -293,6 +294,37 @@ class Predictor:
         _, crops = self._crops(decoded, detect)
         return self.run_crops(crops)[1]
 
+    def predict_frames(self, frames: Iterable, detect: bool = True, channel_order: str = "rgb",
+                       batch_frames: int = 16) -> Iterator[list[dict]]:
+        """Records per frame of an iterable of frames (arrays or PIL images: a camera loop, a
+        decoded video), in order; the faces of up to ``batch_frames`` frames share one forward
+        pass, so a stream costs about one model call per ``batch_frames`` frames.
+
+        Yields one list per frame, like :meth:`predict` (``[]`` for a frame without a face).
+        """
+        if batch_frames < 1:
+            raise ConfigError(f"batch_frames must be >= 1, got {batch_frames}")
+        held: list[tuple[list[Face], list[np.ndarray], float]] = []
+
+        def run() -> Iterator[list[dict]]:
+            crops = [c for _, frame_crops, _ in held for c in frame_crops]
+            probabilities, embeddings = self.run_crops(crops)
+            start = 0
+            for faces, frame_crops, scale in held:
+                n = len(frame_crops)
+                yield self._records(faces, probabilities[start:start + n], embeddings[start:start + n], scale)
+                start += n
+            held.clear()
+
+        for frame in frames:
+            decoded, scale = self._decode(frame, channel_order)
+            faces, crops = self._crops(decoded, detect)
+            held.append((faces, crops, scale))
+            if len(held) >= batch_frames:
+                yield from run()
+        if held:
+            yield from run()
+
     # ------------------------------------------------------------------------------- paths
     def predict_paths(
         self,
@@ -303,13 +335,21 @@ class Predictor:
         on_record: Callable[[dict], None] | None = None,
         progress: Callable[[int], None] | None = None,
         on_no_face: Callable[[dict], None] | None = None,
+        max_frames: int | None = None,
     ) -> PredictionReport:
         """Predict on files, folders and videos; unreadable inputs are skipped, not fatal.
 
+        ``paths`` may hold files, folders, videos and streams: a camera index (``"0"``) or a URL
+        (``rtsp://...``, ``http://...``), read like a video.
+
         Args:
-            every: videos: analyse frames 0, every, 2*every, ...
+            every: videos and streams: analyse frames 0, every, 2*every, ...
+            max_frames: videos and streams: analyse at most this many frames of each (a camera
+                never ends on its own).
             annotate: folder for copies with boxes and labels drawn (folder inputs keep their
-                relative layout under the folder's name; video frames become ``<name>_frameNNNNNN.jpg``).
+                relative layout under the folder's name; video frames become
+                ``<name>_frameNNNNNN.jpg``), or a video file (``.mp4``, ``.avi``...): the analysed
+                frames of the video inputs, annotated, at the source's frame rate / ``every``.
             on_record: called with each face record as soon as its chunk is done (streaming output).
             progress: called with 1 as each file (image or whole video) is done.
             on_no_face: called with ``{"path", "frame", "time", "face": None, "label": None,
@@ -318,9 +358,21 @@ class Predictor:
         """
         if every < 1:
             raise ConfigError(f"--every must be >= 1, got {every}")
+        if max_frames is not None and max_frames < 1:
+            raise ConfigError(f"--max-frames must be >= 1, got {max_frames}")
         report = PredictionReport(self.classes)
-        annotator = _Annotator(Path(annotate)) if annotate is not None else None
-        files, report.skipped = expand_paths(paths)
+        paths = [os.fspath(p) for p in paths]
+        streams = [p for p in paths if is_stream(p) and not Path(p).exists()]
+        video_out = annotate is not None and Path(annotate).suffix.lower() in VIDEO_EXTENSIONS
+        annotator = None
+        if annotate is not None:
+            annotator = _VideoAnnotator(Path(annotate), every) if video_out else _Annotator(Path(annotate))
+        files, report.skipped = expand_paths([p for p in paths if p not in streams])
+        if video_out and any(path.suffix.lower() not in VIDEO_EXTENSIONS for path, _ in files):
+            raise ConfigError(f"--annotate {annotate} is a video: pass only videos or streams (annotated copies "
+                              "of photos need a folder)")
+        sources = [(p, None, True) for p in streams] + [(path, root, path.suffix.lower() in VIDEO_EXTENSIONS)
+                                                        for path, root in files]
         pending: list[_Unit] = []
 
         def flush() -> None:
@@ -355,20 +407,24 @@ class Predictor:
             if sum(len(u.crops) for u in pending) >= CHUNK_CROPS or held >= CHUNK_PIXELS:
                 flush()
 
-        for path, root in files:
+        for path, root, is_video in sources:
             label = str(path)
-            if annotator is not None:
-                annotator.register(label, path, root)
-            if path.suffix.lower() in VIDEO_EXTENSIONS:
-                frames = 0
-                for frame_index, time, rgb in _video_frames(path, every):
+            if annotator is not None and not video_out:
+                annotator.register(label, Path(path), root)
+            if is_video:
+                frames, fps = 0, []
+                for frame_index, time, rgb in _video_frames(path, every, max_frames, fps):
+                    if video_out and frames == 0:
+                        annotator.start(label, fps[0] if fps else 0.0, rgb.shape[:2])
                     faces, crops = self._crops(rgb, detect)
                     add(_Unit(label, frame_index, time, faces, crops, 1.0, rgb if annotator else None))
                     frames += 1
                 if frames:
                     report.files.append(label)
+                    report.videos.append(label)
                 else:
-                    report.skipped.append((label, "not a readable video (no frame could be decoded)"))
+                    what = "stream or camera" if is_stream(label) else "video"
+                    report.skipped.append((label, f"not a readable {what} (no frame could be decoded)"))
             else:
                 try:
                     decoded, scale = self._decode(path)
@@ -384,6 +440,7 @@ class Predictor:
             flush()
         if annotator is not None:
             report.downscaled = annotator.downscaled
+            annotator.close()
         return report
 
 
@@ -465,23 +522,43 @@ def expand_paths(paths: Iterable[str | os.PathLike]) -> tuple[list[tuple[Path, P
     return files, skipped
 
 
-def _video_frames(path: Path, every: int) -> Iterator[tuple[int, float | None, np.ndarray]]:
-    """``(frame index, time in s, RGB frame)`` for frames 0, every, 2*every... (others only grabbed)."""
+def is_stream(source: str | os.PathLike) -> bool:
+    """A camera index (``"0"``) or a stream URL (``rtsp://``, ``http://``...), not a file."""
+    text = os.fspath(source)
+    return isinstance(text, str) and (text.isdigit() or "://" in text)
+
+
+def _video_frames(source, every: int, max_frames: int | None = None,
+                  fps_out: list | None = None) -> Iterator[tuple[int, float | None, np.ndarray]]:
+    """``(frame index, time in s, RGB frame)`` for frames 0, every, 2*every... (others only
+    grabbed), at most ``max_frames`` of them. ``source``: a file, a camera index or a URL.
+
+    Times are the container's presentation timestamps (``CAP_PROP_POS_MSEC``), so variable frame
+    rate phone videos get true times; ``index / fps`` only where the backend reports none.
+    ``fps_out``, when given, receives the source's nominal frame rate (for annotated video).
+    """
     import cv2
 
-    capture = cv2.VideoCapture(str(path))
+    capture = cv2.VideoCapture(int(source) if str(source).isdigit() else str(source))
     try:
         if not capture.isOpened():
             return
         fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
-        index = 0
-        while True:
+        if fps_out is not None:
+            fps_out.append(fps)
+        index = analysed = 0
+        while max_frames is None or analysed < max_frames:
             if index % every == 0:
                 ok, frame = capture.read()
                 if not ok or frame is None:
                     return
-                time = round(index / fps, 3) if fps > 0 else None
+                position = capture.get(cv2.CAP_PROP_POS_MSEC)  # of the frame just decoded
+                if position > 0 or index == 0:
+                    time = round(float(position) / 1000.0, 3)
+                else:  # the backend reports no timestamps
+                    time = round(index / fps, 3) if fps > 0 else None
                 yield index, time, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                analysed += 1
             elif not capture.grab():  # decode-free skip
                 return
             index += 1
@@ -520,9 +597,10 @@ class _Annotator:
         self.used.add(target)
         return target
 
-    def write(self, unit: _Unit, records: list[dict]) -> str | None:
+    @staticmethod
+    def draw(unit: _Unit, records: list[dict]) -> np.ndarray:
+        """The unit's decoded image (RGB) with each face's box and ``label p`` drawn."""
         import cv2
-        from PIL import Image
 
         image = unit.image
         canvas = np.ascontiguousarray(np.repeat(image[:, :, None], 3, 2) if image.ndim == 2 else image.copy())
@@ -536,6 +614,12 @@ class _Annotator:
             ty = y0 - base - 2 if y0 - th - base - 2 >= 0 else min(y1 + th + 2, canvas.shape[0] - base)
             cv2.rectangle(canvas, (x0, ty - th - 2), (x0 + tw + 2, ty + base), (0, 255, 0), -1)
             cv2.putText(canvas, text, (x0 + 1, ty), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), thickness, cv2.LINE_AA)
+        return canvas
+
+    def write(self, unit: _Unit, records: list[dict]) -> str | None:
+        from PIL import Image
+
+        canvas = self.draw(unit, records)
         target = self._target(unit)
         if unit.scale != 1.0:
             self.downscaled.append(str(target))
@@ -546,6 +630,55 @@ class _Annotator:
         except (OSError, ValueError) as err:
             return f"cannot write annotated copy {target}: {err}"
         return None
+
+    def close(self) -> None:
+        pass
+
+
+class _VideoAnnotator(_Annotator):
+    """Writes the analysed frames of video inputs, annotated, into one video file (OpenCV).
+
+    The output runs at the first source's frame rate divided by ``every`` (only every N-th frame
+    is analysed), so it lasts as long as the input; frames of another size are resized to the
+    first one's.
+    """
+
+    def __init__(self, out_file: Path, every: int) -> None:
+        super().__init__(out_file.parent)
+        self.out_file = out_file
+        self.every = every
+        self.writer = None
+        self.size: tuple[int, int] | None = None
+
+    def start(self, label: str, fps: float, shape: tuple[int, int]) -> None:
+        import cv2
+
+        if self.writer is not None:
+            return
+        fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.out_file.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"))
+        self.size = (int(shape[1]), int(shape[0]))
+        rate = (fps if fps and fps > 0 else 25.0) / self.every
+        self.out_file.parent.mkdir(parents=True, exist_ok=True)
+        self.writer = cv2.VideoWriter(str(self.out_file), fourcc, max(rate, 1.0), self.size)
+        if not self.writer.isOpened():
+            self.writer = None
+            raise ConfigError(f"--annotate {self.out_file}: OpenCV cannot write this video format; use .mp4 or .avi")
+
+    def write(self, unit: _Unit, records: list[dict]) -> str | None:
+        import cv2
+
+        if self.writer is None:
+            return f"cannot write annotated video {self.out_file}: not started"
+        canvas = self.draw(unit, records)
+        if (canvas.shape[1], canvas.shape[0]) != self.size:
+            canvas = cv2.resize(canvas, self.size, interpolation=cv2.INTER_AREA)
+        self.writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+        return None
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
 
 
 # -------------------------------------------------------------------------------------- CLI
@@ -561,6 +694,27 @@ def _csv_row(record: dict, classes: tuple[str, ...]) -> list:
             f"{record['embedding_norm']:.6f}"]
 
 
+def _video_summary(report: PredictionReport, video: str) -> str:
+    """``video: N frames analysed; happy 60%, neutral 30%, no face 10%``: the share of analysed
+    frames per expression of the frame's largest face."""
+    largest: dict[int, dict] = {}
+    for record in report.records:
+        if record["path"] == video:
+            x0, y0, x1, y1 = record["box"]
+            best = largest.get(record["frame"])
+            if best is None or (x1 - x0) * (y1 - y0) > (best["box"][2] - best["box"][0]) * (best["box"][3] - best["box"][1]):
+                largest[record["frame"]] = record
+    without = sum(1 for path, _ in report.no_face if path == video)
+    total = len(largest) + without
+    counts: dict[str, int] = {}
+    for record in largest.values():
+        counts[record["label"]] = counts.get(record["label"], 0) + 1
+    if without:
+        counts["no face"] = without
+    shares = ", ".join(f"{name} {100 * n / total:.0f}%" for name, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return f"{video}: {total} frames analysed; {shares}"
+
+
 def _summary_lines(report: PredictionReport, detect: bool = True) -> list[str]:
     counts = {c: n for c, n in report.class_counts().items() if n}
     lines = [
@@ -573,6 +727,7 @@ def _summary_lines(report: PredictionReport, detect: bool = True) -> list[str]:
         shown = ", ".join(where[:5]) + (f" (+{len(report.no_face) - 5} more)" if len(report.no_face) > 5 else "")
         hint = " (images that are face crops already: use --no-detect)" if detect else ""
         lines.append(f"no face found in {len(report.no_face)}: {shown}{hint}")
+    lines.extend(_video_summary(report, video) for video in report.videos)
     if report.skipped:
         lines.append(f"skipped {len(report.skipped)}:")
         lines.extend(f"  {path}: {reason}" for path, reason in report.skipped)
@@ -621,7 +776,11 @@ def run_cli(args) -> int:
     if args.csv:
         _check_output_file(Path(args.csv), "--csv")
     if args.annotate:
-        _check_output_folder(Path(args.annotate), "--annotate")
+        target = Path(args.annotate)
+        if target.suffix.lower() in VIDEO_EXTENSIONS:
+            _check_output_file(target, "--annotate")
+        else:
+            _check_output_folder(target, "--annotate")
     console = Console(stderr=bool(args.json))
     def print_json_line(record: dict) -> None:
         sys.stdout.write(json.dumps(record) + "\n")
@@ -634,7 +793,7 @@ def run_cli(args) -> int:
     with progress_bar("predict", unit="file", enabled=not args.json) as progress:
         report = predictor.predict_paths(args.paths, detect=not args.no_detect, every=args.every,
                                          annotate=args.annotate, on_record=on_record, progress=progress,
-                                         on_no_face=on_record)
+                                         on_no_face=on_record, max_frames=getattr(args, "max_frames", None))
     if not report.files:
         reasons = "; ".join(f"{path}: {reason}" for path, reason in report.skipped[:2]) or "no input"
         more = f" (and {len(report.skipped) - 2} more)" if len(report.skipped) > 2 else ""
