@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--every", type=int, default=10, help="videos and streams: analyse every N-th frame (default 10)")
     p.add_argument("--max-frames", type=int, default=None,
                    help="videos and streams: analyse at most N frames of each (default: all; a camera needs it)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto")
     _precision_option(p)
 
     p = sub.add_parser("index", help="nearest-expression retrieval (faiss)")
@@ -170,7 +170,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-samples", type=int, default=100)
     p.add_argument("--device", default="auto")
     _precision_option(p)
+    document_options(parser)
     return parser
+
+
+#: Help for the options declared without their own (shared wording keeps the commands consistent).
+COMMON_HELP = {
+    "--epochs": "override the recipe's number of epochs",
+    "--seed": "random seed of data order, augmentation and initialisation",
+    "--split": "dataset split to read (train, val, test; all for k-fold datasets)",
+    "--tta": "test-time augmentation: none, or flip (average with the mirrored face)",
+    "--device": "auto (CUDA when available, else CPU), cpu, cuda or cuda:N",
+    "--json": "print JSON instead of a table",
+    "--checkpoint": "'default' (the shipped model), a run directory, a .pt checkpoint or a .safetensors file",
+    "--csv": "also write one CSV row per face to FILE",
+    "--out": "output path",
+    "--data": "DATASET=ROOT (see `fermetric info`)",
+    "-k": "number of nearest neighbours",
+    "--no-detect": "the image is a face crop already (no face detection)",
+    "--method": "2-D projection: t-SNE, or UMAP (pip install 'fermetric[umap]')",
+    "--max-points": "embed and plot at most this many faces",
+    "--format": "onnx (graph for onnxruntime) or safetensors (weights)",
+    "--max-components": "most Gaussian sub-classes per expression",
+    "--min-samples": "expressions with fewer images stay one sub-class",
+    "dataset": "DATASET=ROOT of the dataset to audit",
+    "index": "an index folder written by `fermetric index build`",
+    "image": "the query photo (or face crop with --no-detect)",
+    "kind": "embeddings (t-SNE/UMAP map), confusion (matrix PNG) or curves (training curves)",
+}
+
+
+def document_options(parser: argparse.ArgumentParser) -> None:
+    """Every option of every command gets help text, ending with its default when it has one."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                document_options(sub)
+            continue
+        if action.help == argparse.SUPPRESS or isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            continue
+        if not action.help:
+            name = next((o for o in action.option_strings if o.startswith("--")), None) or (
+                action.option_strings[0] if action.option_strings else action.dest)
+            action.help = COMMON_HELP.get(name, action.dest.replace("_", " "))
+        shown = action.default not in (None, False, [], argparse.SUPPRESS) and not action.required
+        if shown and "default" not in action.help:
+            action.help += f" (default: {action.default})"
 
 
 def main(argv: list[str] | None = None) -> int:

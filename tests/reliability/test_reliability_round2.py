@@ -235,3 +235,25 @@ def test_threads_option_is_applied_and_restored(tmp_path, dataset_root, monkeypa
     assert main(["train", "--recipe", "ce", "--data", f"fer2013={dataset_root}", "--out", str(tmp_path / "r"),
                  "--epochs", "1", "--max-steps", "1", "--quiet", *TINY_TRAIN]) == 0  # TINY_TRAIN: --threads 1
     assert seen == [1] and torch.get_num_threads() == 2
+
+
+def test_every_cli_option_has_help_with_its_default():
+    import argparse
+
+    from fermetric.cli import build_parser
+
+    def walk(parser, where):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, f"{where} {name}")
+            elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+                yield where, action
+
+    checked = 0
+    for where, action in walk(build_parser(), "fermetric"):
+        assert action.help, (where, action.option_strings or action.dest)
+        if action.default not in (None, False, []) and not action.required:
+            assert "default" in action.help, (where, action.option_strings, action.help)
+        checked += 1
+    assert checked > 80
