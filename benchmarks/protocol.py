@@ -111,6 +111,7 @@ class Settings:
     max_steps: int | None
     concurrency: int
     threads: int | None  # torch threads per run (the available cores split between --jobs runs)
+    init_from: str | None  # fine-tune each recipe from its own run on this dataset (same scale and seed)
     scale: str
     progress: bool
     keep_checkpoints: bool
@@ -140,8 +141,12 @@ def describe_dataset(data: str, label_mode: str | None) -> tuple[str, int | None
     return label, num_folds, splits
 
 
-def plan_runs(table: str, recipes, variants, seeds, folds) -> list[Run]:
-    """Every run of ``table`` in execution order (seed-major, so one full seed lands first)."""
+def plan_runs(table: str, recipes, variants, seeds, folds, init_from: str | None = None) -> list[Run]:
+    """Every run of ``table`` in execution order (seed-major, so one full seed lands first).
+
+    With ``init_from`` (a dataset name) each main-table run is named ``<recipe>-from-<dataset>``:
+    fine-tuned from that recipe's own run on that dataset, a separate row from training from scratch.
+    """
     folds = list(folds) if folds else [None]
     runs = []
     for seed in seeds:
@@ -151,7 +156,8 @@ def plan_runs(table: str, recipes, variants, seeds, folds) -> list[Run]:
                 runs += [Run(table, name, variant.recipe, variant.overrides, seed, fold) for fold in folds]
         else:
             for recipe in recipes:
-                runs += [Run(table, recipe, recipe, (), seed, fold) for fold in folds]
+                name = f"{recipe}-from-{init_from}" if init_from else recipe
+                runs += [Run(table, name, recipe, (), seed, fold) for fold in folds]
     return runs
 
 
@@ -171,6 +177,22 @@ def build_recipe(run: Run, settings: Settings):
 def result_file(run: Run, settings: Settings) -> Path:
     return specs.result_path(settings.out, settings.dataset, run.table, run.name, run.seed, run.fold,
                              settings.concurrency)
+
+
+def source_run(run: Run, settings: Settings) -> Path | None:
+    """The weights a fine-tuned run starts from: the same recipe and seed's run on ``init_from``."""
+    if settings.init_from is None:
+        return None
+    source = Run("main", run.recipe, run.recipe, (), run.seed)
+    folder = Path(settings.work) / specs.result_path(settings.out, settings.init_from, "main", source.name,
+                                                      source.seed).relative_to(settings.out).with_suffix("")
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        from fermetric.errors import ConfigError
+
+        raise ConfigError(f"--init-from {settings.init_from}: {weights} does not exist; run the {run.recipe} "
+                          f"seed {run.seed} main-table run on {settings.init_from} first (same --scale and --work)")
+    return weights
 
 
 def recipe_json(recipe) -> dict:
@@ -317,9 +339,10 @@ def execute(run: Run, settings: Settings) -> dict:
         cuda = torch.cuda.is_available() and settings.device != "cpu"
         if cuda:
             torch.cuda.reset_peak_memory_stats()
+        init_from = source_run(run, settings)
         results = train(recipe, train_set, val_set, run_dir, device=settings.device, seed=run.seed, resume=True,
                         on_nan="stop", max_steps=settings.max_steps, progress=settings.progress,
-                        test_set=test_set, dataset=settings.dataset, threads=settings.threads)
+                        test_set=test_set, dataset=settings.dataset, threads=settings.threads, init_from=init_from)
         device_is_cuda = cuda and not str(results.get("device", "")).startswith("cpu")
         metrics_by_split = results.get("metrics") or {}
         split = "test" if "test" in metrics_by_split else ("val" if "val" in metrics_by_split else None)
@@ -360,6 +383,7 @@ def execute(run: Run, settings: Settings) -> dict:
             "peak_gpu_memory_bytes": int(torch.cuda.max_memory_allocated()) if device_is_cuda else None,
             "concurrent_runs": settings.concurrency,
             "scale": settings.scale,
+            "init_from": str(init_from) if init_from is not None else None,
             "precision": results.get("precision"),
             "threads": results.get("threads"),
             "cpu_model": _cpu_model(),
@@ -552,6 +576,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs trained at once (default 1); on the CPU each gets its share of the cores")
+    p.add_argument("--init-from", default=None, metavar="DATASET",
+                   help="main table: fine-tune each recipe from its own run on DATASET (e.g. fer2013 for CK+); "
+                        "rows are named <recipe>-from-<DATASET>")
     p.add_argument("--scale", choices=list(specs.SCALES), default="gpu",
                    help="gpu (the recipes as written) or cpu (narrower, shorter runs sized for a 2-core CPU; "
                         "results under <out>/cpu/)")
@@ -602,10 +629,12 @@ def main(argv: list[str] | None = None) -> int:
             work=str(Path(args.work) / args.scale if args.scale != "gpu" else Path(args.work)),
             bundle=args.bundle, device=args.device,
             epochs=epochs, extra=tuple(args.overrides), max_steps=args.max_steps, concurrency=args.jobs,
-            threads=_threads_per_run(args.jobs, args.device), scale=args.scale,
+            threads=_threads_per_run(args.jobs, args.device), scale=args.scale, init_from=args.init_from,
             progress=args.progress, keep_checkpoints=args.keep_checkpoints,
             command=" ".join(shlex.quote(a) for a in ["python", "benchmarks/protocol.py", *argv]))
-        runs = plan_runs(args.table, args.recipes, args.ablations, args.seeds, folds)
+        if args.init_from and args.table != "main":
+            raise ConfigError("--init-from applies to the main table")
+        runs = plan_runs(args.table, args.recipes, args.ablations, args.seeds, folds, args.init_from)
         for run in runs:
             build_recipe(run, settings)  # a bad override fails now, not after an hour of training
     except FermetricError as err:

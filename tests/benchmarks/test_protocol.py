@@ -123,3 +123,24 @@ def test_bad_settings_fail_before_training_and_failed_runs_are_recorded(tmp_path
     entry = json.loads((tmp_path / "out" / "bundle.jsonl").read_text())
     assert entry["file"] == "fer2013/ce-seed0.json" and "no_such_backbone" in entry["error"]
     assert not (tmp_path / "results" / "fer2013" / "ce-seed0.json").exists()
+
+
+def test_ck_runs_fine_tune_from_their_own_fer2013_run(tmp_path, fer_pack, ck_pack, capsys):
+    def ck_args(*extra):
+        return ["--data", f"packed={ck_pack}", "--out", str(tmp_path / "results"), "--work", str(tmp_path / "work"),
+                *TINY, "--folds", "0", *extra]
+
+    # Without the FER2013 run there is nothing to start from: a clear failure, nothing written.
+    rc = protocol.main(["--table", "main", "--seeds", "0", "--recipes", "ce", *ck_args("--init-from", "fer2013")])
+    assert rc == protocol.EXIT_FAILED and "run the ce seed 0 main-table run on fer2013 first" in capsys.readouterr().out
+    assert protocol.main(["--table", "main", "--seeds", "0", "--recipes", "ce", *args(tmp_path, fer_pack)]) == 0
+    rc = protocol.main(["--table", "main", "--seeds", "0", "--recipes", "ce", *ck_args("--init-from", "fer2013")])
+    assert rc == 0, capsys.readouterr()
+    record = json.loads((tmp_path / "results" / "ckplus48" / "ce-from-fer2013-seed0-fold0.json").read_text())
+    assert record["init_from"].endswith("fer2013/ce-seed0/model.safetensors") and record["recipe"] == "ce"
+    engine = json.loads((tmp_path / "work" / "ckplus48" / "ce-from-fer2013-seed0-fold0" / "results.json").read_text())
+    assert engine["classes"] != json.loads((tmp_path / "results" / "fer2013" / "ce-seed0.json").read_text())["classes"]
+    from fermetric.engine.checkpoint import load_weights
+
+    _, meta = load_weights(tmp_path / "work" / "ckplus48" / "ce-from-fer2013-seed0-fold0" / "model.safetensors")
+    assert meta["init_classifier"] == "new"  # CK+ has contempt and no neutral: a new classifier

@@ -74,6 +74,8 @@ from .precision import autocast, available_cores, deterministic_mode, resolve_pr
 from .progress import progress_bar
 
 METRICS_FILE = "metrics.jsonl"
+#: FERNet's classifier parameters: re-initialised when a warm start changes the classes
+CLASSIFIER_PREFIX = "classifier."
 RESULTS_FILE = "results.json"
 WEIGHTS_FILE = "model.safetensors"
 #: Free space always required in the output directory, whatever the model size.
@@ -314,16 +316,22 @@ class Trainer:
         if self.loss_takes_logits and metric_labels is not None:
             raise ConfigError(f"loss {recipe.loss.name!r} reads the classifier's logits, so it cannot train on "
                               "labels other than the classifier's (metric_labels)")
-        if init_from is not None and not resume:  # warm start: the weights of an earlier run
+        init_classifier = "kept"
+        resuming = resume and any((self.out_dir / n).exists() for n in (ckpt.LAST, ckpt.LAST_PREV))
+        if init_from is not None and not resuming:  # warm start: the weights of an earlier run
             weights, init_meta, init_path = ckpt.read_source(init_from)
-            if list(init_meta["classes"]) != self.classes:
-                raise ConfigError(f"init_from {init_path} predicts {list(init_meta['classes'])}, not this run's "
-                                  f"classes {self.classes}")
+            same_classes = list(init_meta["classes"]) == self.classes
+            if not same_classes:  # fine-tuning on other classes (FER2013 -> CK+): a new classifier
+                weights = {k: v for k, v in weights.items() if not k.startswith(CLASSIFIER_PREFIX)}
             try:
-                self.model.load_state_dict(weights)
+                missing, unexpected = self.model.load_state_dict(weights, strict=same_classes)
             except RuntimeError as err:
                 raise ConfigError(f"init_from {init_path}: its weights do not fit this recipe's model "
                                   f"({str(err).splitlines()[0][:200]})") from None
+            if unexpected or any(not k.startswith(CLASSIFIER_PREFIX) for k in missing):
+                raise ConfigError(f"init_from {init_path}: its weights do not fit this recipe's model "
+                                  f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
+            init_classifier = "kept" if same_classes else "new"
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         check_output_dir(self.out_dir, checkpoint_bytes_estimate(self.model, recipe.optim.optimizer, bool(recipe.ema)))
@@ -358,6 +366,7 @@ class Trainer:
         self.meta["precision"] = self.precision
         if init_from is not None:
             self.meta["init_from"] = str(init_from)
+            self.meta["init_classifier"] = init_classifier
         # The space every distance of this model is measured in (evaluation, index, sub-classes)
         self.space = self.loss_fn.embedding_space if self.loss_fn is not None else L2
         self.meta["embedding_space"] = self.space.to_dict()
@@ -739,7 +748,8 @@ def train(recipe, train_set, val_set, out_dir, device="auto", seed: int = 0, res
             the metric loss (and the P x K sampler) use instead of the classifier's, e.g. DMSL's
             sub-classes during mitosis while cross-entropy keeps the expressions.
         init_from: a run directory or weights file whose model weights start this run (warm
-            start; same architecture and classes).
+            start, same architecture). With the same classes every weight is loaded; with other
+            classes (fine-tuning a FER2013 model on CK+) every weight but the classifier's.
         threads: torch threads for the run, restored afterwards (default: unchanged in a single
             process; under torchrun the available cores shared by the local processes).
     Returns:
