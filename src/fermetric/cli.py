@@ -119,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", default="none", choices=("none", "flip"),
                    help="flip: average with the mirrored face (twice the model time)")
     p.add_argument("--embeddings", action="store_true", help="--json records also carry each face's raw embedding")
+    p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
+                   help="onnx: the model exported once (cached) and run by onnxruntime on the CPU (2-3x faster "
+                        "than torch there, benchmarks/predict_backends.py); auto: onnx on the CPU when onnxruntime "
+                        "is installed, else torch")
     p.add_argument("--every", type=int, default=10, help="videos and streams: analyse every N-th frame (default 10)")
     p.add_argument("--max-frames", type=int, default=None,
                    help="videos and streams: analyse at most N frames of each (default: all; a camera needs it)")

@@ -159,6 +159,76 @@ def read_onnx_meta(path: str | os.PathLike) -> dict:
     return meta
 
 
+# ----------------------------------------------------------------------------- ONNX Runtime
+class OnnxRuntimeModel:
+    """An exported graph run by onnxruntime behind the model interface ``embed`` uses:
+    ``model(x) -> {"logits", "embedding"}`` on a float32 ``[N, 1, S, S]`` tensor (CPU provider).
+
+    ``fermetric predict --backend onnx`` and ``Predictor.load(..., backend="onnx")`` use it.
+    """
+
+    training = False
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+        import torch
+
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ConfigError("the onnx backend needs onnxruntime: pip install 'fermetric[export]'") from None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(threads or torch.get_num_threads())
+        options.inter_op_num_threads = 1
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        meta = read_onnx_meta(path)
+        self.meta = meta.get("fermetric_meta") or {}
+        self.embedding_dim = int(self.session.get_outputs()[1].shape[1])
+
+    def __call__(self, x):
+        import torch
+
+        logits, embedding = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: x.detach().float().cpu().numpy()})
+        return {"logits": torch.from_numpy(logits), "embedding": torch.from_numpy(embedding)}
+
+    def eval(self) -> "OnnxRuntimeModel":
+        return self
+
+    def train(self, mode: bool = True) -> "OnnxRuntimeModel":
+        return self
+
+    def parameters(self):
+        return iter(())
+
+
+def onnx_model_for(source, threads: int | None = None) -> tuple[OnnxRuntimeModel, dict]:
+    """``(OnnxRuntimeModel, meta)`` for an ``.onnx`` file, or for any checkpoint source, exported
+    once into the cache (``$FERMETRIC_CACHE/onnx/<sha256 of the weights file>.onnx``; without a
+    cache, into a temporary folder)."""
+    import hashlib
+    import tempfile
+
+    from .data.cache import default_cache_dir
+    from .engine.checkpoint import resolve_source
+
+    if str(source).endswith(".onnx"):
+        path = Path(source)
+        if not path.is_file():
+            raise CheckpointError(f"ONNX model {path} does not exist")
+    else:
+        weights = resolve_source(source)
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:20]
+        folder = default_cache_dir()
+        folder = (folder / "onnx") if folder is not None else Path(tempfile.mkdtemp(prefix="fermetric-onnx-"))
+        path = folder / f"{digest}.onnx"
+        if not path.is_file():
+            export_onnx(source, path)
+    model = OnnxRuntimeModel(path, threads)
+    if not model.meta:
+        raise CheckpointError(f"{path} has no fermetric metadata; export it with `fermetric export --format onnx`")
+    return model, model.meta
+
+
 def run_cli(args) -> int:
     """``fermetric export --checkpoint C --format onnx|safetensors [--dtype float16] --out FILE``."""
     dtype = getattr(args, "dtype", None)

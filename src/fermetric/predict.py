@@ -159,6 +159,7 @@ class Predictor:
         self.tta = check_tta(tta)
         self.precision = resolve_precision(precision, device)
         self.with_embeddings = bool(with_embeddings)
+        self.backend = "torch"  # Predictor.load(backend="onnx") sets "onnx"
         self.model = model
         self.meta = meta
         self.classes: tuple[str, ...] = tuple(meta["classes"])
@@ -172,18 +173,38 @@ class Predictor:
 
     @classmethod
     def load(cls, source: str | os.PathLike = "default", device="cpu", detector: "str | FaceDetector" = "haar",
-             batch_size: int = 256, tta: str = "none", precision: str = "auto") -> "Predictor":
+             batch_size: int = 256, tta: str = "none", precision: str = "auto",
+             backend: str = "torch") -> "Predictor":
         """A predictor for a checkpoint: ``"default"`` (the shipped model), a run directory, a
-        ``.pt`` training checkpoint or a ``.safetensors`` weights file."""
+        ``.pt`` training checkpoint or a ``.safetensors`` weights file (or, with
+        ``backend="onnx"``, an exported ``.onnx`` file).
+
+        ``backend``: ``torch`` (default), ``onnx`` (the model exported once, cached, and run by
+        onnxruntime on the CPU in fp32: 2-3x faster than torch on the development CPU, see
+        ``docs/RESULTS.md``), or ``auto`` (onnx on the CPU when onnx and onnxruntime are
+        installed, else torch; the command line's default).
+        """
         from .engine.checkpoint import load_model
         from .engine.distributed import resolve_device
 
         device = resolve_device(device)
         if not isinstance(detector, FaceDetector):
             FACE_DETECTORS.get(detector)  # an unknown name fails before the model loads
-        model, meta = load_model(source, device=device)
-        return cls(model, meta, detector=detector, device=device, batch_size=batch_size, source=str(source), tta=tta,
-                   precision=precision)
+        if backend == "auto":
+            backend = "onnx" if device.type == "cpu" and _onnx_available() else "torch"
+        if backend == "onnx":
+            from .export import onnx_model_for
+
+            model, meta = onnx_model_for(source)
+            device, precision = "cpu", "fp32"  # onnxruntime's CPU provider, in the graph's float32
+        elif backend == "torch":
+            model, meta = load_model(source, device=device)
+        else:
+            raise ConfigError(f"unknown backend {backend!r}; use torch or onnx")
+        predictor = cls(model, meta, detector=detector, device=device, batch_size=batch_size, source=str(source),
+                        tta=tta, precision=precision)
+        predictor.backend = backend
+        return predictor
 
     @property
     def detector(self) -> FaceDetector:
@@ -445,9 +466,16 @@ class Predictor:
 
 
 def load(source: str | os.PathLike = "default", device="cpu", detector: "str | FaceDetector" = "haar",
-         tta: str = "none", precision: str = "auto") -> Predictor:
+         tta: str = "none", precision: str = "auto", backend: str = "torch") -> Predictor:
     """``fermetric.load``: a :class:`Predictor` for a checkpoint (``"default"``: the shipped model)."""
-    return Predictor.load(source, device=device, detector=detector, tta=tta, precision=precision)
+    return Predictor.load(source, device=device, detector=detector, tta=tta, precision=precision, backend=backend)
+
+
+
+def _onnx_available() -> bool:
+    from importlib.util import find_spec
+
+    return find_spec("onnxruntime") is not None and find_spec("onnx") is not None
 
 
 # ----------------------------------------------------------------------------------- inputs
@@ -770,7 +798,7 @@ def run_cli(args) -> int:
     min_face = getattr(args, "min_face", None)
     detector = create_detector(args.detector, min_face=min_face) if min_face is not None else args.detector
     predictor = Predictor.load(args.checkpoint, device=args.device, detector=detector, tta=getattr(args, "tta", "none"),
-                               precision=getattr(args, "precision", "auto"))
+                               precision=getattr(args, "precision", "auto"), backend=getattr(args, "backend", "auto"))
     predictor.with_embeddings = bool(getattr(args, "embeddings", False))
     # Outputs are checked before any work, so an unwritable target does not waste the whole run.
     if args.csv:
