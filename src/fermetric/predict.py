@@ -472,6 +472,19 @@ def load(source: str | os.PathLike = "default", device="cpu", detector: "str | F
 
 
 
+def detector_options(name: str, min_face: int | None, device: str) -> dict:
+    """Options for detector ``name`` from the command line: ``--min-face`` when given, and
+    ``--device`` for detectors that run a network (MTCNN), so that one flag moves all the work."""
+    import inspect
+
+    from .engine.distributed import resolve_device
+
+    options = {} if min_face is None else {"min_face": min_face}
+    if "device" in inspect.signature(FACE_DETECTORS.get(name)).parameters:
+        options["device"] = str(resolve_device(device))
+    return options
+
+
 def _onnx_available() -> bool:
     from importlib.util import find_spec
 
@@ -795,8 +808,8 @@ def run_cli(args) -> int:
     from rich.table import Table
     from rich.text import Text
 
-    min_face = getattr(args, "min_face", None)
-    detector = create_detector(args.detector, min_face=min_face) if min_face is not None else args.detector
+    detector = create_detector(args.detector, **detector_options(args.detector, getattr(args, "min_face", None),
+                                                                 args.device))
     predictor = Predictor.load(args.checkpoint, device=args.device, detector=detector, tta=getattr(args, "tta", "none"),
                                precision=getattr(args, "precision", "auto"), backend=getattr(args, "backend", "auto"))
     predictor.with_embeddings = bool(getattr(args, "embeddings", False))

@@ -178,3 +178,18 @@ def test_mtcnn_finds_the_astronaut_with_landmarks(astronaut):
     rotated = cv2.warpAffine(astronaut, cv2.getRotationMatrix2D((256, 256), 20, 1.0), (512, 512))
     (face,) = detect_faces(rotated, "mtcnn")
     assert eye_angle(face) == pytest.approx(eye_angle(faces[0]) - 20, abs=4)
+
+
+def test_device_reaches_detectors_that_take_one(monkeypatch):
+    from fermetric.data.faces import FACE_DETECTORS, FaceDetector
+    from fermetric.predict import detector_options
+
+    assert detector_options("haar", None, "auto") == {}
+    assert detector_options("haar", 30, "cpu") == {"min_face": 30}
+
+    class NetDetector(FaceDetector):
+        def __init__(self, min_face: int = 20, device: str = "cpu") -> None:
+            super().__init__()
+
+    monkeypatch.setitem(FACE_DETECTORS._items, "netdet", NetDetector)
+    assert detector_options("netdet", None, "cpu") == {"device": "cpu"}

@@ -43,7 +43,8 @@ class GaussianStructureLoss(nn.Module):
       over 2B rows), while the centroids mu_j come from the clean samples only. The soft labels
       are a fermetric design choice (``mixup_labels="soft"``); ``mixup_labels="authors"`` does
       what the authors' code does: it interpolates class *indices*, so a cross-class mix has an
-      all-zero target and a same-class mix keeps its class. Randomness comes
+      all-zero target and a same-class mix keeps its class (unlike the authors' code, the
+      mixed points never enter the class means mu_j here). Randomness comes
       from torch's global RNG on the embeddings' device (seed it with ``torch.manual_seed``).
     - ``num_classes=None``: classes present are found from the labels (one host sync); giving it
       (``create_loss`` does) keeps shapes static for ``torch.compile``. Classes absent from the
