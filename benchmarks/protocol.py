@@ -75,6 +75,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import specs  # noqa: E402
+from eval_checkpoint import cpu_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 EXIT_FAILED = 1
@@ -239,16 +240,6 @@ def relative_to_out(path: Path, settings: Settings) -> str:
     return Path(path).relative_to(settings.out).as_posix()
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
@@ -386,7 +377,7 @@ def execute(run: Run, settings: Settings) -> dict:
             "init_from": str(init_from) if init_from is not None else None,
             "precision": results.get("precision"),
             "threads": results.get("threads"),
-            "cpu_model": _cpu_model(),
+            "cpu_model": cpu_model(),
             "train_images": len(train_set),
             "device": results.get("device"),
             "gpu_name": torch.cuda.get_device_name() if device_is_cuda else None,
