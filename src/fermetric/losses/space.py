@@ -54,11 +54,6 @@ class EmbeddingSpace:
             norms = np.maximum(np.linalg.norm(parts, axis=-1, keepdims=True), EPS)
         return (parts / norms).reshape(n, dim)
 
-    @property
-    def normalized(self) -> bool:
-        """Whether every row has a fixed norm (1, or sqrt(slices)): cosine and Euclidean agree."""
-        return self.kind != "raw"
-
     def to_dict(self) -> dict:
         return asdict(self)
 
