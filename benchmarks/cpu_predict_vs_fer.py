@@ -67,6 +67,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fermetric.engine.metrics import paired_bootstrap
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "cpu_predict_vs_fer.json"
 DEFAULT_FER_PYTHON = REPO / ".venv-fer" / "bin" / "python"
@@ -94,18 +96,6 @@ def classification_scores(truth: list[str], predicted: list[str], classes: tuple
     return {"accuracy": float((truth_a == pred_a).mean()) if truth_a.size else float("nan"),
             "macro_f1": float(f1_score(truth_a, pred_a, labels=list(classes), average="macro", zero_division=0)),
             "n": int(truth_a.size)}
-
-
-def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, seed: int,
-                     resamples: int = BOOTSTRAP_RESAMPLES) -> dict:
-    """Accuracy difference ``a - b`` on the same items and its percentile 95% interval (items resampled)."""
-    correct_a, correct_b = np.asarray(correct_a, float), np.asarray(correct_b, float)
-    rng = np.random.default_rng(seed)
-    index = rng.integers(0, len(correct_a), size=(resamples, len(correct_a)))
-    differences = correct_a[index].mean(1) - correct_b[index].mean(1)
-    low, high = np.percentile(differences, [2.5, 97.5])
-    return {"difference": float(correct_a.mean() - correct_b.mean()), "ci95": [float(low), float(high)],
-            "resamples": resamples}
 
 
 def make_photo(face48: np.ndarray) -> np.ndarray:
@@ -402,7 +392,8 @@ def run(args) -> dict:
         "crop_accuracy": crop_scores,
         "crop_batch_agreement": min(batch_agreement) if batch_agreement else None,
         "crop_accuracy_difference": {
-            f"fermetric_minus_{name}": paired_bootstrap(correct["fermetric"], correct[name], args.seed)
+            f"fermetric_minus_{name}": paired_bootstrap(correct["fermetric"], correct[name], args.seed,
+                                                        BOOTSTRAP_RESAMPLES)
             for name in correct if name != "fermetric"},
         "settings": {"threads": args.threads, "repeats": args.repeats, "astronaut_repeats": args.astronaut_repeats,
                      "batch_sizes": list(args.batch_sizes)},

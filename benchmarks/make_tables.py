@@ -17,6 +17,11 @@ provenance); everything outside the markers is left as written. Design decisions
   cross-entropy baseline's best validation accuracy (mean over its seeds) in the same table;
   seconds are training seconds (validation excluded), summed over epochs until the target.
 - Machine, versions, precision, seeds and dates come from the JSONs (the provenance table).
+- "Acc. − CE": the method's accuracy minus ``ce``'s on the same test images, in points, with a
+  paired bootstrap 95% interval (10,000 resamples of the images, seed 0). Runs pair by (fold,
+  seed); per image, correctness is averaged over the common seeds; k-fold test sets are
+  concatenated. The interval covers which test images were drawn, not the training seed (the
+  ``± std`` of the other cells shows that).
 - Each protocol scale (``specs.SCALES``: ``gpu``, ``cpu``) has its own tables: a record counts
   only in its own scale's tables (``cpu-main``, ``cpu-ablations``, ``cpu-provenance`` for the
   CPU protocol), so CPU-sized runs never mix with GPU ones.
@@ -41,6 +46,8 @@ NOT_RUN = "not run"
 MAIN_METRICS = (("accuracy", "Accuracy"), ("macro_f1", "Macro-F1"), ("knn_accuracy", "k-NN acc."),
                 ("map_at_r", "MAP@R"))
 DEFAULT_DATASETS = ("fer2013", "ferplus", "ckplus48")  # always listed, so unrun cells show
+BASELINE = "ce"  # every method's accuracy difference is paired with this recipe's runs
+BOOTSTRAP_RESAMPLES = 10000
 
 
 class TableError(Exception):
@@ -132,6 +139,13 @@ def per_unit_values(records: list[dict], metric: str) -> list[float | None]:
     return [(r.get("metrics") or {}).get(metric) for r in records]
 
 
+def cost_cell(records: list[dict], key: str, scale: float, digits: int) -> str:
+    """Mean (± std over runs) of a per-run cost such as training seconds, scaled (e.g. to minutes)."""
+    if not records:
+        return NOT_RUN
+    return _mean_text([r[key] * scale if r.get(key) is not None else None for r in records], digits)
+
+
 def runs_cell(records: list[dict]) -> str:
     if not records:
         return NOT_RUN
@@ -183,6 +197,49 @@ def split_note(records: list[dict]) -> str:
     return f"split {'/'.join(splits)}, TTA {'/'.join(tta)}"
 
 
+def paired_items(records: list[dict], baseline: list[dict]):
+    """Per-image 0/1 correctness of ``records`` and of the ``baseline`` runs on the same test images.
+
+    Runs pair by (fold, seed); per image, correctness is averaged over the seeds both have, and
+    the folds' test images (disjoint in a k-fold protocol) are concatenated. ``None`` when no pair
+    has stored predictions (older result files: ``benchmarks/add_predictions.py`` adds them).
+    """
+    import numpy as np
+
+    def by_key(rs):
+        return {(r.get("fold"), r.get("seed")): r for r in rs if r.get("predictions") is not None}
+
+    ours, theirs = by_key(records), by_key(baseline)
+    folds = defaultdict(list)
+    for key in sorted(set(ours) & set(theirs), key=str):
+        a, b = ours[key], theirs[key]
+        if a.get("labels") != b.get("labels"):
+            raise TableError(f"{a['_file']} and {b['_file']} were tested on different images; they cannot be paired")
+        labels = np.asarray(a["labels"])
+        folds[key[0]].append((np.asarray(a["predictions"]) == labels, np.asarray(b["predictions"]) == labels))
+    if not folds:
+        return None
+    a = np.concatenate([np.mean([x for x, _ in pairs], axis=0) for _, pairs in sorted(folds.items(), key=str)])
+    b = np.concatenate([np.mean([y for _, y in pairs], axis=0) for _, pairs in sorted(folds.items(), key=str)])
+    return a, b
+
+
+def difference_cell(records: list[dict], baseline: list[dict]) -> str:
+    """Accuracy difference to the baseline in points with its paired bootstrap 95% interval."""
+    if not records:
+        return NOT_RUN
+    if not baseline:
+        return "n/a (no CE run)"
+    items = paired_items(records, baseline)
+    if items is None:
+        return "n/a (no per-image predictions)"
+    from fermetric.engine.metrics import paired_bootstrap
+
+    result = paired_bootstrap(*items, seed=0, resamples=BOOTSTRAP_RESAMPLES)
+    low, high = result["ci95"]
+    return f"{100 * result['difference']:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]"
+
+
 # ------------------------------------------------------------------------------------- tables
 def render_main(records: list[dict]) -> str:
     grouped = group(records, "main")
@@ -191,14 +248,19 @@ def render_main(records: list[dict]) -> str:
         runs = grouped.get(dataset, {})
         names = list(specs.RECIPES) + sorted(n for n in runs if n not in specs.RECIPES)
         rows = []
+        baseline = runs.get(BASELINE, [])
         for name in names:
             rs = runs.get(name, [])
+            difference = "reference" if name == BASELINE and rs else difference_cell(rs, baseline)
             rows.append([specs.METHOD_NAMES.get(name, name)] + [metric_cell(rs, m) for m, _ in MAIN_METRICS]
-                        + [runs_cell(rs), epochs_cell(rs) if rs else "-"])
+                        + [difference, cost_cell(rs, "train_seconds", 1 / 60, 1),
+                           cost_cell(rs, "steady_images_per_second", 1, 0), runs_cell(rs),
+                           epochs_cell(rs) if rs else "-"])
         all_runs = [r for rs in runs.values() for r in rs]
         note = f" ({split_note(all_runs)})" if all_runs else ""
         parts.append(f"**{dataset_title(dataset)}**{note}\n\n"
-                     + table(["Method"] + [f"{label} (%)" for _, label in MAIN_METRICS] + ["Runs", "Epochs"], rows))
+                     + table(["Method"] + [f"{label} (%)" for _, label in MAIN_METRICS]
+                             + ["Acc. − CE, points [paired 95% CI]", "Train min", "Images/s", "Runs", "Epochs"], rows))
     return "\n\n".join(parts)
 
 

@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import multiprocessing
 import os
 import platform
@@ -201,11 +202,21 @@ def recipe_json(recipe) -> dict:
 
 
 # ----------------------------------------------------------------------------------- recording
+#: a JSON array of numbers only, as ``json.dumps(indent=...)`` spreads it over one line per item
+_NUMBER_ARRAY = re.compile(r"\[(\s*-?[\d.eE+-]+\s*(?:,\s*-?[\d.eE+-]+\s*)*)\]")
+
+
+def result_json(data: dict) -> str:
+    """Indented JSON with every array of numbers on one line (per-image predictions stay readable)."""
+    text = json.dumps(data, indent=1, default=_json_default)
+    return _NUMBER_ARRAY.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text)
+
+
 def _atomic_write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(temp, "w") as handle:
-        json.dump(data, handle, indent=1, default=_json_default)
+        handle.write(result_json(data))
         handle.write("\n")
         handle.flush()
         os.fsync(handle.fileno())
@@ -348,12 +359,16 @@ def execute(run: Run, settings: Settings) -> dict:
             "overrides": run_overrides(run, settings),
             "dataset": settings.dataset,
             "data": settings.data,
+            "label_mode": settings.label_mode,
             "split": split,
             "seed": run.seed,
             "fold": run.fold,
             "num_folds": settings.num_folds if run.fold is not None else None,
             "metrics": {**{k: m.get(k) for k in specs.METRICS}, "n": m.get("n")},
             "per_class_recall": m.get("per_class_recall"),
+            # per-image test predictions: make_tables pairs each method with ce on the same images
+            "predictions": m.get("predictions"),
+            "labels": m.get("labels"),
             "confusion": m.get("confusion"),
             "classes": results.get("classes"),
             "val": {"accuracy": val.get("accuracy"), "macro_f1": val.get("macro_f1"), "n": val.get("n")} if val else None,

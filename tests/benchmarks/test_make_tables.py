@@ -66,7 +66,7 @@ def test_main_table_mean_and_sample_std_over_seeds(tmp_path):
     assert ce[1] == expected
     assert ce[2] == f"{statistics.mean([60, 62, 67]):.2f} ± {statistics.stdev([60, 62, 67]):.2f}"
     assert ce[4] == "n/a"  # MAP@R missing from these runs
-    assert ce[5] == "3 seeds" and ce[6] == "30"
+    assert ce[5] == "reference" and ce[8] == "3 seeds" and ce[9] == "30"
     assert row_of(fer, "MT-DML")[1:3] == ["65.43", "55.43"]  # one seed: no ± part
     assert row_of(fer, "DMSL")[1] == "not run"
     assert row_of(text.split("**FER+**")[1], "Cross-entropy (baseline)")[1] == "not run"
@@ -81,10 +81,57 @@ def test_kfold_mean_std_over_folds_of_seed_averages(tmp_path):
     folds = [92.0, 80.0, 100.0]  # per fold, mean over its seeds
     row = row_of(ck, "Cross-entropy (baseline)")
     assert row[1] == f"{statistics.mean(folds):.2f} ± {statistics.stdev(folds):.2f}"
-    assert row[5] == "2 seeds x 3 folds"
+    assert row[8] == "2 seeds x 3 folds"
     write(tmp_path, result(dataset="ckplus48", name="dmsl", seed=0, fold=1, accuracy=0.5))
     row = row_of(make_tables.render_main(make_tables.load_results(tmp_path)).split("**CK+ (10-fold)**")[1], "DMSL")
-    assert row[1] == "50.00" and row[5] == "1 seed x 1/3 folds"
+    assert row[1] == "50.00" and row[8] == "1 seed x 1/3 folds"
+
+
+def with_predictions(record: dict, correct) -> dict:
+    """``record`` with per-image predictions right where ``correct`` is 1 (labels all class 0)."""
+    labels = [0] * len(correct)
+    record.update(predictions=[0 if c else 1 for c in correct], labels=labels,
+                  metrics={**record["metrics"], "accuracy": sum(correct) / len(correct)})
+    return record
+
+
+def test_accuracy_difference_to_ce_with_a_paired_interval(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    ce_correct = (rng.random(400) < 0.6).astype(int)
+    ours = ce_correct.copy()
+    flip = rng.choice(400, size=40, replace=False)  # 40 images change: ~30 gained, ~10 lost
+    ours[flip[:30]], ours[flip[30:]] = 1, 0
+    write(tmp_path, with_predictions(result(name="ce"), ce_correct.tolist()))
+    write(tmp_path, with_predictions(result(name="mtdml"), ours.tolist()))
+    write(tmp_path, result(name="dmsl", accuracy=0.6))  # an older file without predictions
+    fer = make_tables.render_main(make_tables.load_results(tmp_path)).split("**FER+**")[0]
+    cell = row_of(fer, "MT-DML")[5]
+    d = ours - ce_correct
+    # independent: the normal approximation of the bootstrap distribution of mean(d)
+    mean, sd = d.mean(), d.std() / np.sqrt(len(d))
+    shown = [float(x) for x in cell.replace("[", " ").replace("]", " ").replace(",", " ").split()]
+    assert shown[0] == pytest.approx(100 * mean, abs=0.005)
+    assert shown[1] == pytest.approx(100 * (mean - 1.96 * sd), abs=100 * 0.25 * sd)
+    assert shown[2] == pytest.approx(100 * (mean + 1.96 * sd), abs=100 * 0.25 * sd)
+    assert row_of(fer, "Cross-entropy (baseline)")[5] == "reference"
+    assert row_of(fer, "DMSL")[5] == "n/a (no per-image predictions)"
+    assert row_of(fer, "TCL fully-synthesized")[5] == "not run"
+
+
+def test_kfold_pairs_fold_by_fold_and_refuses_other_images(tmp_path):
+    folds = {0: ([1, 1, 0, 0], [1, 1, 1, 0]), 1: ([0, 0, 1], [1, 0, 1])}  # (ce, ours) per fold
+    for fold, (ce_correct, ours) in folds.items():
+        write(tmp_path, with_predictions(result(dataset="ckplus48", name="ce", fold=fold), ce_correct))
+        write(tmp_path, with_predictions(result(dataset="ckplus48", name="mtdml", fold=fold), ours))
+    records = make_tables.load_results(tmp_path)
+    ck = make_tables.render_main(records).split("**CK+ (10-fold)**")[1]
+    assert row_of(ck, "MT-DML")[5].startswith("+28.57 [")  # (5 - 3) / 7 images over both folds
+    mtdml = [r for r in records if r["name"] == "mtdml"]
+    mtdml[0]["labels"] = [1] * len(mtdml[0]["labels"])
+    with pytest.raises(make_tables.TableError, match="different images"):
+        make_tables.render_main(records)
 
 
 def test_ablations_published_and_provenance(tmp_path):

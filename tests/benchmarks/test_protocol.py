@@ -47,6 +47,20 @@ def test_one_tiny_run_end_to_end(tmp_path, fer_pack, capsys):
     assert record["metrics"]["accuracy"] == engine["metrics"]["test"]["accuracy"]
     assert record["val"]["accuracy"] == engine["metrics"]["val"]["accuracy"]
     assert not list(run_dir.glob("*.pt")) and (run_dir / "model.safetensors").exists()
+    # Per-image test predictions (for the paired intervals), each numeric array on one line.
+    assert len(record["predictions"]) == len(record["labels"]) == 14
+    hits = sum(p == t for p, t in zip(record["predictions"], record["labels"]))
+    assert hits / 14 == pytest.approx(record["metrics"]["accuracy"])
+    assert '"labels": [' + ", ".join(str(v) for v in record["labels"]) + "]" in path.read_text()
+    # An older file without them gets the same predictions back from the saved weights.
+    import add_predictions
+
+    path.write_text(json.dumps({k: v for k, v in record.items() if k not in ("predictions", "labels")}))
+    assert add_predictions.backfill(path, tmp_path / "results", tmp_path / "work").startswith("added")
+    backfilled = json.loads(path.read_text())
+    assert backfilled["predictions"] == record["predictions"] and backfilled["labels"] == record["labels"]
+    assert add_predictions.backfill(path, tmp_path / "results", tmp_path / "work") == "has predictions"
+    path.write_text(json.dumps(record) + "\n")
     # The bundle holds the same record, keyed by its path under the results root.
     lines = (tmp_path / "out" / "bundle.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in lines] == [{"file": "fer2013/ce-seed0.json", "result": record}]

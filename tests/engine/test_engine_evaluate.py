@@ -65,6 +65,10 @@ def test_evaluate_against_direct_computation():
     with_reference = evaluate(model, imageset, PREP, reference=reference)
     assert with_reference["reference"] == "synthetic/train"
     assert with_reference["accuracy"] == result["accuracy"]  # the classifier does not use the reference
+    kept = evaluate(model, imageset, PREP, embedding_metrics=False, keep_predictions=True)
+    assert kept["labels"] == imageset.labels[keep].tolist()
+    assert kept["predictions"] == logits[keep].argmax(1).tolist()
+    assert "predictions" not in result  # only on request: the eval CLI's JSON stays small
 
 
 def test_align_classes_maps_subsets_and_refuses_unknown_classes():

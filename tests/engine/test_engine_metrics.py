@@ -111,3 +111,20 @@ def test_degenerate_inputs():
     assert M.retrieval_metrics(np.zeros((1, 3)), np.array([0]))["map_at_r"] is None
     out = M.classification_metrics(np.array([], int), np.array([], int), ["a"])
     assert out["accuracy"] is None and out["confusion"] == [[0]]
+
+
+def test_paired_bootstrap_against_the_normal_approximation(rng):
+    a = (rng.random(500) < 0.7).astype(int)
+    b = a.copy()
+    b[rng.choice(500, 60, replace=False)] ^= 1  # 60 images flip between the two models
+    result = M.paired_bootstrap(a, b, seed=3, resamples=4000)
+    d = a - b
+    sd = d.std() / np.sqrt(len(d))
+    assert result["difference"] == pytest.approx(d.mean()) and result["n"] == 500
+    low, high = result["ci95"]
+    assert low == pytest.approx(d.mean() - 1.96 * sd, abs=0.25 * sd)
+    assert high == pytest.approx(d.mean() + 1.96 * sd, abs=0.25 * sd)
+    assert M.paired_bootstrap(a, a)["ci95"] == [0.0, 0.0]  # the same answers: no difference in any resample
+    assert M.paired_bootstrap(a, b, seed=3, resamples=4000) == result  # seeded
+    with pytest.raises(ValueError, match="equal, non-empty"):
+        M.paired_bootstrap(a, b[:-1])

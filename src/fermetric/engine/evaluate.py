@@ -88,7 +88,7 @@ def embed(model: torch.nn.Module, imageset, preprocessing, device="cpu", batch_s
 
 def evaluate(model: torch.nn.Module, imageset, preprocessing, device="cpu", tta: str = "none", reference=None,
              batch_size: int = 512, knn_k: int = 5, embedding_metrics: bool = True, space=None,
-             precision: str = "auto", progress=None) -> dict:
+             precision: str = "auto", progress=None, keep_predictions: bool = False) -> dict:
     """The protocol's metrics of ``model`` on ``imageset`` (labels in the model's class order).
 
     Args:
@@ -102,6 +102,9 @@ def evaluate(model: torch.nn.Module, imageset, preprocessing, device="cpu", tta:
         embedding_metrics: ``False`` skips k-NN, centroid, precision@1, MAP@R and NMI (training
             uses it for the cheap per-epoch validation).
         progress: called with the number of images of each embedded batch (set and reference).
+        keep_predictions: also return ``predictions`` and ``labels`` (class indices of every
+            labelled image, in dataset order), so that two models can be compared image by image
+            (:func:`~fermetric.engine.metrics.paired_bootstrap`).
     Returns:
         ``accuracy, macro_f1, per_class_recall, confusion, classes, knn_accuracy, knn_k,
         centroid_accuracy, precision_at_1, map_at_r, nmi, n, tta, reference``.
@@ -141,6 +144,9 @@ def evaluate(model: torch.nn.Module, imageset, preprocessing, device="cpu", tta:
         if ref_x is not None:
             result["centroid_accuracy"] = M.centroid_accuracy(embeddings, labels, ref_x, ref_y, normalize=False)
         result.update(M.retrieval_metrics(embeddings, labels, ref_x, ref_y, normalize=False))
+    if keep_predictions:
+        result["predictions"] = (logits.argmax(axis=1) if len(labels) else labels).astype(int).tolist()
+        result["labels"] = labels.astype(int).tolist()
     result.update({"n": int(len(labels)), "tta": tta, "reference": reference_name if embedding_metrics else None,
                    "embedding_space": space.to_dict()})
     return result

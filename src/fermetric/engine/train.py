@@ -683,7 +683,7 @@ class Trainer:
                     test = align_classes(test, self.classes)
                 metrics["test"] = evaluate(model, test, self.preprocessing, self.device, tta=tta,
                                            reference=self.train_set, space=self.space, precision=self.precision,
-                                           progress=progress)
+                                           progress=progress, keep_predictions=True)
         ckpt.save_weights(self.out_dir / WEIGHTS_FILE, model, self.meta)
         train_seconds = sum(r["seconds"] for r in self.history)
         images = sum((r.get("images_per_second") or 0) * r["seconds"] for r in self.history)
