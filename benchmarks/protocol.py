@@ -60,9 +60,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import multiprocessing
 import os
+import re
 import platform
 import shlex
 import subprocess
@@ -73,6 +73,8 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from fermetric.fileio import json_default
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import specs  # noqa: E402
@@ -208,7 +210,7 @@ _NUMBER_ARRAY = re.compile(r"\[(\s*-?[\d.eE+-]+\s*(?:,\s*-?[\d.eE+-]+\s*)*)\]")
 
 def result_json(data: dict) -> str:
     """Indented JSON with every array of numbers on one line (per-image predictions stay readable)."""
-    text = json.dumps(data, indent=1, default=_json_default)
+    text = json.dumps(data, indent=1, default=json_default)
     return _NUMBER_ARRAY.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text)
 
 
@@ -223,22 +225,12 @@ def _atomic_write_json(path: Path, data: dict) -> None:
     os.replace(temp, path)
 
 
-def _json_default(value):
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
 def append_bundle(bundle: str | None, entry: dict) -> None:
     """Append one JSON line to the bundle with a single write, then fsync (survives a kill)."""
     if not bundle:
         return
     Path(bundle).parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(entry, default=_json_default) + "\n").encode()
+    line = (json.dumps(entry, default=json_default) + "\n").encode()
     fd = os.open(bundle, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)

@@ -1,6 +1,6 @@
 """fermetric: facial expression recognition with deep metric learning."""
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = ["__version__", "load", "create_model", "load_dataset", "load_recipe"]
 

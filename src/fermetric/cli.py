@@ -15,7 +15,7 @@ import importlib
 import sys
 import warnings
 
-from . import __version__
+from ._version import __version__
 from .errors import FermetricError
 
 # command -> "module:function" taking the parsed arguments and returning an exit code

@@ -31,7 +31,7 @@ import os
 import warnings
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 from .errors import CheckpointError, ConfigError
 from .fileio import temp_file_beside
 

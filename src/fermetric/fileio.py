@@ -3,6 +3,7 @@ final name (checkpoints, caches, packs, exports and result files all go through 
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -66,3 +67,22 @@ def atomic_write(path: str | os.PathLike, data: bytes | None = None,
         raise
     fsync_dir(path.parent)
     return path
+
+
+def json_default(value):
+    """``json.dumps(default=...)`` for what results hold besides JSON types: numpy scalars and
+    arrays, paths and tuples (the one encoder of the package; the benchmarks use it too)."""
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy (and torch) scalars
+        return value.item()
+    if hasattr(value, "tolist"):  # numpy arrays
+        return value.tolist()
+    if isinstance(value, (os.PathLike, Path)):
+        return os.fspath(value)
+    if isinstance(value, (tuple, set, frozenset)):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def write_json_atomic(path: str | os.PathLike, data, indent: int | None = 2) -> Path:
+    """``data`` as JSON (plus a newline) written atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, (json.dumps(data, indent=indent, default=json_default) + "\n").encode())

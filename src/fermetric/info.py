@@ -11,7 +11,7 @@ import json
 import platform
 import sys
 
-from . import __version__
+from ._version import __version__
 
 _LIBRARIES = {
     "torch": "torch",

@@ -49,14 +49,12 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from .data.base import IMAGE_EXTENSIONS
 from .data.faces import FACE_DETECTORS, Face, FaceDetector, align_face, create_detector, to_grey
 from .errors import ConfigError, ImageError
 
 __all__ = ["Predictor", "PredictionReport", "load", "expand_paths", "run_cli", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS"]
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm", ".pbm", ".pnm"}
-)
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv"})
 #: longest side (px) a file is decoded at; the detector then sees at most its own ``max_side``
 MAX_DECODE_SIDE = 4096

@@ -12,7 +12,7 @@ import pytest
 from fermetric.data import dataset_splits, load_dataset, parse_data_arg
 from fermetric.data.base import ImageSet
 from fermetric.errors import ConfigError, DataError
-from packed import load_packed, read_pack_meta, write_packed
+from fermetric.data.packed import load_packed, read_pack_meta, write_packed
 
 
 def assert_same_set(packed: ImageSet, loaded: ImageSet) -> None:

@@ -92,6 +92,11 @@ def test_save_load_round_trip_and_safe_overwrite(predictor, crop_folder, tmp_pat
     assert loaded.search(query, 4) == index.search(query, 4)
     # the recorded checkpoint is enough to query the loaded index
     assert loaded.query(crop_folder / "happy" / "1.png", k=1, detect=False)[0].path == "happy/1.png"
+    # an index of the previous format (sha256 fingerprints) is refused with the way out
+    meta = json.loads((out / "meta.json").read_text())
+    (out / "meta.json").write_text(json.dumps({**meta, "format": 1}))
+    with pytest.raises(DataError, match="older fermetric.*rebuild it"):
+        EmbeddingIndex.load(out)
     index.save(out)  # overwriting an index is fine, and leaves no temporary directories behind
     assert sorted(p.name for p in tmp_path.iterdir()) == ["crops", "my.index"]
     (tmp_path / "precious").mkdir()

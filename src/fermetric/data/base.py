@@ -88,10 +88,10 @@ class DataWarning(UserWarning):
     """Something in a dataset was skipped or adjusted (bad rows, missing files, empty folders)."""
 
 
-# File name endings loaders treat as images (case-insensitive); other files in class folders
-# (README, .DS_Store, Thumbs.db, label files) are ignored.
+#: File name endings treated as images (case-insensitive) by the dataset loaders, ``predict`` and
+#: ``index build``; other files in class folders (README, .DS_Store, Thumbs.db, label files) are ignored.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm", ".pnm"}
+    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm", ".pbm", ".pnm"}
 )
 
 

@@ -96,7 +96,7 @@ def write_packed(path: str | os.PathLike, splits: Mapping[str, ImageSet], datase
     subject-fold dataset packed as split ``all`` (its ImageSet must carry ``groups``). The file
     is written to a temporary name beside ``path`` and renamed, so a pack is never half-written.
     """
-    from .. import __version__
+    from .._version import __version__
 
     if not splits:
         raise ConfigError(f"{path}: nothing to pack (no splits given)")

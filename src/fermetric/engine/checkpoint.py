@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write, fsync_dir, temp_file_beside
 
@@ -56,11 +56,7 @@ DEFAULT_WEIGHTS = "default.safetensors"
 
 
 # --------------------------------------------------------------------------------------- files
-# Kept under this name: training, tests and other modules call ``checkpoint.atomic_write_bytes``.
-atomic_write_bytes = atomic_write
-
-
-def _digest(state: dict | None) -> str:
+def state_digest(state: dict | None) -> str:
     """blake2b over names and bytes of a state dict's tensors (catches silent bit flips, which
     torch's zip container does not detect)."""
     h = hashlib.blake2b(digest_size=16)
@@ -77,18 +73,18 @@ def _digest(state: dict | None) -> str:
 def _with_digest(payload: dict) -> dict:
     if "model" not in payload:
         return payload
-    return {**payload, "digest": {"model": _digest(payload["model"]), "ema": _digest(payload.get("ema"))}}
+    return {**payload, "digest": {"model": state_digest(payload["model"]), "ema": state_digest(payload.get("ema"))}}
 
 
 def save(path: str | os.PathLike, payload: dict) -> Path:
-    """``torch.save(payload)`` to ``path`` atomically (see :func:`atomic_write_bytes`).
+    """``torch.save(payload)`` to ``path`` atomically (see :func:`~fermetric.fileio.atomic_write`).
 
     A payload with a ``model`` entry gets a ``digest`` of its model/EMA tensors, checked by
     :func:`load`.
     """
     payload = _with_digest(payload)
     try:
-        return atomic_write_bytes(path, writer=lambda handle: torch.save(payload, handle))
+        return atomic_write(path, writer=lambda handle: torch.save(payload, handle))
     except OSError as err:
         raise CheckpointError(f"cannot write checkpoint {path}: {err.strerror or err}; check free space and permissions") from err
 
@@ -115,7 +111,7 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> d
         raise CheckpointError(f"{path} is not a fermetric checkpoint (no meta/model entries)")
     check_meta(payload["meta"], path)
     digest = payload.get("digest")
-    if digest and (digest.get("model") != _digest(payload["model"]) or digest.get("ema") != _digest(payload.get("ema"))):
+    if digest and (digest.get("model") != state_digest(payload["model"]) or digest.get("ema") != state_digest(payload.get("ema"))):
         raise CheckpointError(f"checkpoint {path} is corrupt (its weights do not match their checksum); use another checkpoint")
     return payload
 
@@ -238,7 +234,7 @@ def save_training(out_dir: str | os.PathLike, payload: dict, is_best: bool = Fal
             raise
         fsync_dir(out_dir)
         if is_best:
-            atomic_write_bytes(out_dir / BEST, data)
+            atomic_write(out_dir / BEST, data)
     except OSError as err:
         raise CheckpointError(f"cannot write checkpoint in {out_dir}: {err.strerror or err}; "
                               "check free space and permissions") from err
@@ -289,7 +285,7 @@ def save_weights(path: str | os.PathLike, model_or_state, meta: dict) -> Path:
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
     metadata = {SAFETENSORS_META_KEY: json.dumps(_jsonable(meta))}
     try:
-        return atomic_write_bytes(path, st_save(tensors, metadata=metadata))
+        return atomic_write(path, st_save(tensors, metadata=metadata))
     except OSError as err:
         raise CheckpointError(f"cannot write {path}: {err.strerror or err}") from err
 

@@ -151,14 +151,3 @@ def wrap(module: torch.nn.Module, context: DistContext) -> torch.nn.Module:
     if context.device.type == "cuda":
         return DistributedDataParallel(module, device_ids=[context.device.index], find_unused_parameters=False)
     return DistributedDataParallel(module, find_unused_parameters=False)
-
-
-def unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    """The plain module inside DDP and/or ``torch.compile`` wrappers (for state dicts)."""
-    while True:
-        if hasattr(module, "_orig_mod"):
-            module = module._orig_mod
-        elif isinstance(module, torch.nn.parallel.DistributedDataParallel):
-            module = module.module
-        else:
-            return module

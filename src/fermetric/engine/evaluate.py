@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, ConfigError
+from ..fileio import json_default
 from . import metrics as M
 from ..losses.space import L2
 from .precision import autocast, resolve_precision
@@ -247,12 +248,6 @@ def format_table(result: dict, title: str = "") -> str:
     return "\n".join(lines)
 
 
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
 def dataset_options(args) -> dict:
     """``fold`` / ``label_mode`` / ``skip_bad`` CLI options that were given (loaders only get what they take)."""
     given = {key: getattr(args, key, None) for key in ("fold", "label_mode", "skip_bad")}
@@ -294,14 +289,14 @@ def run_cli(args) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
+        (out / "metrics.json").write_text(json.dumps(result, indent=2, default=json_default) + "\n")
         from ..plots import plot_confusion
 
         accuracy = "-" if result["accuracy"] is None else f"{result['accuracy']:.4f}"
         plot_confusion(result["confusion"], result["classes"], out / "confusion.png",
                        title=f"{name}/{args.split}: accuracy {accuracy}")
     if args.json:
-        sys.stdout.write(json.dumps(result, default=_json_default) + "\n")
+        sys.stdout.write(json.dumps(result, default=json_default) + "\n")
     else:
         print(format_table(result, title=f"{args.checkpoint} on {name}/{args.split} (tta={args.tta})"))
         if left_out and left_out["images"]:

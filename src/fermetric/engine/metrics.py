@@ -22,18 +22,18 @@ import warnings
 
 import numpy as np
 
+from ..losses.functional import l2_normalize
+
 __all__ = [
     "classification_metrics",
     "knn_accuracy",
     "centroid_accuracy",
     "retrieval_metrics",
-    "l2_normalize",
 ]
 
 
-def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
+def _unit(x) -> np.ndarray:
+    return l2_normalize(np.asarray(x, dtype=np.float32))
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes) -> dict:
@@ -121,7 +121,7 @@ def knn_accuracy(query, query_labels, reference=None, reference_labels=None, k: 
     if len(query) == 0 or k < 1:
         return None
     if normalize:
-        query, reference = l2_normalize(query), l2_normalize(reference)
+        query, reference = _unit(query), _unit(reference)
     found = _neighbours(query, reference, k, leave_one_out)
     neighbour_labels = reference_labels[found]  # [Nq, k], nearest first
     num_classes = int(max(query_labels.max(), reference_labels.max())) + 1
@@ -145,7 +145,7 @@ def centroid_accuracy(query, query_labels, reference=None, reference_labels=None
     if len(query) == 0 or len(reference) == 0:
         return None
     if normalize:
-        query, reference = l2_normalize(query), l2_normalize(reference)
+        query, reference = _unit(query), _unit(reference)
     present = np.unique(reference_labels)
     centroids = np.stack([reference[reference_labels == c].mean(axis=0) for c in present])
     _, nearest = _search(centroids, query, 1)
@@ -166,8 +166,8 @@ def retrieval_metrics(query, query_labels, reference=None, reference_labels=None
     if len(query) < 2 or (reference is not None and len(reference) == 0):
         return empty
     if normalize:
-        query = l2_normalize(query)
-        reference = None if reference is None else l2_normalize(reference)
+        query = _unit(query)
+        reference = None if reference is None else _unit(reference)
     if _faiss() is not None:
         # faiss's k-means: fixed seed (reproducible NMI), and no "too few points per centroid"
         # warning on small sets; PML's default k-NN is faiss too.

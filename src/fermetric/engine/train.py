@@ -64,8 +64,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import __version__
+from .._version import __version__
 from ..errors import ConfigError, TrainingError
+from ..fileio import atomic_write, json_default, write_json_atomic
 from ..losses.space import L2
 from . import checkpoint as ckpt
 from . import distributed as dist_utils
@@ -224,20 +225,8 @@ def _recipe_diff(saved: dict, current: dict, prefix: str = "") -> list[str]:
     return keys
 
 
-def _write_json_atomic(path: Path, data) -> None:
-    ckpt.atomic_write_bytes(path, (json.dumps(data, indent=2, default=_json_default) + "\n").encode())
-
-
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.4f}"
-
-
-def _json_default(value):
-    if isinstance(value, (np.generic,)):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 # ----------------------------------------------------------------------------------- trainer
@@ -472,8 +461,8 @@ class Trainer:
             self.best = None
 
     def _rewrite_metrics(self) -> None:
-        text = "".join(json.dumps(record, default=_json_default) + "\n" for record in self.history)
-        ckpt.atomic_write_bytes(self.out_dir / METRICS_FILE, text.encode())
+        text = "".join(json.dumps(record, default=json_default) + "\n" for record in self.history)
+        atomic_write(self.out_dir / METRICS_FILE, text.encode())
 
     # ------------------------------------------------------------------------------ steps
     def _augmented(self, index: torch.Tensor, epoch: int, batch: int) -> torch.Tensor:
@@ -636,7 +625,7 @@ class Trainer:
                 self.history.append(record)
                 ckpt.save_training(self.out_dir, self._payload(), is_best=is_best)
                 with open(self.out_dir / METRICS_FILE, "a") as handle:
-                    handle.write(json.dumps(record, default=_json_default) + "\n")
+                    handle.write(json.dumps(record, default=json_default) + "\n")
                 if self.progress:
                     self._print_epoch(record, is_best)
             else:
@@ -716,7 +705,7 @@ class Trainer:
             "recipe_config": self.recipe.to_dict(),
             "out_dir": str(self.out_dir),
         }
-        _write_json_atomic(self.out_dir / RESULTS_FILE, results)
+        write_json_atomic(self.out_dir / RESULTS_FILE, results)
         if self.progress:
             for split, values in metrics.items():
                 print(f"{split}: accuracy {_fmt(values['accuracy'])} macro-F1 {_fmt(values['macro_f1'])} "

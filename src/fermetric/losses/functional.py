@@ -8,6 +8,7 @@ its distance matrices in float32 and returns float32; float32 and float64 inputs
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -77,8 +78,25 @@ def label_masks(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return same & ~eye, ~same
 
 
-def l2_normalize(x: torch.Tensor) -> torch.Tensor:
-    return F.normalize(x, p=2.0, dim=-1, eps=1e-12)
+#: smallest norm divided by (an all-zero embedding stays zero instead of NaN)
+EPS = 1e-12
+
+
+def l2_normalize(z, slices: int = 1):
+    """``z [..., D]`` (torch or numpy) with each vector, or each of its ``slices`` equal parts, at unit L2 norm.
+
+    The one normalisation of the package: the losses, the embedding spaces (``losses/space.py``)
+    and the evaluation metrics all call it, so "normalised" means the same everywhere.
+    """
+    *lead, dim = z.shape
+    if dim % slices:
+        raise ValueError(f"embedding dim {dim} is not divisible into {slices} slices")
+    parts = z.reshape(*lead, slices, dim // slices)
+    if isinstance(z, torch.Tensor):
+        norms = parts.norm(dim=-1, keepdim=True).clamp_min(EPS)
+    else:
+        norms = np.maximum(np.linalg.norm(parts, axis=-1, keepdims=True), EPS)
+    return (parts / norms).reshape(*lead, dim)
 
 
 def _compiling() -> bool:

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from .functional import l2_normalize
 
 KINDS = ("l2", "sliced_l2", "raw")
-EPS = 1e-12
 
 
 @dataclass(frozen=True)
@@ -43,16 +43,9 @@ class EmbeddingSpace:
         """``z [N, D]`` (numpy or torch) mapped into the space (float32 numpy stays numpy)."""
         if self.kind == "raw":
             return z
-        is_torch = isinstance(z, torch.Tensor)
-        n, dim = z.shape
-        if dim % self.slices:
-            raise ConfigError(f"embedding dim {dim} is not divisible into {self.slices} slices")
-        parts = z.reshape(n, self.slices, dim // self.slices)
-        if is_torch:
-            norms = parts.norm(dim=-1, keepdim=True).clamp_min(EPS)
-        else:
-            norms = np.maximum(np.linalg.norm(parts, axis=-1, keepdims=True), EPS)
-        return (parts / norms).reshape(n, dim)
+        if z.shape[1] % self.slices:
+            raise ConfigError(f"embedding dim {z.shape[1]} is not divisible into {self.slices} slices")
+        return l2_normalize(z, self.slices)
 
     def to_dict(self) -> dict:
         return asdict(self)

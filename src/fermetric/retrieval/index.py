@@ -30,7 +30,6 @@ Design decisions (defaults stated):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -43,13 +42,16 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from .. import __version__, vocab
+from .. import vocab
+from .._version import __version__
 from ..errors import CheckpointError, ConfigError, DataError, ImageError
+from ..engine.checkpoint import state_digest
+from ..fileio import json_default
 from ..losses.space import EmbeddingSpace, space_of_meta
 
 __all__ = ["EmbeddingIndex", "Neighbor", "contact_sheet", "model_fingerprint", "run_cli_build", "run_cli_query"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: model_fingerprint is the checkpoints' state digest
 INDEX_FILE, ITEMS_FILE, META_FILE = "index.faiss", "items.npz", "meta.json"
 
 
@@ -63,13 +65,8 @@ class Neighbor(NamedTuple):
 
 
 def model_fingerprint(model) -> str:
-    """SHA-256 over a model's state dict (names, dtypes, shapes, values): "the same weights"."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        tensor = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.reshape(-1).view(-1).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
+    """"The same weights": the digest checkpoints carry (:func:`~fermetric.engine.checkpoint.state_digest`)."""
+    return state_digest(model.state_dict())
 
 
 def _in_space(embeddings: np.ndarray, space: EmbeddingSpace) -> np.ndarray:
@@ -288,7 +285,7 @@ class EmbeddingIndex:
             with open(tmp / ITEMS_FILE, "wb") as handle:
                 np.savez(handle, **arrays)
             meta = {**self.meta, "count": len(self), "dim": self.dim}
-            (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=json_default) + "\n")
             for name in (INDEX_FILE, ITEMS_FILE, META_FILE):
                 with open(tmp / name, "rb") as handle:
                     os.fsync(handle.fileno())
@@ -318,6 +315,9 @@ class EmbeddingIndex:
             raise DataError(f"index {path} is incomplete or corrupt ({type(err).__name__}); rebuild it") from None
         if meta.get("format", 1) > FORMAT_VERSION:
             raise DataError(f"index {path} was written by fermetric {meta.get('fermetric_version')}; upgrade fermetric")
+        if meta.get("format", 1) < FORMAT_VERSION:
+            raise DataError(f"index {path} was written by an older fermetric ({meta.get('fermetric_version')}, format "
+                            f"{meta.get('format', 1)}); rebuild it with `fermetric index build`")
         index = cls(arrays["embeddings"], arrays["paths"].tolist(), arrays["labels"], arrays["classes"].tolist(), meta,
                     thumbnails=arrays.get("thumbnails"))
         if faiss_index.ntotal != len(index) or faiss_index.d != index.dim:
@@ -333,14 +333,6 @@ def _source_string(source: str) -> str:
     return str(Path(source).resolve())
 
 
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (Path, tuple)):
-        return str(value) if isinstance(value, Path) else list(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
 def _folder_label(relative: Path) -> str | None:
     """The canonical emotion of the nearest enclosing folder named after one, else None."""
     for part in reversed(relative.parts[:-1]):
@@ -353,7 +345,8 @@ def _folder_label(relative: Path) -> str | None:
 
 def _folder_items(predictor, root: Path, detect: bool, progress=None):
     """``(grey crops, paths, labels, classes)`` of the images under ``root``."""
-    from ..predict import IMAGE_EXTENSIONS, expand_paths
+    from ..data.base import IMAGE_EXTENSIONS
+    from ..predict import expand_paths
 
     files, _ = expand_paths([root])
     crops, paths, names = [], [], []
