@@ -34,6 +34,9 @@ def test_every_recipe_reduces_the_loss(name, tiny_sets, tmp_path):
         # the method's own term must fall too (a DMSL sigma on the wrong scale once made it rise)
         metric = [h["train"]["metric"] for h in history]
         assert np.mean(metric[-2:]) < 0.9 * metric[0], metric
+    # the embedding head's BatchNorm shift stays at 0 (a learnable one let MT-DML collapse z)
+    weights = final_weights(tmp_path)
+    assert not weights["embedding_head.bn.bias"].any()
     val = results["metrics"]["val"]
     assert val["n"] == len(val_set) and 0 <= val["accuracy"] <= 1 and val["reference"] == "synthetic/train"
     assert results["recipe"] == name and results["tta"] == "none" and results["steps"] == 12

@@ -61,8 +61,12 @@ def test_ce_plus_metric_loss_reaches_every_parameter(variant):
     z = F.normalize(out["embedding"], dim=1)
     loss = F.cross_entropy(out["logits"], labels) + torch.cdist(z, z).mean()
     loss.backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    missing = [n for n, p in model.named_parameters()
+               if p.requires_grad and (p.grad is None or not torch.any(p.grad != 0))]
     assert missing == []
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert frozen == ["embedding_head.bn.bias"]  # the BNNeck shift (see EmbeddingHead)
+    assert torch.count_nonzero(model.embedding_head.bn.bias) == 0
 
 
 def test_regions_override_the_template_and_are_validated():
