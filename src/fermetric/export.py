@@ -35,7 +35,7 @@ from ._version import __version__
 from .errors import CheckpointError, ConfigError
 from .fileio import temp_file_beside
 
-__all__ = ["WEIGHT_DTYPES", "export_onnx", "export_weights", "read_onnx_meta", "run_cli"]
+__all__ = ["WEIGHT_DTYPES", "export_onnx", "export_weights", "read_onnx_meta"]
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("logits", "embedding")
@@ -227,24 +227,3 @@ def onnx_model_for(source, threads: int | None = None) -> tuple[OnnxRuntimeModel
     if not model.meta:
         raise CheckpointError(f"{path} has no fermetric metadata; export it with `fermetric export --format onnx`")
     return model, model.meta
-
-
-def run_cli(args) -> int:
-    """``fermetric export --checkpoint C --format onnx|safetensors [--dtype float16] --out FILE``."""
-    dtype = getattr(args, "dtype", None)
-    if args.format == "safetensors":
-        out = export_weights(args.checkpoint, args.out, dtype or "float32")
-        print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {dtype or 'float32'} weights); "
-              f"load it with fermetric.load({str(out)!r}) or --checkpoint {out}")
-        return 0
-    if args.format != "onnx":
-        raise ConfigError(f"unknown export format {args.format!r}; use onnx or safetensors")
-    if dtype not in (None, "float32"):
-        raise ConfigError("--dtype applies to --format safetensors; ONNX graphs are exported in float32")
-    out = export_onnx(args.checkpoint, args.out)
-    meta = read_onnx_meta(out)
-    shape = meta["input"]["shape"]
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): input {INPUT_NAME} float32 [N, {shape[1]}, {shape[2]}, {shape[3]}] "
-          f"normalised with {meta['preprocessing']}; outputs logits [N, {len(meta['classes'])}] "
-          f"({', '.join(meta['classes'])}) and embedding")
-    return 0

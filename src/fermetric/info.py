@@ -7,9 +7,7 @@ module still missing) is reported as such instead of failing the whole command.
 from __future__ import annotations
 
 import importlib
-import json
 import platform
-import sys
 
 from ._version import __version__
 
@@ -97,40 +95,3 @@ def collect() -> dict:
         "losses": _names(losses),
         "default_model": default_model(),
     }
-
-
-def format_info(info: dict) -> str:
-    def listing(value):
-        return ", ".join(value) if isinstance(value, list) else str(value)
-
-    device = info["device"]
-    if device.get("type") == "cuda":
-        device_text = f"CUDA {device.get('cuda_version')}: " + ", ".join(device["names"])
-    else:
-        device_text = f"CPU ({device.get('threads', '?')} threads)"
-    default = info["default_model"]
-    if default.get("shipped"):
-        default_text = f"shipped ({default.get('recipe')} on {default.get('dataset')})" if "error" not in default \
-            else f"shipped but unreadable: {default['error']}"
-    else:
-        default_text = "not shipped"
-    lines = [f"fermetric {info['fermetric']} (python {info['python']}, {info['platform']})"]
-    lines += [f"  {name:<24} {version or 'not installed'}" for name, version in info["versions"].items()]
-    lines += [
-        f"device:        {device_text}",
-        f"backbones:     {listing(info['backbones'])} (and timm:<any timm architecture>)",
-        f"recipes:       {listing(info['recipes'])}",
-        f"datasets:      {listing(info['datasets'])}",
-        f"losses:        {listing(info['losses'])} (and pml:<any pytorch-metric-learning loss>)",
-        f"default model: {default_text}",
-    ]
-    return "\n".join(lines)
-
-
-def run_cli(args) -> int:
-    info = collect()
-    if getattr(args, "json", False):
-        sys.stdout.write(json.dumps(info) + "\n")
-    else:
-        print(format_info(info))
-    return 0

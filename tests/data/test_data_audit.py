@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from argparse import Namespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from fermetric.cli import main
-from fermetric.data.audit import audit, run_cli
+from fermetric.data.audit import audit
 from fermetric.data.synthetic import make_synthetic_faces
 
 
@@ -55,7 +54,7 @@ def test_audit_counts_what_was_planted(planted):
 
 
 def test_audit_cli_json_and_table(planted, capsys):
-    assert run_cli(Namespace(dataset=f"fer2013={planted}", json=True)) == 0
+    assert main(["audit-data", f"fer2013={planted}", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)  # exactly one JSON object on stdout
     assert report["exact_duplicates"]["groups"] == 3
     assert main(["audit-data", f"fer2013={planted}"]) == 0

@@ -81,7 +81,7 @@ def test_every_consumer_uses_the_checkpoints_space(mtdml_model, train_set):
     from fermetric.engine.checkpoint import load_model
     from fermetric.engine.evaluate import embed, evaluate, preprocessing_from_meta
     from fermetric.retrieval import EmbeddingIndex
-    from fermetric.subclasses import embed_set
+    from fermetric.methods.subclasses import embed_set
 
     model, meta = load_model(mtdml_model)
     space = space_of_meta(meta)

@@ -1,4 +1,4 @@
-"""DMSL sub-class discovery ("mitosis"): fermetric.subclasses."""
+"""DMSL sub-class discovery ("mitosis"): fermetric.methods.subclasses."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from fermetric.errors import ConfigError, DataError
-from fermetric.subclasses import (
+from fermetric.methods.subclasses import (
     SubclassAssignment,
     SubclassWarning,
     assign_to_subclasses,
@@ -210,7 +210,7 @@ def make_imageset(labels, classes, size=8, seed=0):
 
 
 def test_exemplars_are_the_members_nearest_each_subcentroid(two_mode):
-    from fermetric.subclasses import exemplars
+    from fermetric.methods.subclasses import exemplars
 
     x, labels, _ = two_mode
     result = discover_subclasses(x, labels, 3, max_components=2)
@@ -223,7 +223,7 @@ def test_exemplars_are_the_members_nearest_each_subcentroid(two_mode):
 
 
 def test_nearest_centroid_matches_naive_and_skips_empty_classes(rng):
-    from fermetric.subclasses import nearest_centroid
+    from fermetric.methods.subclasses import nearest_centroid
 
     z = rng.normal(size=(50, 3)).astype(np.float32)
     centroids = rng.normal(size=(4, 3)).astype(np.float32)
@@ -249,13 +249,8 @@ def test_summary_csv_and_contact_sheet(two_mode, tmp_path):
 
     from PIL import Image
 
-    from fermetric.subclasses import (
-        contact_sheet,
-        exemplars,
-        format_summary,
-        summary_dict,
-        write_assignment_csv,
-    )
+    from fermetric.cli.subclasses import format_summary
+    from fermetric.methods.subclasses import contact_sheet, exemplars, summary_dict, write_assignment_csv
 
     x, labels, _ = two_mode
     labels = labels.copy()
@@ -338,7 +333,7 @@ def mitosis_run(tmp_path_factory):
     missing = _engine_missing()
     if missing:
         pytest.skip(f"{missing} is not in the tree yet (engine/data parts being written)")
-    from fermetric.subclasses import mitosis
+    from fermetric.methods.subclasses import mitosis
 
     train_set, kinds = two_mode_images(24, seed=0, split="train")
     val_set, _ = two_mode_images(6, seed=1, split="val")
@@ -381,7 +376,7 @@ def test_mitosis_rounds_train_on_subclasses_and_map_back(mitosis_run):
 
 def test_centroids_refit_on_the_training_set_match_the_subcentroids(mitosis_run):
     from fermetric.engine.evaluate import embed, preprocessing_from_meta
-    from fermetric.subclasses import fit_centroids, predict_nearest_centroid
+    from fermetric.methods.subclasses import fit_centroids, predict_nearest_centroid
 
     result, train_set, val_set, _ = mitosis_run
     final, prep = result.assignment, preprocessing_from_meta(result.meta)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from fermetric.cli import main
 from fermetric.errors import ConfigError, DataError
-from fermetric.plots import _find_confusion, plot_confusion, plot_curves, plot_embeddings, read_metrics, subsample
+from fermetric.reports.plots import find_confusion, plot_confusion, plot_curves, plot_embeddings, read_metrics, subsample
 
 
 def assert_png(path, min_size=(300, 200)):
@@ -80,12 +80,12 @@ def test_subsample_is_uniform_sorted_and_seeded():
     np.testing.assert_array_equal(subsample(5, 100), np.arange(5))
 
 
-def test_find_confusion_in_results_json():
+def testfind_confusion_in_results_json():
     results = {"classes": ["a", "b"], "recipe_config": {"data": {"x": 1}},
                "metrics": {"val": {"confusion": [[1, 0], [0, 1]], "classes": ["a", "b"]},
                            "test": {"confusion": [[2, 1], [0, 3]], "classes": ["a", "b"]}}}
-    assert _find_confusion(results) == ([[2, 1], [0, 3]], ["a", "b"])  # test preferred over val
-    assert _find_confusion({"metrics": {}}) is None
+    assert find_confusion(results) == ([[2, 1], [0, 3]], ["a", "b"])  # test preferred over val
+    assert find_confusion({"metrics": {}}) is None
 
 
 def test_cli_curves_and_confusion_from_a_run(tmp_path, capsys):

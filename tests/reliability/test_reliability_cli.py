@@ -229,13 +229,13 @@ def test_a_broken_recipe_file_is_one_line(tmp_path, dataset_root, run_cli):
 
 # --------------------------------------------------------------------------- the last resort
 def test_unexpected_failures_are_one_line_unless_debug(tmp_path, run_cli, monkeypatch):
-    from fermetric import info
+    from fermetric.cli import info
     from fermetric.cli import main
 
     def broken(args):
         raise TypeError("unsupported operand type(s) for +: 'int' and 'str'\n(second line)")
 
-    monkeypatch.setattr(info, "run_cli", broken)
+    monkeypatch.setattr(info, "run", broken)
     result = run_cli("info")
     assert result.code == 1 and len(result.err_lines) == 1
     assert "internal error: TypeError: unsupported operand" in result.err and "--debug" in result.err
@@ -245,7 +245,7 @@ def test_unexpected_failures_are_one_line_unless_debug(tmp_path, run_cli, monkey
     def disk_full(args):
         raise OSError(28, "No space left on device", str(tmp_path / "out.json"))
 
-    monkeypatch.setattr(info, "run_cli", disk_full)
+    monkeypatch.setattr(info, "run", disk_full)
     assert_one_line_error(run_cli("info"), "No space left on device", "out.json")
 
 
@@ -289,7 +289,7 @@ def test_warnings_are_one_line_too(run_cli, monkeypatch):
     """Python prints a warning as "file:line: Category: message" plus the source line; the CLI as one line."""
     import warnings
 
-    from fermetric import info
+    from fermetric.cli import info
     from fermetric.data.base import DataWarning
 
     def warns(args):
@@ -297,6 +297,6 @@ def test_warnings_are_one_line_too(run_cli, monkeypatch):
               end="", file=sys.stderr)
         return 0
 
-    monkeypatch.setattr(info, "run_cli", warns)
+    monkeypatch.setattr(info, "run", warns)
     assert run_cli("info").err == "fermetric info: warning: 3 images skipped\n"
     assert "loader.py:142: DataWarning" in run_cli("--debug", "info").err  # --debug: Python's own form

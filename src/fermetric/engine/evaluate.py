@@ -23,19 +23,14 @@ Decisions and defaults:
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import CheckpointError, ConfigError
-from ..fileio import json_default
 from . import metrics as M
 from ..losses.space import L2
 from .precision import autocast, resolve_precision
-from .progress import progress_bar
 
 TTA_MODES = ("none", "flip")
 
@@ -226,82 +221,3 @@ def preprocessing_from_meta(meta: dict):
 
 
 # ------------------------------------------------------------------------------------- output
-def format_table(result: dict, title: str = "") -> str:
-    """A plain-text report: headline metrics, per-class recall, confusion matrix."""
-    def fmt(value):
-        return "-" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
-
-    lines = [title] if title else []
-    keys = ("n", "accuracy", "macro_f1", "knn_accuracy", "centroid_accuracy", "precision_at_1", "map_at_r", "nmi",
-            "tta", "reference")
-    for key in keys:
-        if key in result:
-            label = f"knn_accuracy (k={result.get('knn_k')})" if key == "knn_accuracy" else key
-            lines.append(f"  {label:<24} {fmt(result[key])}")
-    classes = result.get("classes") or list(result.get("per_class_recall", {}))
-    if classes:
-        width = max(8, max(len(c) for c in classes) + 1)
-        lines.append("  per-class recall / confusion (rows: true, columns: predicted)")
-        lines.append("  " + " " * width + f"{'recall':>8} " + "".join(f"{c[:7]:>8}" for c in classes))
-        for name, row in zip(classes, result.get("confusion", [])):
-            lines.append(f"  {name:<{width}}{fmt(result['per_class_recall'].get(name)):>8} " + "".join(f"{v:>8}" for v in row))
-    return "\n".join(lines)
-
-
-def dataset_options(args) -> dict:
-    """``fold`` / ``label_mode`` / ``skip_bad`` CLI options that were given (loaders only get what they take)."""
-    given = {key: getattr(args, key, None) for key in ("fold", "label_mode", "skip_bad")}
-    return {key: value for key, value in given.items() if value is not None and value is not False}  # fold 0 counts
-
-
-def run_cli(args) -> int:
-    """``fermetric eval --checkpoint PATH|default --data DATASET=ROOT --split S [--tta] [--json] [--out DIR]``."""
-    from ..data import dataset_splits, load_dataset, parse_data_arg
-    from ..losses.space import space_of_meta
-    from .checkpoint import load_model
-    from .distributed import resolve_device
-
-    device = resolve_device(getattr(args, "device", "auto"))
-    model, meta = load_model(args.checkpoint, device=device)
-    name, root = parse_data_arg(args.data)
-    imageset = load_dataset(name, root, split=args.split, **dataset_options(args))
-    left_out = None
-    if getattr(args, "classes", "all") == "shared":
-        imageset, left_out = restrict_to_classes(imageset, meta["classes"])
-    imageset = align_classes(imageset, meta["classes"])
-    preprocessing = preprocessing_from_meta(meta)
-    reference = None
-    choice = getattr(args, "reference", "auto")
-    if choice == "train" or (choice == "auto" and args.split != "train" and "train" in dataset_splits(name, root)):
-        reference = load_dataset(name, root, split="train", **dataset_options(args))
-        if getattr(args, "classes", "all") == "shared":
-            reference, _ = restrict_to_classes(reference, meta["classes"])
-        reference = align_classes(reference, meta["classes"])
-    total = len(imageset) + (len(reference) if reference is not None else 0)
-    with progress_bar(f"eval {name}/{args.split}", total=total, enabled=not args.json) as progress:
-        result = evaluate(model, imageset, preprocessing, device=device, tta=args.tta, reference=reference,
-                          space=space_of_meta(meta), precision=args.precision, progress=progress)
-    result.update({"checkpoint": str(args.checkpoint), "dataset": name, "split": args.split,
-                   "precision": resolve_precision(args.precision, device),
-                   "recipe": meta["recipe"].get("name"), "model_classes": list(meta["classes"])})
-    if left_out is not None:
-        result["left_out"] = left_out
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(result, indent=2, default=json_default) + "\n")
-        from ..plots import plot_confusion
-
-        accuracy = "-" if result["accuracy"] is None else f"{result['accuracy']:.4f}"
-        plot_confusion(result["confusion"], result["classes"], out / "confusion.png",
-                       title=f"{name}/{args.split}: accuracy {accuracy}")
-    if args.json:
-        sys.stdout.write(json.dumps(result, default=json_default) + "\n")
-    else:
-        print(format_table(result, title=f"{args.checkpoint} on {name}/{args.split} (tta={args.tta})"))
-        if left_out and left_out["images"]:
-            print(f"  left out {left_out['images']} images of class(es) the model does not know: "
-                  f"{', '.join(left_out['classes'])} (--classes shared)")
-        if args.out:
-            print(f"  wrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'confusion.png'}")
-    return 0

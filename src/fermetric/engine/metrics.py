@@ -137,7 +137,11 @@ def knn_accuracy(query, query_labels, reference=None, reference_labels=None, k: 
 
 def centroid_accuracy(query, query_labels, reference=None, reference_labels=None,
                       normalize: bool = True) -> float | None:
-    """Accuracy of nearest class centroid (Euclidean); centroids are reference class means."""
+    """Accuracy of nearest class centroid (Euclidean); centroids are reference class means.
+
+    The centroids and the nearest-centroid rule are DMSL's own (``losses/dmsl.py``), so this
+    metric and the DMSL predictor cannot disagree.
+    """
     query_labels = np.asarray(query_labels, dtype=np.int64)
     if reference is None:
         reference, reference_labels = query, query_labels
@@ -146,10 +150,14 @@ def centroid_accuracy(query, query_labels, reference=None, reference_labels=None
         return None
     if normalize:
         query, reference = _unit(query), _unit(reference)
-    present = np.unique(reference_labels)
-    centroids = np.stack([reference[reference_labels == c].mean(axis=0) for c in present])
-    _, nearest = _search(centroids, query, 1)
-    predicted = present[nearest[:, 0]]
+    import torch
+
+    from ..losses.dmsl import class_centroids, nearest_centroid_predict
+
+    num_classes = int(max(reference_labels.max(), query_labels.max())) + 1
+    centroids = class_centroids(torch.from_numpy(np.asarray(reference, np.float32)),
+                                torch.from_numpy(reference_labels), num_classes)
+    predicted = nearest_centroid_predict(torch.from_numpy(np.asarray(query, np.float32)), centroids).numpy()
     return float(np.mean(predicted == query_labels))
 
 

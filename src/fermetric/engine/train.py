@@ -48,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import logging
 import math
 import os
 import platform
@@ -71,8 +72,10 @@ from ..losses.space import L2
 from . import checkpoint as ckpt
 from . import distributed as dist_utils
 from .evaluate import evaluate
-from .precision import autocast, available_cores, deterministic_mode, resolve_precision, thread_count
+from .precision import autocast, deterministic_mode, resolve_precision, thread_count
 from .progress import progress_bar
+
+log = logging.getLogger(__name__)  # epoch lines and resume notices (the CLI shows INFO on stderr)
 
 METRICS_FILE = "metrics.jsonl"
 #: FERNet's classifier parameters: re-initialised when a warm start changes the classes
@@ -404,7 +407,7 @@ class Trainer:
         found = ckpt.resume_checkpoint(self.out_dir, map_location=self.device)
         if found is None:
             if self.progress:
-                print(f"fermetric train: nothing to resume in {self.out_dir}; starting a new run", file=sys.stderr)
+                log.info(f"fermetric train: nothing to resume in {self.out_dir}; starting a new run")
             return
         payload, path = found
         saved = payload["meta"]
@@ -436,7 +439,7 @@ class Trainer:
             self._rewrite_metrics()
             if self.progress:
                 where = f"epoch {self.epochs_done}" + (f" + {self.partial['batch']} batches" if self.partial else "")
-                print(f"fermetric train: resumed {path} at {where} (step {self.step})", file=sys.stderr)
+                log.info(f"fermetric train: resumed {path} at {where} (step {self.step})")
 
     def _reconcile_best(self, payload: dict) -> None:
         """Make best.pt agree with the resumed history (a kill may fall between last and best)."""
@@ -627,7 +630,7 @@ class Trainer:
                 with open(self.out_dir / METRICS_FILE, "a") as handle:
                     handle.write(json.dumps(record, default=json_default) + "\n")
                 if self.progress:
-                    self._print_epoch(record, is_best)
+                    self._log_epoch(record, is_best)
             else:
                 self.history.append(record)
             dist_utils.barrier(self.ctx)
@@ -635,13 +638,13 @@ class Trainer:
         dist_utils.barrier(self.ctx)
         return dist_utils.broadcast_object(results, self.ctx)
 
-    def _print_epoch(self, record: dict, is_best: bool) -> None:
+    def _log_epoch(self, record: dict, is_best: bool) -> None:
         parts = " ".join(f"{k} {_fmt(v)}" for k, v in record["train"].items())
         val = record.get("val")
         val_text = f" | val acc {_fmt(val['accuracy'])}{' *' if is_best else ''}" if val else ""
         skipped = f" | skipped {record['skipped_batches']}" if record["skipped_batches"] else ""
-        print(f"epoch {record['epoch']}/{self.recipe.epochs} | {parts}{val_text} | "
-              f"{record['images_per_second'] or 0:,.0f} img/s | {record['seconds']:.1f}s{skipped}", file=sys.stderr)
+        log.info(f"epoch {record['epoch']}/{self.recipe.epochs} | {parts}{val_text} | "
+                 f"{record['images_per_second'] or 0:,.0f} img/s | {record['seconds']:.1f}s{skipped}")
 
     def _final_model(self) -> tuple[torch.nn.Module, str]:
         best_path = self.out_dir / ckpt.BEST
@@ -708,8 +711,8 @@ class Trainer:
         write_json_atomic(self.out_dir / RESULTS_FILE, results)
         if self.progress:
             for split, values in metrics.items():
-                print(f"{split}: accuracy {_fmt(values['accuracy'])} macro-F1 {_fmt(values['macro_f1'])} "
-                      f"(n={values['n']}, tta={tta}, {selection})", file=sys.stderr)
+                log.info(f"{split}: accuracy {_fmt(values['accuracy'])} macro-F1 {_fmt(values['macro_f1'])} "
+                         f"(n={values['n']}, tta={tta}, {selection})")
         return results
 
 
@@ -760,30 +763,3 @@ def train(recipe, train_set, val_set, out_dir, device="auto", seed: int = 0, res
         raise
     finally:
         dist_utils.cleanup(context)
-
-
-def run_cli(args) -> int:
-    """``fermetric train --recipe NAME --data DATASET=ROOT --out DIR [...]`` (see ``cli.py``)."""
-    from ..config import load_recipe, replace
-    from ..data import dataset_splits, load_dataset, parse_data_arg
-    from .evaluate import dataset_options
-
-    recipe = load_recipe(args.recipe, args.overrides)
-    if args.epochs is not None:
-        recipe = replace(recipe, epochs=args.epochs)
-    name, root = parse_data_arg(args.data)
-    options = dataset_options(args)
-    splits = set(dataset_splits(name, root))
-    train_set = load_dataset(name, root, "train", **options)
-    val_set = load_dataset(name, root, "val", **options) if "val" in splits else None
-    test_set = load_dataset(name, root, "test", **options) if "test" in splits else None
-    label = name + "".join(f" {k}={v}" for k, v in options.items())
-    results = train(recipe, train_set, val_set, args.out, device=args.device, seed=args.seed, resume=args.resume,
-                    on_nan=args.on_nan, max_steps=args.max_steps, progress=not args.quiet, test_set=test_set,
-                    dataset=label, precision=args.precision, deterministic=args.deterministic,
-                    threads=args.threads or (None if dist_utils.env_world()[1] > 1 else available_cores()))
-    if not args.quiet and dist_utils.env_world()[0] == 0:
-        scores = ", ".join(f"{split} accuracy {metrics['accuracy']:.4f}"
-                           for split, metrics in results["metrics"].items() if metrics)
-        print(f"{results['selection']}: {scores}; wrote {Path(args.out) / RESULTS_FILE}")
-    return 0

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import numpy as np
-import torch
 
 from ..errors import ConfigError
 from .functional import l2_normalize

@@ -34,7 +34,7 @@ import json
 import math
 import os
 import shutil
-import sys
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
@@ -44,12 +44,14 @@ import numpy as np
 
 from .. import vocab
 from .._version import __version__
+from ..data.base import DataWarning
 from ..errors import CheckpointError, ConfigError, DataError, ImageError
 from ..engine.checkpoint import state_digest
 from ..fileio import json_default
 from ..losses.space import EmbeddingSpace, space_of_meta
+from ..reports.sheets import image_grid
 
-__all__ = ["EmbeddingIndex", "Neighbor", "contact_sheet", "model_fingerprint", "run_cli_build", "run_cli_query"]
+__all__ = ["EmbeddingIndex", "Neighbor", "contact_sheet", "model_fingerprint"]
 
 FORMAT_VERSION = 2  # 2: model_fingerprint is the checkpoints' state digest
 INDEX_FILE, ITEMS_FILE, META_FILE = "index.faiss", "items.npz", "meta.json"
@@ -368,114 +370,20 @@ def _folder_items(predictor, root: Path, detect: bool, progress=None):
             paths.append(relative.as_posix() + (f"#face{i}" if detect else ""))
             names.append(_folder_label(relative))
     if skipped:
-        print(f"fermetric index: skipped {skipped} unreadable image(s) under {root}", file=sys.stderr)
+        warnings.warn(f"skipped {skipped} unreadable image(s) under {root}", DataWarning, stacklevel=2)
     classes = vocab.ordered({n for n in names if n is not None})
     labels = np.array([classes.index(n) if n is not None else -1 for n in names], dtype=np.int64)
     return crops, paths, labels, classes
 
 
-# ------------------------------------------------------------------------------ contact sheet
+
+
+
+
 def contact_sheet(query_image, results: list[Neighbor], out_png: str | os.PathLike, tiles=None,
                   columns: int = 6, tile_size: int = 112) -> Path:
-    """A PNG grid drawn with PIL: the query image, then one tile per result captioned with its
-    rank, label and distance. ``tiles`` are the results' images (``None``: a blank tile).
-
-    Crops are shown enlarged to ``tile_size`` px (bicubic), in grey as the model saw them.
-    """
-    from PIL import Image, ImageDraw, ImageFont
-
-    from ..data.imageio import to_array
-
-    def tile(image) -> "Image.Image":
-        if image is None:
-            return Image.new("L", (tile_size, tile_size), 235)
-        array = image if isinstance(image, np.ndarray) and image.ndim == 2 else to_array(image, mode="grey")
-        picture = Image.fromarray(np.asarray(array, dtype=np.uint8))
-        scale = tile_size / max(picture.size)
-        if scale != 1:
-            size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
-            picture = picture.resize(size, Image.Resampling.BICUBIC if scale > 1 else Image.Resampling.LANCZOS)
-        canvas = Image.new("L", (tile_size, tile_size), 255)
-        canvas.paste(picture, ((tile_size - picture.width) // 2, (tile_size - picture.height) // 2))
-        return canvas
-
+    """The query, then one tile per result captioned with its rank, label and distance
+    (:func:`~fermetric.reports.sheets.image_grid`); ``tiles``: the results' crops (``None``: blank)."""
     tiles = list(tiles) if tiles is not None else [None] * len(results)
     captions = ["query"] + [f"{i}. {r.label or '?'}\nd={r.distance:.3f}" for i, r in enumerate(results, 1)]
-    images = [tile(query_image)] + [tile(t) for t in tiles]
-    font_size = max(10, tile_size // 9)
-    try:
-        font = ImageFont.load_default(size=font_size)
-    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
-        font = ImageFont.load_default()
-    pad, caption = 6, 2 * (font_size + 3)
-    columns = max(1, min(columns, len(images)))
-    rows = math.ceil(len(images) / columns)
-    sheet = Image.new("RGB", (columns * (tile_size + pad) + pad, rows * (tile_size + caption + pad) + pad), "white")
-    draw = ImageDraw.Draw(sheet)
-    for i, (picture, text) in enumerate(zip(images, captions)):
-        x = pad + (i % columns) * (tile_size + pad)
-        y = pad + (i // columns) * (tile_size + caption + pad)
-        sheet.paste(picture.convert("RGB"), (x, y))
-        if i == 0:
-            draw.rectangle((x - 2, y - 2, x + tile_size + 1, y + tile_size + 1), outline=(0, 120, 255), width=2)
-        draw.multiline_text((x, y + tile_size + 2), text, fill="black", font=font, spacing=2)
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out)
-    return out
-
-
-# ---------------------------------------------------------------------------------------- CLI
-def run_cli_build(args) -> int:
-    """``fermetric index build --checkpoint C --data DATASET=ROOT|FOLDER --split S --out INDEX``."""
-    from ..engine.evaluate import dataset_options
-
-    from ..engine.progress import progress_bar
-
-    with progress_bar("index build") as progress:
-        index = EmbeddingIndex.build(args.checkpoint, args.data, split=args.split, device=args.device,
-                                     detect=getattr(args, "detect", False), precision=args.precision,
-                                     progress=progress, **dataset_options(args))
-    index.save(args.out)
-    known = int((index.labels >= 0).sum())
-    data = index.meta["data"]
-    where = f"{data['name']}/{data['split']}" if data["kind"] == "dataset" else data["root"]
-    print(f"indexed {len(index)} faces from {where} ({known} labelled, classes: {', '.join(index.classes) or 'none'}); "
-          f"{index.dim}-d embeddings of {index.meta['checkpoint']}; wrote {args.out}")
-    return 0
-
-
-def run_cli_query(args) -> int:
-    """``fermetric index query INDEX IMAGE -k 10 [--sheet PNG] [--json] [--no-detect]``."""
-    index = EmbeddingIndex.load(args.index)
-    predictor = index.predictor(device="cpu")
-    crop = index.query_crop(args.image, detect=not args.no_detect, predictor=predictor)
-    _, embedding = predictor.run_crops(crop[None])
-    results = index.search(embedding, args.k)[0]
-    if args.sheet:
-        index.contact_sheet(crop, results, args.sheet)
-    if args.json:
-        for rank, result in enumerate(results, 1):
-            sys.stdout.write(json.dumps({"rank": rank, **result._asdict()}) + "\n")
-        return 0
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(title=Text(f"{len(results)} nearest to {args.image}"))  # Text: file names are not markup
-    for column in ("rank", "path", "label", "distance"):
-        table.add_column(column, justify="right" if column in ("rank", "distance") else "left")
-    for rank, result in enumerate(results, 1):
-        table.add_row(str(rank), Text(result.path), result.label or "?", f"{result.distance:.4f}")
-    console = Console()
-    console.print(table)
-    votes: dict[str, int] = {}
-    for result in results:
-        if result.label:
-            votes[result.label] = votes.get(result.label, 0) + 1
-    if votes:
-        console.print("neighbours' labels: " + ", ".join(f"{c} {n}" for c, n in sorted(votes.items(), key=lambda kv: -kv[1])),
-                      highlight=False, markup=False)
-    if args.sheet:
-        console.print(f"wrote {args.sheet}", highlight=False, markup=False)
-    return 0
+    return image_grid([query_image, *tiles], captions, out_png, columns=columns, tile_size=tile_size, highlight={0})

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
 
-__all__ = ["plot_embeddings", "plot_confusion", "plot_curves", "read_metrics", "run_cli"]
+__all__ = ["plot_embeddings", "plot_confusion", "plot_curves", "read_metrics", "find_confusion"]
 
 
 def _figure(width: float, height: float):
@@ -205,7 +205,7 @@ def plot_curves(metrics_jsonl: str | os.PathLike, out: str | os.PathLike = "curv
 
 
 # ---------------------------------------------------------------------------------------- CLI
-def _find_confusion(results, preferred=("test", "val", "eval")) -> tuple[list, list] | None:
+def find_confusion(results, preferred=("test", "val", "eval")) -> tuple[list, list] | None:
     """``(confusion, classes)`` from a results/metrics JSON: top level, else a nested split entry."""
     if not isinstance(results, dict):
         return None
@@ -215,65 +215,7 @@ def _find_confusion(results, preferred=("test", "val", "eval")) -> tuple[list, l
     nested = [k for k in preferred if isinstance(results.get(k), dict)]
     nested += [k for k, v in results.items() if isinstance(v, dict) and k not in nested]
     for key in nested:
-        found = _find_confusion(results[key], preferred)
+        found = find_confusion(results[key], preferred)
         if found:
             return found
     return None
-
-
-def _run_file(run: str, name: str) -> Path:
-    path = Path(run)
-    return path / name if path.is_dir() else path
-
-
-def _load_split(args, meta: dict):
-    from .data import load_dataset, parse_data_arg
-    from .engine.evaluate import align_classes, dataset_options
-
-    if not args.data:
-        raise ConfigError(f"plot {args.kind} needs --data DATASET=ROOT (and --checkpoint)")
-    name, root = parse_data_arg(args.data)
-    imageset = load_dataset(name, root, split=args.split, **dataset_options(args))
-    return align_classes(imageset, meta["classes"]), name
-
-
-def run_cli(args) -> int:
-    """``fermetric plot embeddings|confusion|curves --out PNG [--run DIR] [--checkpoint C --data D]``."""
-    if args.kind == "curves":
-        if not args.run:
-            raise ConfigError("plot curves needs --run RUN_DIR (the folder with metrics.jsonl)")
-        out = plot_curves(_run_file(args.run, "metrics.jsonl"), args.out)
-    elif args.kind == "confusion" and args.run:
-        path = _run_file(args.run, "results.json")
-        if path.is_dir() or not path.is_file():
-            raise DataError(f"{path} does not exist; pass --run RUN_DIR with results.json, or --checkpoint and --data")
-        found = _find_confusion(json.loads(path.read_text()))
-        if not found:
-            raise DataError(f"{path} holds no confusion matrix; evaluate with --checkpoint and --data instead")
-        out = plot_confusion(found[0], found[1], args.out)
-    else:
-        from .engine.checkpoint import load_model
-        from .engine.distributed import resolve_device
-        from .engine.evaluate import embed, evaluate, preprocessing_from_meta
-
-        device = resolve_device(args.device)
-        model, meta = load_model(args.checkpoint, device=device)
-        imageset, name = _load_split(args, meta)
-        preprocessing = preprocessing_from_meta(meta)
-        if args.kind == "confusion":
-            result = evaluate(model, imageset, preprocessing, device=device, embedding_metrics=False)
-            out = plot_confusion(result["confusion"], result["classes"], args.out,
-                                 title=f"{name}/{args.split}: accuracy {result['accuracy']:.4f}")
-        else:
-            keep = subsample(len(imageset), args.max_points)  # embed only what is plotted
-            subset = imageset.subset(keep)
-            from .losses.space import space_of_meta
-
-            space = space_of_meta(meta)
-            _, embeddings = embed(model, subset, preprocessing, device)
-            embeddings = space(embeddings)
-            out = plot_embeddings(embeddings, subset.labels, subset.classes, args.method, args.out,
-                                  max_points=args.max_points,
-                                  title=f"{args.method} of {name}/{args.split} ({len(subset)} faces, {space.kind} space)")
-    print(f"wrote {out}")
-    return 0

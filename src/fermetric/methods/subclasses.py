@@ -15,7 +15,7 @@ modes. Mitosis finds them and turns them into labels:
   centroid; fermetric re-estimates the centroids on the whole training set after training
   (methods.md, design), for classes or sub-classes. Sub-class predictions map back to their
   parent class for accuracy.
-* :func:`run_cli`: ``fermetric subclasses``, which writes the sub-class structure for a person
+* ``fermetric subclasses`` (``cli/subclasses.py``) writes the sub-class structure for a person
   to inspect (counts, the images nearest each sub-centroid, a contact sheet).
 
 Design decisions (all options, defaults stated):
@@ -55,11 +55,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ConfigError, DataError
-from .losses.space import RAW, EmbeddingSpace, space_of_meta, space_of_recipe
+from ..errors import ConfigError, DataError
+from ..engine.checkpoint import load_model
+from ..engine.evaluate import embed, preprocessing_from_meta
+from ..engine.train import WEIGHTS_FILE, train
+from ..losses.dmsl import class_centroids, nearest_centroid_predict
+from ..losses.space import RAW, EmbeddingSpace, space_of_recipe
+from ..reports.sheets import image_grid
 
 if TYPE_CHECKING:  # heavy imports stay lazy: `fermetric --help` must not import torch
-    from .data.base import ImageSet
+    from ..data.base import ImageSet
 
 SELECT_MODES = ("fixed", "bic")
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
@@ -389,7 +394,6 @@ def embed_set(model, imageset: "ImageSet", preprocessing, device, space: Embeddi
               batch_size: int = 256, tta: str = "none", precision: str = "auto",
               progress=None) -> tuple[np.ndarray, np.ndarray]:
     """``(logits, embeddings)`` of a whole set as float32 numpy, embeddings L2-normalised if asked."""
-    from .engine.evaluate import embed
     logits, embeddings = embed(model, imageset, preprocessing, device, batch_size=batch_size, tta=tta, precision=precision,
                                progress=progress)
     embeddings = _to_numpy(embeddings).astype(np.float32)
@@ -399,8 +403,6 @@ def embed_set(model, imageset: "ImageSet", preprocessing, device, space: Embeddi
 def nearest_centroid(embeddings, centroids) -> np.ndarray:
     """Index of the nearest centroid per row (centroids that are NaN, i.e. empty classes, never win)."""
     import torch
-
-    from .losses.dmsl import nearest_centroid_predict
 
     z = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
     c = torch.as_tensor(np.asarray(centroids, dtype=np.float32))
@@ -420,8 +422,6 @@ def fit_centroids(model, train_set: "ImageSet", preprocessing, device="cpu", lab
     model's embedding space (``space_of_meta(meta)``).
     """
     import torch
-
-    from .losses.dmsl import class_centroids
 
     labels = train_set.labels if labels is None else np.asarray(labels, dtype=np.int64)
     num_classes = train_set.num_classes if num_classes is None else num_classes
@@ -514,9 +514,6 @@ def mitosis(
     """
     from dataclasses import replace as replace_dataclass
 
-    from .engine.checkpoint import load_model
-    from .engine.evaluate import preprocessing_from_meta
-    from .engine.train import WEIGHTS_FILE, train
 
     if rounds < 1:
         raise ConfigError(f"mitosis rounds must be >= 1, got {rounds}")
@@ -638,79 +635,12 @@ def write_assignment_csv(path, assignment: SubclassAssignment, imageset: "ImageS
 
 def contact_sheet(path, images: np.ndarray, assignment: SubclassAssignment, nearest: list[np.ndarray],
                   columns: int = 8) -> Path:
-    """A PNG grid: one row per sub-class, its images nearest the sub-centroid, titled name and count."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    rows = max(assignment.num_subclasses, 1)
-    # Figure + Agg canvas rather than pyplot: no global state, no display backend needed.
-    figure = Figure(figsize=(1.0 * columns + 1.2, 1.05 * rows + 0.2), dpi=80)
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(rows, columns, squeeze=False)
-    for row in range(rows):
-        for col in range(columns):
-            ax = axes[row, col]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            chosen = nearest[row] if row < len(nearest) else []
-            if col < len(chosen):
-                ax.imshow(images[chosen[col]], cmap="gray", vmin=0, vmax=255)
-        if row < assignment.num_subclasses:
-            axes[row, 0].set_ylabel(f"{assignment.names[row]}\nn={int(assignment.counts[row])}",
-                                    rotation=0, ha="right", va="center", fontsize=8)
-    figure.subplots_adjust(left=1.1 / (columns + 1.2), right=0.99, top=0.99, bottom=0.01, wspace=0.05, hspace=0.1)
-    path = Path(path)
-    figure.savefig(path, format="png")
-    return path
-
-
-def format_summary(assignment: SubclassAssignment, title: str = "") -> str:
-    """A readable, aligned text summary: per class, its sub-classes and their sizes."""
-    width = max([len(c) for c in assignment.classes] + [5])
-    lines = [title] if title else []
-    lines.append(f"{len(assignment.classes)} classes -> {assignment.num_subclasses} sub-classes "
-                 f"(at most {assignment.options.get('max_components')} per class, "
-                 f"classes of >= {assignment.options.get('min_samples')} images split)")
-    for c, name in enumerate(assignment.classes):
-        subs = assignment.subclasses_of(c)
-        n = int(assignment.counts[subs].sum())
-        parts = "  ".join(f"{assignment.names[s]} {int(assignment.counts[s])}" for s in subs) or "-"
-        note = assignment.info.get(name, {}).get("reason")
-        lines.append(f"  {name:<{width}} {n:>7}   {parts}" + (f"   ({note})" if note else ""))
-    return "\n".join(lines)
-
-
-def run_cli(args) -> int:
-    """``fermetric subclasses``: discover and write the sub-class structure of a dataset split."""
-    from .data import load_dataset, parse_data_arg
-    from .engine.checkpoint import load_model
-    from .engine.distributed import resolve_device
-    from .engine.evaluate import dataset_options, preprocessing_from_meta
-    from .engine.progress import progress_bar
-
-    device = resolve_device(args.device)
-    model, meta = load_model(args.checkpoint, device)
-    name, root = parse_data_arg(args.data)
-    imageset = load_dataset(name, root, split=args.split, **dataset_options(args))
-    if not (imageset.labels >= 0).any():
-        raise DataError(f"{name} split {args.split!r} has no labelled image; choose a labelled split (e.g. --split train)")
-    preprocessing = preprocessing_from_meta(meta)
-    space = space_of_meta(meta)
-    with progress_bar(f"embed {name}/{args.split}", total=len(imageset)) as progress:
-        _, z = embed_set(model, imageset, preprocessing, device, space, precision=args.precision, progress=progress)
-    assignment = discover_subclasses(z, imageset.labels, imageset.num_classes, max_components=args.max_components,
-                                     min_samples=args.min_samples, classes=imageset.classes)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    nearest = exemplars(z, assignment)
-    summary = summary_dict(assignment, imageset.paths, nearest, checkpoint=str(args.checkpoint), dataset=name,
-                           root=str(root), split=args.split, n=len(imageset), embedding_space=space.to_dict())
-    (out / "subclasses.json").write_text(json.dumps(summary, indent=2))
-    write_assignment_csv(out / "assignment.csv", assignment, imageset)
-    contact_sheet(out / "contact_sheet.png", imageset.images, assignment, nearest)
-    print(format_summary(assignment, title=f"{name} {args.split}: {len(imageset)} images"))
-    print(f"wrote {out / 'subclasses.json'}, {out / 'assignment.csv'}, {out / 'contact_sheet.png'}")
-    return 0
-
+    """A PNG grid: one row per sub-class, its images nearest the sub-centroid; the row's first
+    tile is captioned with the sub-class name and size (:func:`~fermetric.reports.sheets.image_grid`)."""
+    tiles, captions = [], []
+    for s in range(max(assignment.num_subclasses, 1)):
+        chosen = list(nearest[s][:columns]) if s < len(nearest) else []
+        tiles += [images[i] for i in chosen] + [None] * (columns - len(chosen))
+        title = f"{assignment.names[s]}\nn={int(assignment.counts[s])}" if s < assignment.num_subclasses else ""
+        captions += [title] + [""] * (columns - 1)
+    return image_grid(tiles, captions, path, columns=columns, tile_size=64)

@@ -1,7 +1,11 @@
 """The ``fermetric`` command line.
 
-This file only declares the commands and their options; each command is run by a ``run_cli(args)``
-function in the module that owns the work (imported lazily, so ``fermetric --help`` is instant).
+This package is the only place that parses arguments or prints: this file declares the commands
+and their options; each command is run by ``run(args)`` in its own module here (``cli/train.py``,
+``cli/predict.py``...; imported lazily, so ``fermetric --help`` is instant), which calls the
+library and formats what it returns. Shared preambles (loading a model, a dataset split) live in
+``cli/common.py``. The library reports through return values, progress callbacks, warnings and
+the ``fermetric`` logger, which this module sends to stderr for the duration of a command.
 A :class:`~fermetric.errors.FermetricError` prints one line and exits non-zero (2); any other
 exception prints one line too (an ``OSError`` as an error, exit 2; anything else as an internal
 error, exit 1), and so does every warning; ``--debug`` shows tracebacks and Python's own warning
@@ -11,27 +15,59 @@ format instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
 import sys
 import warnings
 
-from ._version import __version__
-from .errors import FermetricError
+from .._version import __version__
+from ..errors import FermetricError
 
 # command -> "module:function" taking the parsed arguments and returning an exit code
 HANDLERS = {
-    "train": "fermetric.engine.train:run_cli",
-    "eval": "fermetric.engine.evaluate:run_cli",
-    "audit-data": "fermetric.data.audit:run_cli",
-    "info": "fermetric.info:run_cli",
-    "demo": "fermetric.predict:run_cli_demo",
-    "predict": "fermetric.predict:run_cli",
-    "index-build": "fermetric.retrieval.index:run_cli_build",
-    "index-query": "fermetric.retrieval.index:run_cli_query",
-    "plot": "fermetric.plots:run_cli",
-    "export": "fermetric.export:run_cli",
-    "subclasses": "fermetric.subclasses:run_cli",
+    "train": "fermetric.cli.train:run",
+    "eval": "fermetric.cli.eval:run",
+    "audit-data": "fermetric.cli.audit:run",
+    "info": "fermetric.cli.info:run",
+    "demo": "fermetric.cli.predict:run_demo",
+    "predict": "fermetric.cli.predict:run",
+    "index-build": "fermetric.cli.index:run_build",
+    "index-query": "fermetric.cli.index:run_query",
+    "plot": "fermetric.cli.plot:run",
+    "export": "fermetric.cli.export:run",
+    "subclasses": "fermetric.cli.subclasses:run",
 }
+
+
+class _StderrHandler(logging.Handler):
+    """The library's log lines as plain lines on the *current* ``sys.stderr`` (looked up at each
+    record, so redirected or captured stderr gets them too)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:  # never let reporting break a command
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def _library_log(quiet: bool):
+    """Route the ``fermetric`` logger's INFO lines to stderr while a command runs."""
+    logger = logging.getLogger("fermetric")
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def _data_options(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -236,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
             f"fermetric {args.command}: warning: {' '.join(str(message).split())}\n")
     try:
         handler = getattr(importlib.import_module(module_name), function_name)
-        return int(handler(args) or 0)
+        with _library_log(quiet=bool(getattr(args, "quiet", False) or getattr(args, "json", False))):
+            return int(handler(args) or 0)
     except FermetricError as err:
         if args.debug:
             raise

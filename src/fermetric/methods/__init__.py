@@ -1,0 +1,1 @@
+"""Procedures that drive the engine: DMSL sub-class discovery and mitosis (``subclasses``)."""

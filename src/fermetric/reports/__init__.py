@@ -1,0 +1,1 @@
+"""Figures and contact sheets drawn from arrays and results (no model, no engine)."""
