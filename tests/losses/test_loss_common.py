@@ -10,6 +10,7 @@ from fermetric.errors import ConfigError, FermetricError
 from fermetric.losses import (
     LOSSES,
     ExpressionMetricLoss,
+    MetricLoss,
     GaussianStructureLoss,
     LossInputError,
     MultiThresholdTripletLoss,
@@ -34,7 +35,7 @@ def build(name: str):
 
 
 def call(loss, x, y):
-    if isinstance(loss, TripletCenterLoss):
+    if loss.needs_logits:
         g = torch.Generator().manual_seed(1)
         return loss(x, y, logits=torch.randn(len(y), NUM_CLASSES, generator=g))
     return loss(x, y)
@@ -117,7 +118,7 @@ def test_bad_shapes_raise_one_line_errors(name):
 
 
 def test_registry_and_create_loss():
-    assert LOSSES.names() == ["dmsl", "emlf", "mtdml", "tcl"]
+    assert {"dmsl", "emlf", "mtdml", "tcl"} <= set(LOSSES.names())
     tcl = create_loss("tcl", 7, 32, negatives="semi_synthesized", margin=0.3)
     assert isinstance(tcl, TripletCenterLoss) and tcl.centers.shape == (7, 32) and tcl.margin == 0.3
     mtdml = create_loss("mtdml", 7, 512, num_slices=8, margin_range=[0.1, 0.8], dual=True)  # YAML gives lists
@@ -145,7 +146,7 @@ def test_every_shipped_recipe_builds_its_loss():
         x = torch.randn(16, recipe.model.embedding_dim, generator=torch.Generator().manual_seed(0))
         y = torch.arange(16) % 4
         logits = torch.randn(16, 7)
-        value = loss(x, y, logits=logits) if isinstance(loss, TripletCenterLoss) else loss(x, y)
+        value = loss(x, y, logits=logits) if loss.needs_logits else loss(x, y)
         assert torch.isfinite(value)
         built += 1
     assert built >= 4
@@ -165,3 +166,30 @@ def test_safe_sqrt_and_pairwise_distances():
     self_d = pairwise_distances(x)
     assert torch.equal(self_d.diagonal(), torch.zeros(5, dtype=torch.float64))
     assert torch.allclose(self_d, torch.cdist(x, x), atol=1e-12)
+
+
+@pytest.mark.parametrize("name", LOSSES.names())
+def test_every_registered_loss_keeps_the_contract(name):
+    """A new loss joins this test by registering itself: built from defaults, it is a MetricLoss,
+    declares its space, takes logits only when it says so, and trains (finite value, gradient)."""
+    loss = create_loss(name, NUM_CLASSES, DIM)
+    assert isinstance(loss, MetricLoss) and loss.loss_name == name
+    space = loss.embedding_space
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(20, DIM, generator=g, requires_grad=True)
+    y = torch.arange(20) % NUM_CLASSES
+    logits = torch.randn(20, NUM_CLASSES, generator=g)
+    value = loss(x, y, logits=logits) if loss.needs_logits else loss(x, y)
+    value.backward()
+    assert value.ndim == 0 and torch.isfinite(value) and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    # The loss is blind to whatever its space removes (the norm, for a normalised space).
+    if loss.normalize and space.kind != "raw":
+        torch.manual_seed(0)
+        again = loss(3.0 * x.detach(), y, logits=logits) if loss.needs_logits else loss(3.0 * x.detach(), y)
+        assert torch.allclose(again, value.detach(), atol=1e-5)
+
+
+def test_needs_logits_is_declared_not_guessed():
+    assert not create_loss("tcl", NUM_CLASSES, DIM).needs_logits  # fully synthesized (default)
+    assert create_loss("tcl", NUM_CLASSES, DIM, negatives="prediction_based").needs_logits
+    assert not any(create_loss(n, NUM_CLASSES, DIM).needs_logits for n in ("mtdml", "dmsl", "emlf"))

@@ -46,7 +46,6 @@ Reproducibility and robustness:
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import logging
 import math
@@ -145,13 +144,6 @@ def checkpoint_bytes_estimate(model: torch.nn.Module, optimizer_name: str, ema: 
     param_bytes = sum(p.numel() * 4 for p in model.parameters()) + sum(b.numel() * 4 for b in model.buffers())
     copies = 1 + (2 if optimizer_name == "adamw" else 1) + (1 if ema else 0)  # weights, optimizer state, EMA
     return 3 * copies * param_bytes + 2 * param_bytes + MIN_FREE_BYTES
-
-
-def _accepts(function, name: str) -> bool:
-    try:
-        return name in inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 class TrainModule(torch.nn.Module):
@@ -304,7 +296,7 @@ class Trainer:
         if recipe.loss.name:
             self.loss_fn = create_loss(recipe.loss.name, int(metric_classes or num_classes), recipe.model.embedding_dim,
                                        **dict(recipe.loss.options or {})).to(self.device)
-        self.loss_takes_logits = self.loss_fn is not None and _accepts(self.loss_fn.forward, "logits")
+        self.loss_takes_logits = bool(self.loss_fn is not None and self.loss_fn.needs_logits)
         if self.loss_takes_logits and metric_labels is not None:
             raise ConfigError(f"loss {recipe.loss.name!r} reads the classifier's logits, so it cannot train on "
                               "labels other than the classifier's (metric_labels)")

@@ -1,9 +1,10 @@
 """The four metric losses fermetric reproduces, one file each, behind the ``LOSSES`` registry.
 
-Every loss follows pytorch-metric-learning's calling convention, ``loss(embeddings, labels)``
-(``TripletCenterLoss`` also takes ``logits=``), and returns a scalar tensor: float32 for
-half-precision input, autocast off inside. The recipe's ``loss.options`` are passed as keyword
-arguments through :func:`create_loss`.
+Every loss is a :class:`~fermetric.losses.base.MetricLoss`: pytorch-metric-learning's calling
+convention, ``loss(embeddings, labels, logits=None)``, a scalar tensor (float32 for half-precision
+input, autocast off inside), and the properties the engine reads (``embedding_space``,
+``needs_logits``). The recipe's ``loss.options`` are passed as keyword arguments through
+:func:`create_loss`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import inspect
 import torch.nn as nn
 
 from ..errors import ConfigError
-from ..registry import Registry
+from .base import LOSSES, MetricLoss
+# Each loss registers itself in LOSSES on import: adding one is its file plus one line here.
 from .dmsl import GaussianStructureLoss, class_centroids, nearest_centroid_predict
 from .emlf import ExpressionMetricLoss
 from .functional import LossInputError
@@ -25,6 +27,7 @@ from .tcl import TripletCenterLoss
 
 __all__ = [
     "LOSSES",
+    "MetricLoss",
     "create_loss",
     "MultiThresholdTripletLoss",
     "GaussianStructureLoss",
@@ -39,11 +42,6 @@ __all__ = [
     "space_of_recipe",
 ]
 
-LOSSES: Registry = Registry("loss")
-LOSSES.register("mtdml")(MultiThresholdTripletLoss)
-LOSSES.register("dmsl")(GaussianStructureLoss)
-LOSSES.register("tcl")(TripletCenterLoss)
-LOSSES.register("emlf")(ExpressionMetricLoss)
 
 _SIZES = ("num_classes", "embedding_dim")
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 
 from ..errors import ConfigError
-from .space import L2, RAW, EmbeddingSpace
+from .base import LOSSES, MetricLoss
 from .functional import (
     LossInputError,
-    check_inputs,
     compute_dtype_tensor,
-    l2_normalize,
     no_autocast,
     one_hot,
     squared_distances,
@@ -21,7 +18,8 @@ from .functional import (
 MIXUP_LABELS = ("soft", "authors")
 
 
-class GaussianStructureLoss(nn.Module):
+@LOSSES.register("dmsl")
+class GaussianStructureLoss(MetricLoss):
     """Makes every class a Gaussian around its batch mean: responsibilities should equal the labels.
 
     Paper (Marrero Fernandez et al.; the structured loss as in the authors' public code, ``docs/METHODS.md``
@@ -71,40 +69,34 @@ class GaussianStructureLoss(nn.Module):
         self.normalize = bool(normalize)
         self.num_classes = num_classes
 
-    @property
-    def embedding_space(self) -> EmbeddingSpace:
-        """Where this loss measures distances: the L2-normalised embedding, or the raw one."""
-        return L2 if self.normalize else RAW
+    loss_name = "dmsl"
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        check_inputs("dmsl", embeddings, labels, self.num_classes)
+    def check(self, embeddings, labels, logits) -> None:
+        if self.num_classes is None and labels.numel() and int(labels.min()) < 0:
+            raise LossInputError("dmsl: labels must be >= 0; drop unlabeled (-1) items before the loss")
+
+    def compute(self, z: torch.Tensor, labels: torch.Tensor, logits=None) -> torch.Tensor:
         num_classes = self.num_classes
         if num_classes is None:
-            if labels.numel() and int(labels.min()) < 0:
-                raise LossInputError("dmsl: labels must be >= 0; drop unlabeled (-1) items before the loss")
             num_classes = int(labels.max()) + 1 if labels.numel() else 1
-        with no_autocast(embeddings):
-            z = compute_dtype_tensor(embeddings)
-            if self.normalize:
-                z = l2_normalize(z)
-            targets = one_hot(labels, num_classes, z.dtype)  # [B, C]
-            counts = targets.sum(0)
-            present = counts > 0
-            centroids = (targets.T @ z) / counts.clamp_min(1.0).unsqueeze(1)  # [C, D], batch class means
-            if self.mixup and self.training and z.shape[0] > 1:
-                lam = torch.distributions.Beta(
-                    torch.tensor(self.mixup_alpha, device=z.device), torch.tensor(self.mixup_alpha, device=z.device)
-                ).sample().to(z.dtype)
-                perm = torch.randperm(z.shape[0], device=z.device)
-                z = torch.cat([z, lam * z + (1 - lam) * z[perm]])
-                if self.mixup_labels == "soft":
-                    mixed_targets = lam * targets + (1 - lam) * targets[perm]
-                else:  # "authors": interpolated class indices, so only same-class mixes keep a target
-                    mixed_targets = targets * (labels == labels[perm]).to(z.dtype).unsqueeze(1)
-                targets = torch.cat([targets, mixed_targets])
-            logits = squared_distances(z, centroids) / (-2.0 * self.sigma**2)
-            responsibilities = logits.masked_fill(~present, float("-inf")).softmax(-1)
-            return (responsibilities - targets).pow(2).sum(-1).sum() / max(z.shape[0], 1)
+        targets = one_hot(labels, num_classes, z.dtype)  # [B, C]
+        counts = targets.sum(0)
+        present = counts > 0
+        centroids = (targets.T @ z) / counts.clamp_min(1.0).unsqueeze(1)  # [C, D], batch class means
+        if self.mixup and self.training and z.shape[0] > 1:
+            lam = torch.distributions.Beta(
+                torch.tensor(self.mixup_alpha, device=z.device), torch.tensor(self.mixup_alpha, device=z.device)
+            ).sample().to(z.dtype)
+            perm = torch.randperm(z.shape[0], device=z.device)
+            z = torch.cat([z, lam * z + (1 - lam) * z[perm]])
+            if self.mixup_labels == "soft":
+                mixed_targets = lam * targets + (1 - lam) * targets[perm]
+            else:  # "authors": interpolated class indices, so only same-class mixes keep a target
+                mixed_targets = targets * (labels == labels[perm]).to(z.dtype).unsqueeze(1)
+            targets = torch.cat([targets, mixed_targets])
+        logits = squared_distances(z, centroids) / (-2.0 * self.sigma**2)
+        responsibilities = logits.masked_fill(~present, float("-inf")).softmax(-1)
+        return (responsibilities - targets).pow(2).sum(-1).sum() / max(z.shape[0], 1)
 
     def extra_repr(self) -> str:
         return (f"sigma={self.sigma}, mixup={self.mixup}, mixup_alpha={self.mixup_alpha}, "

@@ -7,13 +7,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from .space import L2, RAW, EmbeddingSpace
+from .base import LOSSES, MetricLoss
 from .functional import (
     LossInputError,
-    check_inputs,
-    compute_dtype_tensor,
-    l2_normalize,
-    no_autocast,
     one_hot,
     pairwise_distances,
 )
@@ -21,7 +17,8 @@ from .functional import (
 CENTERS = ("running", "learnable")
 
 
-class ExpressionMetricLoss(nn.Module):
+@LOSSES.register("emlf")
+class ExpressionMetricLoss(MetricLoss):
     """Compactness towards class centres plus a squared hinge that pushes centres apart.
 
     Paper (Yu & Bai 2020): a metric loss that increases intra-class similarity and inter-class
@@ -74,31 +71,25 @@ class ExpressionMetricLoss(nn.Module):
         else:
             self.centers = nn.Parameter(F.normalize(torch.randn(num_classes, embedding_dim), dim=1))
 
-    @property
-    def embedding_space(self) -> EmbeddingSpace:
-        """Where this loss measures distances: the L2-normalised embedding, or the raw one."""
-        return L2 if self.normalize else RAW
+    loss_name = "emlf"
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        check_inputs("emlf", embeddings, labels, self.num_classes)
+    def check(self, embeddings, labels, logits) -> None:
         if embeddings.shape[1] != self.embedding_dim:
             raise LossInputError(f"emlf: embedding dim {embeddings.shape[1]} != embedding_dim={self.embedding_dim}; "
                                  "create the loss with the model's embedding_dim")
-        with no_autocast(embeddings):
-            z = compute_dtype_tensor(embeddings)
-            if self.normalize:
-                z = l2_normalize(z)
-            if self.center_mode == "learnable":
-                dtype = torch.promote_types(z.dtype, self.centers.dtype)
-                z, centers = z.to(dtype), self.centers.to(dtype)
-                exists = torch.ones(self.num_classes, dtype=torch.bool, device=z.device)
-            else:
-                centers, exists = self._blend_running(z, labels)
-            compact = (z - centers[labels]).pow(2).sum(1).sum() / max(z.shape[0], 1)
-            pairs = torch.triu(exists.unsqueeze(0) & exists.unsqueeze(1), diagonal=1)
-            hinge = F.relu(self.margin - pairwise_distances(centers)).pow(2)
-            separation = (hinge * pairs.to(hinge.dtype)).sum()
-            return compact + self.separation_weight * separation
+
+    def compute(self, z: torch.Tensor, labels: torch.Tensor, logits=None) -> torch.Tensor:
+        if self.center_mode == "learnable":
+            dtype = torch.promote_types(z.dtype, self.centers.dtype)
+            z, centers = z.to(dtype), self.centers.to(dtype)
+            exists = torch.ones(self.num_classes, dtype=torch.bool, device=z.device)
+        else:
+            centers, exists = self._blend_running(z, labels)
+        compact = (z - centers[labels]).pow(2).sum(1).sum() / max(z.shape[0], 1)
+        pairs = torch.triu(exists.unsqueeze(0) & exists.unsqueeze(1), diagonal=1)
+        hinge = F.relu(self.margin - pairwise_distances(centers)).pow(2)
+        separation = (hinge * pairs.to(hinge.dtype)).sum()
+        return compact + self.separation_weight * separation
 
     def _blend_running(self, z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Snapshots: the buffers are updated in place below, after autograd has saved what it needs.

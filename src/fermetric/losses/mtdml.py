@@ -5,18 +5,14 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from .base import LOSSES, MetricLoss
 from .space import L2, RAW, EmbeddingSpace
 from .functional import (
     LossInputError,
-    check_inputs,
-    compute_dtype_tensor,
-    l2_normalize,
     label_masks,
-    no_autocast,
     pairwise_distances,
 )
 
@@ -24,7 +20,8 @@ SPACINGS = ("linear", "geometric")
 DUAL_NEGATIVES = ("own", "shared")
 
 
-class MultiThresholdTripletLoss(nn.Module):
+@LOSSES.register("mtdml")
+class MultiThresholdTripletLoss(MetricLoss):
     """Batch-hard triplet loss with one margin (threshold) per embedding slice, plus the dual term.
 
     Paper (Yang et al. 2024, arXiv 2406.16434): the best triplet threshold differs between datasets
@@ -99,38 +96,39 @@ class MultiThresholdTripletLoss(nn.Module):
             return RAW
         return L2 if self.num_slices == 1 else EmbeddingSpace("sliced_l2", self.num_slices)
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        check_inputs("mtdml", embeddings, labels)
-        batch, dim = embeddings.shape
-        if dim % self.num_slices:
-            raise LossInputError(f"mtdml: embedding dim {dim} is not divisible by num_slices={self.num_slices}; "
-                                 "set model.embedding_dim to a multiple of it or change loss.options.num_slices")
-        with no_autocast(embeddings):
-            z = compute_dtype_tensor(embeddings).reshape(batch, self.num_slices, dim // self.num_slices)
-            z = z.transpose(0, 1)  # [S, B, d]
-            if self.normalize:
-                z = l2_normalize(z)
-            dist = pairwise_distances(z)  # [S, B, B]
-            positives, negatives = label_masks(labels)
-            valid = (positives.any(1) & negatives.any(1)).to(dist.dtype)  # [B]
-            # Indices are picked without gradient; the distances are gathered with it.
-            with torch.no_grad():
-                hardest_pos = dist.masked_fill(~positives, float("-inf")).argmax(-1)  # [S, B]
-                hardest_neg = dist.masked_fill(~negatives, float("inf")).argmin(-1)
-            d_ap = dist.gather(-1, hardest_pos.unsqueeze(-1)).squeeze(-1)  # [S, B]
-            d_an = dist.gather(-1, hardest_neg.unsqueeze(-1)).squeeze(-1)
-            tau = self.margins.to(dist.dtype).unsqueeze(-1)  # [S, 1]
-            loss = F.relu(d_ap - d_an + tau)
-            if self.dual:
-                if self.dual_negative == "own":
-                    # n' (hardest negative of p) is p's own batch-hard negative, so d(p, n') = d_an[p].
-                    d_pn = d_an.gather(-1, hardest_pos)
-                else:  # "shared": the anchor's negative n judged from p, d(p, n)
-                    rows = dist.gather(-2, hardest_pos.unsqueeze(-1).expand_as(dist))  # [S, B, B]: row p of a
-                    d_pn = rows.gather(-1, hardest_neg.unsqueeze(-1)).squeeze(-1)
-                loss = loss + self.dual_weight * F.relu(d_ap - d_pn + tau)
-            per_slice = (loss * valid).sum(-1) / valid.sum().clamp_min(1.0)
-            return per_slice.mean()
+    loss_name = "mtdml"
+
+    def check(self, embeddings, labels, logits) -> None:
+        if embeddings.shape[1] % self.num_slices:
+            raise LossInputError(f"mtdml: embedding dim {embeddings.shape[1]} is not divisible by "
+                                 f"num_slices={self.num_slices}; set model.embedding_dim to a multiple of it or "
+                                 "change loss.options.num_slices")
+
+    def compute(self, z: torch.Tensor, labels: torch.Tensor, logits=None) -> torch.Tensor:
+        # z: each slice normalised already (embedding_space); slices become a batch axis
+        batch, dim = z.shape
+        z = z.reshape(batch, self.num_slices, dim // self.num_slices).transpose(0, 1)  # [S, B, d]
+        dist = pairwise_distances(z)  # [S, B, B]
+        positives, negatives = label_masks(labels)
+        valid = (positives.any(1) & negatives.any(1)).to(dist.dtype)  # [B]
+        # Indices are picked without gradient; the distances are gathered with it.
+        with torch.no_grad():
+            hardest_pos = dist.masked_fill(~positives, float("-inf")).argmax(-1)  # [S, B]
+            hardest_neg = dist.masked_fill(~negatives, float("inf")).argmin(-1)
+        d_ap = dist.gather(-1, hardest_pos.unsqueeze(-1)).squeeze(-1)  # [S, B]
+        d_an = dist.gather(-1, hardest_neg.unsqueeze(-1)).squeeze(-1)
+        tau = self.margins.to(dist.dtype).unsqueeze(-1)  # [S, 1]
+        loss = F.relu(d_ap - d_an + tau)
+        if self.dual:
+            if self.dual_negative == "own":
+                # n' (hardest negative of p) is p's own batch-hard negative, so d(p, n') = d_an[p].
+                d_pn = d_an.gather(-1, hardest_pos)
+            else:  # "shared": the anchor's negative n judged from p, d(p, n)
+                rows = dist.gather(-2, hardest_pos.unsqueeze(-1).expand_as(dist))  # [S, B, B]: row p of a
+                d_pn = rows.gather(-1, hardest_neg.unsqueeze(-1)).squeeze(-1)
+            loss = loss + self.dual_weight * F.relu(d_ap - d_pn + tau)
+        per_slice = (loss * valid).sum(-1) / valid.sum().clamp_min(1.0)
+        return per_slice.mean()
 
     def extra_repr(self) -> str:
         return (f"num_slices={self.num_slices}, margin_range={self.margin_range}, spacing={self.spacing!r}, "

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
-from .functional import check_inputs, compute_dtype_tensor, no_autocast
+from .base import MetricLoss
 from .space import L2, EmbeddingSpace
 
 PREFIX = "pml:"
@@ -35,7 +35,7 @@ def _pml_class(module, name: str, kind: str):
     return cls
 
 
-class PMLLoss(nn.Module):
+class PMLLoss(MetricLoss):
     """A pytorch-metric-learning loss (and optional miner) behind fermetric's loss contract."""
 
     def __init__(self, name: str, num_classes: int, embedding_dim: int, miner=None, **options) -> None:
@@ -54,6 +54,7 @@ class PMLLoss(nn.Module):
             raise ConfigError(f"pml:{name}: a distance without normalize_embeddings is not supported "
                               "(fermetric measures these losses on L2-normalised embeddings)")
         self.name = name
+        self.loss_name = f"pml:{name}"
         self.miner = None
         if miner is not None:
             spec = {"name": miner} if isinstance(miner, str) else dict(miner)
@@ -63,16 +64,15 @@ class PMLLoss(nn.Module):
             except TypeError as err:
                 raise ConfigError(f"pml miner {spec.get('name')}: {err}") from None
 
+    normalize = False  # PML's distance normalises (checked in __init__)
+
     @property
     def embedding_space(self) -> EmbeddingSpace:
         return L2
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        check_inputs(f"pml:{self.name}", embeddings, labels)
-        with no_autocast(embeddings):
-            z = compute_dtype_tensor(embeddings)
-            pairs = self.miner(z, labels) if self.miner is not None else None
-            return self.loss(z, labels, pairs)
+    def compute(self, z: torch.Tensor, labels: torch.Tensor, logits=None) -> torch.Tensor:
+        pairs = self.miner(z, labels) if self.miner is not None else None
+        return self.loss(z, labels, pairs)
 
     def extra_repr(self) -> str:
         return f"{self.name}, miner={type(self.miner).__name__ if self.miner is not None else None}"

@@ -7,13 +7,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from .space import L2, RAW, EmbeddingSpace
+from .base import LOSSES, MetricLoss
 from .functional import (
     LossInputError,
-    check_inputs,
-    compute_dtype_tensor,
-    l2_normalize,
-    no_autocast,
     one_hot,
     safe_sqrt,
     squared_distances,
@@ -23,7 +19,8 @@ NEGATIVES = ("fully_synthesized", "semi_synthesized", "prediction_based")
 DISTANCES = ("euclidean", "squared")
 
 
-class TripletCenterLoss(nn.Module):
+@LOSSES.register("tcl")
+class TripletCenterLoss(MetricLoss):
     """``mean_i [D(z_i, c_{y_i}) + margin - D(z_i, neg_i)]_+`` with learnable class centres.
 
     Paper (Rajoli et al. 2023): a triplet center loss on all embedding dimensions, added to
@@ -72,17 +69,17 @@ class TripletCenterLoss(nn.Module):
         self.normalize = bool(normalize)
         self.centers = nn.Parameter(F.normalize(torch.randn(num_classes, embedding_dim), dim=1))
 
-    @property
-    def embedding_space(self) -> EmbeddingSpace:
-        """Where this loss measures distances: the L2-normalised embedding, or the raw one."""
-        return L2 if self.normalize else RAW
-
     def _dist(self, squared: torch.Tensor) -> torch.Tensor:
         return squared if self.distance == "squared" else safe_sqrt(squared)
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor,
-                logits: torch.Tensor | None = None) -> torch.Tensor:
-        check_inputs("tcl", embeddings, labels, self.num_classes)
+    loss_name = "tcl"
+
+    @property
+    def needs_logits(self) -> bool:
+        """Prediction-based negatives are the classifier's highest-scoring wrong classes."""
+        return self.negatives == "prediction_based"
+
+    def check(self, embeddings, labels, logits) -> None:
         if embeddings.shape[1] != self.embedding_dim:
             raise LossInputError(f"tcl: embedding dim {embeddings.shape[1]} != embedding_dim={self.embedding_dim} "
                                  "of the centres; create the loss with the model's embedding_dim")
@@ -93,29 +90,27 @@ class TripletCenterLoss(nn.Module):
             if logits.shape != (embeddings.shape[0], self.num_classes):
                 expected = [embeddings.shape[0], self.num_classes]
                 raise LossInputError(f"tcl: logits must be [batch, num_classes]={expected}, got {list(logits.shape)}")
-        with no_autocast(embeddings):
-            z = compute_dtype_tensor(embeddings)
-            dtype = torch.promote_types(z.dtype, self.centers.dtype)
-            z, centers = z.to(dtype), self.centers.to(dtype)
-            if self.normalize:
-                z = l2_normalize(z)
-            to_centers = self._dist(squared_distances(z, centers))  # [B, C]
-            own = one_hot(labels, self.num_classes)
-            d_pos = to_centers.gather(1, labels.unsqueeze(1)).squeeze(1)
-            with torch.no_grad():
-                if self.negatives == "prediction_based":
-                    neg_class = logits.detach().float().masked_fill(own, float("-inf")).argmax(1)
-                else:
-                    neg_class = to_centers.masked_fill(own, float("inf")).argmin(1)
-            d_neg = to_centers.gather(1, neg_class.unsqueeze(1)).squeeze(1)
-            if self.negatives == "semi_synthesized":
-                other = labels.unsqueeze(0) != labels.unsqueeze(1)  # [B, B]
-                with torch.no_grad():  # hardest real negative: nearest other-label sample
-                    nearest = squared_distances(z, z).masked_fill(~other, float("inf")).argmin(1)
-                point = (1.0 - self.semi_mix) * z[nearest] + self.semi_mix * centers[labels[nearest]]
-                d_semi = self._dist((z - point).pow(2).sum(1))
-                d_neg = torch.where(other.any(1), d_semi, d_neg)
-            return F.relu(d_pos + self.margin - d_neg).sum() / max(z.shape[0], 1)
+
+    def compute(self, z: torch.Tensor, labels: torch.Tensor, logits=None) -> torch.Tensor:
+        dtype = torch.promote_types(z.dtype, self.centers.dtype)
+        z, centers = z.to(dtype), self.centers.to(dtype)
+        to_centers = self._dist(squared_distances(z, centers))  # [B, C]
+        own = one_hot(labels, self.num_classes)
+        d_pos = to_centers.gather(1, labels.unsqueeze(1)).squeeze(1)
+        with torch.no_grad():
+            if self.negatives == "prediction_based":
+                neg_class = logits.detach().float().masked_fill(own, float("-inf")).argmax(1)
+            else:
+                neg_class = to_centers.masked_fill(own, float("inf")).argmin(1)
+        d_neg = to_centers.gather(1, neg_class.unsqueeze(1)).squeeze(1)
+        if self.negatives == "semi_synthesized":
+            other = labels.unsqueeze(0) != labels.unsqueeze(1)  # [B, B]
+            with torch.no_grad():  # hardest real negative: nearest other-label sample
+                nearest = squared_distances(z, z).masked_fill(~other, float("inf")).argmin(1)
+            point = (1.0 - self.semi_mix) * z[nearest] + self.semi_mix * centers[labels[nearest]]
+            d_semi = self._dist((z - point).pow(2).sum(1))
+            d_neg = torch.where(other.any(1), d_semi, d_neg)
+        return F.relu(d_pos + self.margin - d_neg).sum() / max(z.shape[0], 1)
 
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, embedding_dim={self.embedding_dim}, margin={self.margin}, "
