@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from fermetric.engine import checkpoint as ckpt
+from fermetric.engine import rundir
 from fermetric.engine import train as train_module
 from training_faults import nan_losses_at
 from fermetric.engine.train import train
@@ -132,7 +133,7 @@ def test_unwritable_or_full_output_is_refused_before_work(tiny_sets, tmp_path, m
     class Usage:
         free = 10 * 2**20
 
-    monkeypatch.setattr(train_module.shutil, "disk_usage", lambda path: Usage())
+    monkeypatch.setattr(rundir.shutil, "disk_usage", lambda path: Usage())
     with pytest.raises(TrainingError, match="10 MiB free"):
         train(tiny_recipe("ce"), train_set, val_set, tmp_path / "full", device="cpu", progress=False)
     assert not (tmp_path / "full").exists()  # refused before work, and no empty folder left behind
@@ -152,7 +153,7 @@ def test_soft_labels_and_no_validation_split(tmp_path):
 
 
 def test_optimizer_groups_and_schedules():
-    from fermetric.engine.train import build_optimizer, build_scheduler
+    from fermetric.engine.optim import build_optimizer, build_scheduler
     from fermetric.losses import create_loss
     from fermetric.models import create_model
 
@@ -223,7 +224,7 @@ def test_init_from_starts_from_the_given_weights_and_metric_labels_reach_the_los
         seen.append(num_classes)
         return original(name, num_classes, dim, **options)
 
-    monkeypatch.setattr(losses, "create_loss", spy)
+    monkeypatch.setattr(train_module, "create_loss", spy)
     sub = (np.asarray(train_set.labels) * 2 + np.arange(len(train_set)) % 2).astype(np.int64)  # two per class
     train(recipe, train_set, val_set, tmp_path / "warm", device="cpu", progress=False, max_steps=1,
           init_from=source, metric_labels=sub, metric_classes=2 * train_set.num_classes)

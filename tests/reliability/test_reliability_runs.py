@@ -19,6 +19,7 @@ import pytest
 from fermetric import __version__
 from fermetric.config import load_recipe
 from fermetric.engine import checkpoint as ckpt
+from fermetric.engine import rundir
 from fermetric.engine import train as train_module
 from training_faults import nan_losses_at
 
@@ -137,7 +138,7 @@ def test_a_full_disk_is_reported_before_training_starts(tmp_path, dataset_root, 
     class Usage:
         total, used, free = 100 * 2**30, 100 * 2**30 - 50 * 2**20, 50 * 2**20
 
-    monkeypatch.setattr(train_module.shutil, "disk_usage", lambda path: Usage())
+    monkeypatch.setattr(rundir.shutil, "disk_usage", lambda path: Usage())
     steps = []
     monkeypatch.setattr(train_module.Trainer, "_train_epoch", lambda *a: steps.append(a))
     out = tmp_path / "run"

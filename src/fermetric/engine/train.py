@@ -48,13 +48,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
-import os
 import platform
 import random
-import shutil
 import sys
-import tempfile
 import time
 import warnings
 from datetime import datetime, timezone
@@ -62,27 +58,29 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .._version import __version__
+from ..data.samplers import epoch_batches
+from ..data.transforms import GPUAugment, Preprocessing
 from ..errors import ConfigError, TrainingError
 from ..fileio import atomic_write, json_default, write_json_atomic
+from ..losses import create_loss
 from ..losses.space import L2
+from ..models import create_model
 from . import checkpoint as ckpt
 from . import distributed as dist_utils
-from .evaluate import evaluate
+from .evaluate import align_classes, evaluate
 from .precision import autocast, deterministic_mode, resolve_precision, thread_count
+from .optim import build_optimizer, build_scheduler, ema_model
 from .progress import progress_bar
+from .rundir import (METRICS_FILE, RESULTS_FILE, WEIGHTS_FILE, check_output_dir, checkpoint_bytes_estimate,
+                     recipe_diff, remove_stale_temp_files)
+from .task import TrainingTask
 
 log = logging.getLogger(__name__)  # epoch lines and resume notices (the CLI shows INFO on stderr)
 
-METRICS_FILE = "metrics.jsonl"
 #: FERNet's classifier parameters: re-initialised when a warm start changes the classes
 CLASSIFIER_PREFIX = "classifier."
-RESULTS_FILE = "results.json"
-WEIGHTS_FILE = "model.safetensors"
-#: Free space always required in the output directory, whatever the model size.
-MIN_FREE_BYTES = 200 * 1024 * 1024
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -107,119 +105,6 @@ def preserved_rng():
         ckpt.set_rng_state(state)
 
 
-def check_output_dir(out_dir: Path, need_bytes: int = MIN_FREE_BYTES) -> None:
-    """TrainingError unless ``out_dir`` can be created, written, and has ``need_bytes`` free."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=out_dir)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        raise TrainingError(f"output directory {out_dir} is not writable ({err.strerror or err}); choose another --out") from None
-    free = shutil.disk_usage(out_dir).free
-    if free < need_bytes:
-        raise TrainingError(
-            f"output directory {out_dir} has {free / 2**20:.0f} MiB free but checkpoints need about "
-            f"{need_bytes / 2**20:.0f} MiB; free space or choose another --out"
-        )
-
-
-def remove_stale_temp_files(out_dir: Path) -> list[Path]:
-    """Delete the hidden temp files that a run killed during an atomic write leaves behind
-    (``.last.pt.<random>.tmp``: up to a checkpoint's size each); only this module's own names."""
-    names = (ckpt.LAST, ckpt.LAST_PREV, ckpt.BEST, WEIGHTS_FILE, METRICS_FILE, RESULTS_FILE)
-    removed = []
-    for name in names:
-        for path in out_dir.glob(f".{name}.*.tmp"):
-            try:
-                path.unlink()
-                removed.append(path)
-            except OSError:
-                pass
-    return removed
-
-
-def checkpoint_bytes_estimate(model: torch.nn.Module, optimizer_name: str, ema: bool) -> int:
-    """Bytes needed for last, last.prev, best and model.safetensors, plus the minimum margin."""
-    param_bytes = sum(p.numel() * 4 for p in model.parameters()) + sum(b.numel() * 4 for b in model.buffers())
-    copies = 1 + (2 if optimizer_name == "adamw" else 1) + (1 if ema else 0)  # weights, optimizer state, EMA
-    return 3 * copies * param_bytes + 2 * param_bytes + MIN_FREE_BYTES
-
-
-class TrainModule(torch.nn.Module):
-    """Model and metric loss under one module, so DDP syncs the loss's learnable centres too.
-
-    ``forward`` is the model's; the loss is applied by the loop (in float32, outside autocast).
-    """
-
-    def __init__(self, model: torch.nn.Module, loss: torch.nn.Module | None) -> None:
-        super().__init__()
-        self.model = model
-        self.loss = loss if loss is not None else torch.nn.Identity()
-
-    def forward(self, x):
-        return self.model(x)
-
-
-def build_optimizer(model: torch.nn.Module, loss: torch.nn.Module | None, optim_cfg) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for param in model.parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim <= 1 else decay).append(param)
-    groups = [{"params": decay, "weight_decay": optim_cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    loss_params = [p for p in (loss.parameters() if loss is not None else []) if p.requires_grad]
-    if loss_params:
-        groups.append({"params": loss_params, "weight_decay": 0.0,
-                       "lr": optim_cfg.lr * optim_cfg.loss_lr_multiplier})
-    groups = [g for g in groups if g["params"]]
-    name = optim_cfg.optimizer.lower()
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=optim_cfg.lr, momentum=optim_cfg.momentum,
-                               nesterov=bool(optim_cfg.nesterov and optim_cfg.momentum > 0))
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=optim_cfg.lr)
-    raise ConfigError(f"unknown optim.optimizer {optim_cfg.optimizer!r}; use sgd or adamw")
-
-
-def build_scheduler(optimizer, optim_cfg, steps_per_epoch: int, epochs: int):
-    total = max(1, steps_per_epoch * epochs)
-    name = optim_cfg.schedule.lower()
-    if name == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total,
-            pct_start=0.2, anneal_strategy="cos", cycle_momentum=False)
-    if name == "cosine":
-        warmup = min(total - 1, max(0, round(optim_cfg.warmup_epochs * steps_per_epoch)))
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    raise ConfigError(f"unknown optim.schedule {optim_cfg.schedule!r}; use onecycle or cosine")
-
-
-def _ema_model(model: torch.nn.Module, decay: float):
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-    if not 0.0 < decay < 1.0:
-        raise ConfigError(f"recipe ema={decay!r} must be a decay in (0, 1), e.g. 0.999, or null")
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
-
-
-def _recipe_diff(saved: dict, current: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for key in sorted(set(saved) | set(current)):
-        a, b = saved.get(key), current.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys += _recipe_diff(a, b, f"{prefix}{key}.")
-        elif json.dumps(a, default=str) != json.dumps(b, default=str):
-            keys.append(f"{prefix}{key}")
-    return keys
-
-
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -231,11 +116,6 @@ class Trainer:
     def __init__(self, recipe, train_set, val_set, out_dir, context, seed=0, resume=False, on_nan="stop",
                  max_steps=None, progress=True, test_set=None, dataset=None, precision="auto", deterministic=False,
                  metric_labels=None, metric_classes=None, init_from=None):
-        from ..data.samplers import epoch_batches
-        from ..data.transforms import GPUAugment, Preprocessing
-        from ..losses import create_loss
-        from ..models import create_model
-
         if on_nan not in ("stop", "skip"):
             raise ConfigError(f"on_nan must be 'stop' or 'skip', got {on_nan!r}")
         if max_steps is not None and max_steps < 1:
@@ -247,105 +127,28 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.on_nan, self.max_steps = on_nan, max_steps
         self.progress = progress and context.is_main
-        self.epoch_batches = epoch_batches
         check_output_dir(self.out_dir)  # before anything expensive
-        if not resume and any((self.out_dir / n).exists() for n in (ckpt.LAST, ckpt.LAST_PREV)):
+        resuming = any((self.out_dir / n).exists() for n in (ckpt.LAST, ckpt.LAST_PREV))
+        if resuming and not resume:
             raise TrainingError(f"{self.out_dir} already holds a run (last.pt); "
                                 "pass --resume to continue it or choose another --out")
-
-        if len(train_set) == 0:
-            raise ConfigError(f"training set {train_set.name}/{train_set.split} is empty")
-        labeled = np.asarray(train_set.labels) >= 0
-        if metric_labels is not None:
-            metric_labels = np.asarray(metric_labels, dtype=np.int64)
-            if metric_labels.shape != (len(train_set),) or metric_classes is None or metric_classes < 1:
-                raise ConfigError(f"metric_labels need one label per training image ({len(train_set)}) and "
-                                  f"metric_classes >= 1; got shape {metric_labels.shape}, {metric_classes}")
-            labeled &= metric_labels >= 0
-            metric_labels = metric_labels[labeled]
-        if not labeled.all():  # supervised training: unlabeled items are not used
-            train_set = train_set.subset(labeled)
+        train_set, val_set, metric_labels = self._select_items(train_set, val_set, metric_labels, metric_classes)
+        self.train_set, self.val_set, self.test_set = train_set, val_set, test_set
         # P x K batches group the metric loss's labels (the classifier's unless metric_labels)
         self.sampler_labels = np.asarray(train_set.labels) if metric_labels is None else metric_labels
-        if val_set is not None and list(val_set.classes) != list(train_set.classes):
-            from .evaluate import align_classes
-
-            try:  # a validation split lacking some training classes is mapped onto them
-                val_set = align_classes(val_set, train_set.classes)
-            except Exception:
-                raise ConfigError(f"validation classes {list(val_set.classes)} are not among the training "
-                                  f"classes {list(train_set.classes)}") from None
-        self.train_set, self.val_set, self.test_set = train_set, val_set, test_set
         self.classes = list(train_set.classes)
         self.dataset = dataset or train_set.name
-
-        is_cuda = self.device.type == "cuda"
         # recipe.amp: false pins the recipe to fp32 under "auto" (an explicit --precision still wins)
         self.precision = resolve_precision(precision if (recipe.amp or precision != "auto") else "fp32", self.device)
         self.deterministic = bool(deterministic)
         self.channels_last = bool(recipe.channels_last)
         seed_everything(self.seed)
-
         self.preprocessing = Preprocessing.from_data_config(recipe.data)
         self.augment = GPUAugment(recipe.data.augment, self.preprocessing).to(self.device)
         self.generator = torch.Generator(device=self.device)  # re-seeded per batch (batch_seed)
-
-        num_classes = len(self.classes)
-        self.model = create_model(recipe.model, num_classes=num_classes).to(self.device)
-        self.loss_fn = None
-        if recipe.loss.name:
-            self.loss_fn = create_loss(recipe.loss.name, int(metric_classes or num_classes), recipe.model.embedding_dim,
-                                       **dict(recipe.loss.options or {})).to(self.device)
-        self.loss_takes_logits = bool(self.loss_fn is not None and self.loss_fn.needs_logits)
-        if self.loss_takes_logits and metric_labels is not None:
-            raise ConfigError(f"loss {recipe.loss.name!r} reads the classifier's logits, so it cannot train on "
-                              "labels other than the classifier's (metric_labels)")
-        init_classifier = "kept"
-        resuming = resume and any((self.out_dir / n).exists() for n in (ckpt.LAST, ckpt.LAST_PREV))
-        if init_from is not None and not resuming:  # warm start: the weights of an earlier run
-            weights, init_meta, init_path = ckpt.read_source(init_from)
-            same_classes = list(init_meta["classes"]) == self.classes
-            if not same_classes:  # fine-tuning on other classes (FER2013 -> CK+): a new classifier
-                weights = {k: v for k, v in weights.items() if not k.startswith(CLASSIFIER_PREFIX)}
-            try:
-                missing, unexpected = self.model.load_state_dict(weights, strict=same_classes)
-            except RuntimeError as err:
-                raise ConfigError(f"init_from {init_path}: its weights do not fit this recipe's model "
-                                  f"({str(err).splitlines()[0][:200]})") from None
-            if unexpected or any(not k.startswith(CLASSIFIER_PREFIX) for k in missing):
-                raise ConfigError(f"init_from {init_path}: its weights do not fit this recipe's model "
-                                  f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
-            init_classifier = "kept" if same_classes else "new"
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        check_output_dir(self.out_dir, checkpoint_bytes_estimate(self.model, recipe.optim.optimizer, bool(recipe.ema)))
-
-        self.module = TrainModule(self.model, self.loss_fn)
-        self.net = dist_utils.wrap(self.module, context)
-        if recipe.compile and is_cuda:
-            self.net = torch.compile(self.net)
-        self.ema = _ema_model(self.model, float(recipe.ema)) if recipe.ema else None
-
-        self.optimizer = build_optimizer(self.model, self.loss_fn, recipe.optim)
-        first = self._batches(0)
-        self.steps_per_epoch = len(first)
-        if self.steps_per_epoch == 0:
-            raise ConfigError(f"no training batches: {len(train_set)} images with batch size {recipe.data.batch_size}")
-        self.scheduler = build_scheduler(self.optimizer, recipe.optim, self.steps_per_epoch, recipe.epochs)
-
-        # Data on the device, once.
-        images = np.ascontiguousarray(train_set.images)
-        if not images.flags.writeable:  # the read-only memory-mapped cache: copy (torch warns on, and a CPU
-            images = images.copy()      # tensor would alias, read-only memory)
-        self.images = torch.from_numpy(images).to(self.device)
-        self.labels = torch.from_numpy(np.asarray(train_set.labels, dtype=np.int64)).to(self.device)
-        # The metric loss's labels: the classifier's unless given (DMSL mitosis: sub-classes)
-        self.metric_labels = (self.labels if metric_labels is None
-                              else torch.from_numpy(metric_labels).to(self.device))
-        self.soft = None
-        if train_set.soft_labels is not None and (train_set.info or {}).get("label_mode") == "probability":
-            self.soft = torch.from_numpy(np.asarray(train_set.soft_labels, dtype=np.float32)).to(self.device)
-
+        init_classifier = self._build_model(metric_labels, metric_classes, None if resuming else init_from)
+        self._build_optimisation()
+        self._load_data(train_set, metric_labels)
         self.meta = ckpt.make_meta(recipe, self.classes, self.preprocessing, self.dataset, self.seed)
         self.meta["precision"] = self.precision
         if init_from is not None:
@@ -363,10 +166,98 @@ class Trainer:
         if resume:
             self._restore()
 
+    # ----------------------------------------------------------------------------- set-up
+    @staticmethod
+    def _select_items(train_set, val_set, metric_labels, metric_classes):
+        """The labelled training items (and their metric labels), the validation set in the
+        training classes' order, and the labels P x K batches group."""
+        if len(train_set) == 0:
+            raise ConfigError(f"training set {train_set.name}/{train_set.split} is empty")
+        labeled = np.asarray(train_set.labels) >= 0
+        if metric_labels is not None:
+            metric_labels = np.asarray(metric_labels, dtype=np.int64)
+            if metric_labels.shape != (len(train_set),) or metric_classes is None or metric_classes < 1:
+                raise ConfigError(f"metric_labels need one label per training image ({len(train_set)}) and "
+                                  f"metric_classes >= 1; got shape {metric_labels.shape}, {metric_classes}")
+            labeled &= metric_labels >= 0
+            metric_labels = metric_labels[labeled]
+        if not labeled.all():  # supervised training: unlabeled items are not used
+            train_set = train_set.subset(labeled)
+        if val_set is not None and list(val_set.classes) != list(train_set.classes):
+            try:  # a validation split lacking some training classes is mapped onto them
+                val_set = align_classes(val_set, train_set.classes)
+            except Exception:
+                raise ConfigError(f"validation classes {list(val_set.classes)} are not among the training "
+                                  f"classes {list(train_set.classes)}") from None
+        return train_set, val_set, metric_labels
+
+    def _build_model(self, metric_labels, metric_classes, init_from) -> str:
+        """Model, metric loss and the task that joins them (DDP-wrapped); returns whether a warm
+        start kept the classifier ("kept") or made a new one ("new")."""
+        recipe = self.recipe
+        num_classes = len(self.classes)
+        self.model = create_model(recipe.model, num_classes=num_classes).to(self.device)
+        self.loss_fn = None
+        if recipe.loss.name:
+            self.loss_fn = create_loss(recipe.loss.name, int(metric_classes or num_classes), recipe.model.embedding_dim,
+                                       **dict(recipe.loss.options or {})).to(self.device)
+        if self.loss_fn is not None and self.loss_fn.needs_logits and metric_labels is not None:
+            raise ConfigError(f"loss {recipe.loss.name!r} reads the classifier's logits, so it cannot train on "
+                              "labels other than the classifier's (metric_labels)")
+        init_classifier = self._warm_start(init_from) if init_from is not None else "kept"
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        check_output_dir(self.out_dir, checkpoint_bytes_estimate(self.model, recipe.optim.optimizer, bool(recipe.ema)))
+        self.module = TrainingTask(self.model, self.loss_fn, recipe.loss)
+        self.net = dist_utils.wrap(self.module, self.ctx)
+        if recipe.compile and self.device.type == "cuda":
+            self.net = torch.compile(self.net)
+        self.ema = ema_model(self.model, float(recipe.ema)) if recipe.ema else None
+        return init_classifier
+
+    def _warm_start(self, init_from) -> str:
+        """Load an earlier run's weights; another class list gets a new classifier."""
+        weights, init_meta, init_path = ckpt.read_source(init_from)
+        same_classes = list(init_meta["classes"]) == self.classes
+        if not same_classes:  # fine-tuning on other classes (FER2013 -> CK+): a new classifier
+            weights = {k: v for k, v in weights.items() if not k.startswith(CLASSIFIER_PREFIX)}
+        try:
+            missing, unexpected = self.model.load_state_dict(weights, strict=same_classes)
+        except RuntimeError as err:
+            raise ConfigError(f"init_from {init_path}: its weights do not fit this recipe's model "
+                              f"({str(err).splitlines()[0][:200]})") from None
+        if unexpected or any(not k.startswith(CLASSIFIER_PREFIX) for k in missing):
+            raise ConfigError(f"init_from {init_path}: its weights do not fit this recipe's model "
+                              f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
+        return "kept" if same_classes else "new"
+
+    def _build_optimisation(self) -> None:
+        recipe = self.recipe
+        self.optimizer = build_optimizer(self.model, self.loss_fn, recipe.optim)
+        self.steps_per_epoch = len(self._batches(0))
+        if self.steps_per_epoch == 0:
+            raise ConfigError(f"no training batches: {len(self.train_set)} images with batch size "
+                              f"{recipe.data.batch_size}")
+        self.scheduler = build_scheduler(self.optimizer, recipe.optim, self.steps_per_epoch, recipe.epochs)
+
+    def _load_data(self, train_set, metric_labels) -> None:
+        """The whole training split on the device, once: images, labels, metric labels, soft targets."""
+        images = np.ascontiguousarray(train_set.images)
+        if not images.flags.writeable:  # the read-only memory-mapped cache: copy (torch warns on, and a CPU
+            images = images.copy()      # tensor would alias, read-only memory)
+        self.images = torch.from_numpy(images).to(self.device)
+        self.labels = torch.from_numpy(np.asarray(train_set.labels, dtype=np.int64)).to(self.device)
+        # The metric loss's labels: the classifier's unless given (DMSL mitosis: sub-classes)
+        self.metric_labels = (self.labels if metric_labels is None
+                              else torch.from_numpy(metric_labels).to(self.device))
+        self.soft = None
+        if train_set.soft_labels is not None and (train_set.info or {}).get("label_mode") == "probability":
+            self.soft = torch.from_numpy(np.asarray(train_set.soft_labels, dtype=np.float32)).to(self.device)
+
     # ----------------------------------------------------------------------------- batches
     def _batches(self, epoch: int) -> list[np.ndarray]:
         data = self.recipe.data
-        batches = self.epoch_batches(
+        batches = epoch_batches(
             self.sampler_labels, data.batch_size, mode=data.sampler,
             samples_per_class=data.samples_per_class, seed=self.seed, epoch=epoch,
             rank=self.ctx.rank, world_size=self.ctx.world_size)
@@ -403,7 +294,7 @@ class Trainer:
             return
         payload, path = found
         saved = payload["meta"]
-        diff = _recipe_diff(saved["recipe"], self.meta["recipe"])
+        diff = recipe_diff(saved["recipe"], self.meta["recipe"])
         if diff:
             raise TrainingError(f"{path} was trained with a different recipe ({', '.join(diff[:5])} differ); "
                                 "resume with the same options or choose another --out")
@@ -468,24 +359,10 @@ class Trainer:
         return x
 
     def _losses(self, x: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        loss_cfg = self.recipe.loss
         labels = self.labels.index_select(0, index)
-        with autocast(self.device, self.precision):
-            out = self.net(x)
-        logits, embedding = out["logits"].float(), out["embedding"].float()
         target = self.soft.index_select(0, index) if self.soft is not None else labels
-        ce = F.cross_entropy(logits, target, label_smoothing=loss_cfg.label_smoothing)
-        parts = {"ce": ce}
-        total = loss_cfg.ce_weight * ce
-        if self.loss_fn is not None:
-            if self.loss_takes_logits:
-                metric = self.loss_fn(embedding, labels, logits=logits)
-            else:
-                metric = self.loss_fn(embedding, self.metric_labels.index_select(0, index))
-            parts["metric"] = metric
-            total = total + loss_cfg.weight * metric
-        parts["loss"] = total
-        return parts
+        with autocast(self.device, self.precision):
+            return self.net(x, labels, self.metric_labels.index_select(0, index), target)
 
     def _finite(self, total: torch.Tensor) -> bool:
         flag = torch.isfinite(total.detach()).to(torch.float32).reshape(1)
@@ -495,7 +372,7 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> dict | None:
         """Run (the rest of) one epoch; returns its sums, or None when stopped by max_steps."""
         batches = self._batches(epoch)
-        part_names = ["loss", "ce"] + (["metric"] if self.loss_fn is not None else [])
+        part_names = self.module.term_names
         start_batch = 0
         sums = torch.zeros(len(part_names), dtype=torch.float64, device=self.device)
         counts = {"batches": 0, "images": 0, "skipped": 0, "seconds": 0.0}
@@ -662,8 +539,6 @@ class Trainer:
             if self.test_set is not None:
                 test = self.test_set
                 if list(test.classes) != self.classes:
-                    from .evaluate import align_classes
-
                     test = align_classes(test, self.classes)
                 metrics["test"] = evaluate(model, test, self.preprocessing, self.device, tta=tta,
                                            reference=self.train_set, space=self.space, precision=self.precision,
