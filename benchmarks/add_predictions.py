@@ -47,12 +47,22 @@ def backfill(path: Path, results: Path, work: Path) -> str:
         return f"no weights at {weights}"
     model, meta = load_model(str(weights), device="cpu")
     imageset = E.align_classes(test_split(record), meta["classes"])
-    result = E.evaluate(model, imageset, E.preprocessing_from_meta(meta), device="cpu", tta=record.get("tta") or "none",
-                        embedding_metrics=False, precision=record.get("precision") or "fp32", keep_predictions=True)
+    result = E.evaluate(
+        model,
+        imageset,
+        E.preprocessing_from_meta(meta),
+        device="cpu",
+        tta=record.get("tta") or "none",
+        embedding_metrics=False,
+        precision=record.get("precision") or "fp32",
+        keep_predictions=True,
+    )
     recorded = record["metrics"]["accuracy"]
     if result["n"] != record["metrics"]["n"] or abs(result["accuracy"] - recorded) > TOLERANCE:
-        return (f"NOT written: recomputed accuracy {result['accuracy']:.4f} (n={result['n']}) differs from the "
-                f"recorded {recorded:.4f} (n={record['metrics']['n']})")
+        return (
+            f"NOT written: recomputed accuracy {result['accuracy']:.4f} (n={result['n']}) differs from the "
+            f"recorded {recorded:.4f} (n={record['metrics']['n']})"
+        )
     record["predictions"], record["labels"] = result["predictions"], result["labels"]
     record["predictions_added"] = {"by": "benchmarks/add_predictions.py", "accuracy": result["accuracy"]}
     _atomic_write_json(path, record)
@@ -62,7 +72,9 @@ def backfill(path: Path, results: Path, work: Path) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="benchmarks/results/cpu", help="results folder (benchmarks/results/cpu)")
-    parser.add_argument("--work", default="runs/benchmarks/cpu", help="the protocol's --work folder (runs/benchmarks/cpu)")
+    parser.add_argument(
+        "--work", default="runs/benchmarks/cpu", help="the protocol's --work folder (runs/benchmarks/cpu)"
+    )
     args = parser.parse_args()
     results, work = Path(args.results), Path(args.work)
     for path in sorted(results.rglob("*.json")):

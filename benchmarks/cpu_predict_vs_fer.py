@@ -84,8 +84,13 @@ def summary_ms(seconds) -> dict:
     ms = np.asarray(seconds, dtype=np.float64) * 1000.0
     if ms.size == 0:
         return {"n": 0}
-    return {"median": float(np.median(ms)), "p90": float(np.percentile(ms, 90)), "mean": float(ms.mean()),
-            "min": float(ms.min()), "n": int(ms.size)}
+    return {
+        "median": float(np.median(ms)),
+        "p90": float(np.percentile(ms, 90)),
+        "mean": float(ms.mean()),
+        "min": float(ms.min()),
+        "n": int(ms.size),
+    }
 
 
 def classification_scores(truth: list[str], predicted: list[str], classes: tuple[str, ...]) -> dict:
@@ -93,9 +98,11 @@ def classification_scores(truth: list[str], predicted: list[str], classes: tuple
     from sklearn.metrics import f1_score
 
     truth_a, pred_a = np.asarray(truth), np.asarray(predicted)
-    return {"accuracy": float((truth_a == pred_a).mean()) if truth_a.size else float("nan"),
-            "macro_f1": float(f1_score(truth_a, pred_a, labels=list(classes), average="macro", zero_division=0)),
-            "n": int(truth_a.size)}
+    return {
+        "accuracy": float((truth_a == pred_a).mean()) if truth_a.size else float("nan"),
+        "macro_f1": float(f1_score(truth_a, pred_a, labels=list(classes), average="macro", zero_division=0)),
+        "n": int(truth_a.size),
+    }
 
 
 def make_photo(face48: np.ndarray) -> np.ndarray:
@@ -123,15 +130,23 @@ def machine_info() -> dict:
     except OSError:
         pass
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu_model": model, "logical_cpus": os.cpu_count(), "usable_cpus": affinity,
-            "platform": platform.platform()}
+    return {
+        "cpu_model": model,
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": affinity,
+        "platform": platform.platform(),
+    }
 
 
 def git_commit() -> str | None:
     try:
         head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if head.returncode != 0:
@@ -156,7 +171,9 @@ def fer2013_test_order(root: Path, seed: int):
     from fermetric.errors import ConfigError
 
     if not root.is_dir():
-        raise ConfigError(f"--data {root} is not a folder; pass the FER2013 image-folder root (e.g. ../shared/data/fer2013)")
+        raise ConfigError(
+            f"--data {root} is not a folder; pass the FER2013 image-folder root (e.g. ../shared/data/fer2013)"
+        )
     testset = load_dataset("fer2013", root, split="test")
     excluded = near_blank_paths(root)
     usable = np.array([i for i, p in enumerate(testset.paths) if p not in excluded])
@@ -171,12 +188,21 @@ class FerPeer:
         from fermetric.errors import ConfigError
 
         if not Path(python).is_file():
-            raise ConfigError(f"fer peer interpreter {python} not found; create it with: bash benchmarks/fer_peer/setup.sh")
+            raise ConfigError(
+                f"fer peer interpreter {python} not found; create it with: bash benchmarks/fer_peer/setup.sh"
+            )
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
         self.log_path = log_dir / "fer_peer.log"
         self._log = open(self.log_path, "w")
-        self.process = subprocess.Popen([str(python), str(PEER_SCRIPT), "--threads", str(threads)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=self._log, text=True, env=env, cwd=str(REPO))
+        self.process = subprocess.Popen(
+            [str(python), str(PEER_SCRIPT), "--threads", str(threads)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            env=env,
+            cwd=str(REPO),
+        )
         self._read()  # {"ready": true} once fer and TensorFlow are loaded
 
     def _tail(self) -> str:
@@ -221,8 +247,12 @@ def set_torch_threads(threads: int) -> dict:
     except RuntimeError:  # already fixed once parallel work has run in this process
         pass
     cv2.setNumThreads(threads)
-    return {"torch_intra_op": torch.get_num_threads(), "torch_interop": torch.get_num_interop_threads(),
-            "opencv": cv2.getNumThreads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+    return {
+        "torch_intra_op": torch.get_num_threads(),
+        "torch_interop": torch.get_num_interop_threads(),
+        "opencv": cv2.getNumThreads(),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+    }
 
 
 def run(args) -> dict:
@@ -241,18 +271,23 @@ def run(args) -> dict:
     testset, order = fer2013_test_order(Path(args.data), args.seed)
     if args.photos > len(order) or args.crops > len(order):
         raise ConfigError(f"--photos/--crops must be at most {len(order)} (FER2013 test images kept)")
-    photo_index, crop_index = order[:args.photos + args.warmup], order[:args.crops]
+    photo_index, crop_index = order[: args.photos + args.warmup], order[: args.crops]
     names = lambda idx: [testset.classes[testset.labels[i]] for i in idx]  # noqa: E731
     crops = np.ascontiguousarray(testset.images[crop_index])
     crop_truth = names(crop_index)
 
     predictor = fermetric.load(args.checkpoint, device="cpu")
     recipe = predictor.meta.get("recipe", {})
-    model_info = {"checkpoint": str(args.checkpoint), "recipe": recipe.get("name"),
-                  "backbone": recipe.get("model", {}).get("backbone"), "input_size": predictor.input_size,
-                  "embedding_dim": predictor.embedding_dim, "classes": list(predictor.classes),
-                  "parameters": int(sum(p.numel() for p in predictor.model.parameters())),
-                  "detector": repr(predictor.detector)}
+    model_info = {
+        "checkpoint": str(args.checkpoint),
+        "recipe": recipe.get("name"),
+        "backbone": recipe.get("model", {}).get("backbone"),
+        "input_size": predictor.input_size,
+        "embedding_dim": predictor.embedding_dim,
+        "classes": list(predictor.classes),
+        "parameters": int(sum(p.numel() for p in predictor.model.parameters())),
+        "detector": repr(predictor.detector),
+    }
 
     with tempfile.TemporaryDirectory(prefix="fermetric-vs-fer-") as tmp:
         tmp = Path(tmp)
@@ -274,7 +309,7 @@ def run(args) -> dict:
 
             # ---- warm-up (untimed): model weights paged in, cascades loaded, allocators primed
             log(f"warm-up ({args.warmup} photos each)")
-            for path in [astronaut, *photo_paths[:args.warmup]]:
+            for path in [astronaut, *photo_paths[: args.warmup]]:
                 predictor.predict(path)
                 peer("photo", path=path)
             for batch in args.batch_sizes:
@@ -294,23 +329,25 @@ def run(args) -> dict:
             astro = {"fermetric": [], "fer": []}
             astro_labels = {}
             for r in range(args.astronaut_repeats):
-                for side in (("fermetric", "fer") if r % 2 == 0 else ("fer", "fermetric")):
+                for side in ("fermetric", "fer") if r % 2 == 0 else ("fer", "fermetric"):
                     if side == "fermetric":
                         seconds, records = time_ours(astronaut)
                         astro_labels["fermetric"] = [rec["label"] for rec in records]
                     else:
                         reply = peer("photo", path=astronaut)
                         seconds = reply["seconds"][0]
-                        astro_labels["fer"] = [fer_to_canonical[int(np.argmax(f["probabilities"]))] for f in reply["faces"]]
+                        astro_labels["fer"] = [
+                            fer_to_canonical[int(np.argmax(f["probabilities"]))] for f in reply["faces"]
+                        ]
                     astro[side].append(seconds)
 
             log(f"{args.photos} FER2013 photos ({testset.images.shape[1] * UPSCALE + 2 * BORDER} px)")
-            timed_paths, timed_truth = photo_paths[args.warmup:], names(photo_index[args.warmup:])
+            timed_paths, timed_truth = photo_paths[args.warmup :], names(photo_index[args.warmup :])
             latency = {"fermetric": [], "fer": []}
             predicted = {"fermetric": [], "fer": []}
             faces_found = {"fermetric": 0, "fer": 0}
             for k, path in enumerate(timed_paths):
-                for side in (("fermetric", "fer") if k % 2 == 0 else ("fer", "fermetric")):
+                for side in ("fermetric", "fer") if k % 2 == 0 else ("fer", "fermetric"):
                     if side == "fermetric":
                         seconds, records = time_ours(path)
                         boxes = [r["box"] for r in records]
@@ -330,7 +367,7 @@ def run(args) -> dict:
             throughput: dict[str, list[float]] = {}
             crop_predictions: dict[str, list[str]] = {}
             batch_agreement = []
-            for r in range(args.repeats):
+            for _ in range(args.repeats):
                 for batch in args.batch_sizes:
                     predictor.batch_size = batch
                     start = time.perf_counter()
@@ -338,7 +375,9 @@ def run(args) -> dict:
                     throughput.setdefault(f"fermetric_batch{batch}", []).append(time.perf_counter() - start)
                     labels = [predictor.classes[j] for j in probabilities.argmax(1)]
                     if "fermetric" in crop_predictions:
-                        batch_agreement.append(float(np.mean(np.asarray(labels) == np.asarray(crop_predictions["fermetric"]))))
+                        batch_agreement.append(
+                            float(np.mean(np.asarray(labels) == np.asarray(crop_predictions["fermetric"])))
+                        )
                     crop_predictions["fermetric"] = labels
                     reply = peer("crops", npy=str(crops_npy), mode="keras", batch=batch)
                     throughput.setdefault(f"fer_keras_batch{batch}", []).append(reply["seconds"])
@@ -346,7 +385,9 @@ def run(args) -> dict:
                 for mode in ("tflite", "api"):
                     reply = peer("crops", npy=str(crops_npy), mode=mode)
                     throughput.setdefault(f"fer_{mode}_per_face", []).append(reply["seconds"])
-                    crop_predictions[f"fer_{mode}"] = [fer_to_canonical[j] for j in np.argmax(reply["probabilities"], 1)]
+                    crop_predictions[f"fer_{mode}"] = [
+                        fer_to_canonical[j] for j in np.argmax(reply["probabilities"], 1)
+                    ]
         finally:
             peer.close()
 
@@ -358,30 +399,51 @@ def run(args) -> dict:
         scores["photos_with_a_face"] = int(sum(p is not None for p in predicted[side]))
         scores["faces_found"] = faces_found[side]
         photo_scores[side] = scores
-    crop_scores = {name: classification_scores(crop_truth, labels, fer2013_classes) for name, labels in crop_predictions.items()}
+    crop_scores = {
+        name: classification_scores(crop_truth, labels, fer2013_classes) for name, labels in crop_predictions.items()
+    }
     correct = {name: np.asarray(labels) == np.asarray(crop_truth) for name, labels in crop_predictions.items()}
     throughput_summary = {}
     for name, runs in throughput.items():
         seconds = float(np.median(runs))
-        throughput_summary[name] = {"faces_per_second": len(crops) / seconds, "seconds_median": seconds,
-                                    "seconds": runs, "faces": len(crops)}
+        throughput_summary[name] = {
+            "faces_per_second": len(crops) / seconds,
+            "seconds_median": seconds,
+            "seconds": runs,
+            "faces": len(crops),
+        }
     result = {
         "benchmark": "cpu_predict_vs_fer",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]),
         "git_commit": git_commit(),
         "seed": args.seed,
-        "machine": {**machine_info(), "load_average_start": list(load_start), "load_average_end": list(os.getloadavg())},
+        "machine": {
+            **machine_info(),
+            "load_average_start": list(load_start),
+            "load_average_end": list(os.getloadavg()),
+        },
         "threads": {"fermetric": ours_threads, "fer": peer_info["threads"]},
-        "versions": {"fermetric": fermetric.__version__, "torch": torch.__version__, "opencv": cv2.__version__,
-                     "numpy": np.__version__, "python": platform.python_version(),
-                     "fer_side": {k: peer_info[k] for k in ("fer", "tensorflow", "opencv", "numpy", "python")}},
+        "versions": {
+            "fermetric": fermetric.__version__,
+            "torch": torch.__version__,
+            "opencv": cv2.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+            "fer_side": {k: peer_info[k] for k in ("fer", "tensorflow", "opencv", "numpy", "python")},
+        },
         "model": model_info,
         "fer_settings": peer_info["settings"],
-        "data": {"root": str(args.data), "split": "test (PrivateTest)", "near_blank_excluded": int(len(testset.labels) - len(order)),
-                 "photos": len(timed_paths), "warmup_photos": args.warmup, "crops": int(len(crops)),
-                 "photo_construction": f"48 px face x{UPSCALE} INTER_CUBIC + {BORDER} px border grey {BORDER_GREY}, PNG",
-                 "crop_size": list(crops.shape[1:])},
+        "data": {
+            "root": str(args.data),
+            "split": "test (PrivateTest)",
+            "near_blank_excluded": int(len(testset.labels) - len(order)),
+            "photos": len(timed_paths),
+            "warmup_photos": args.warmup,
+            "crops": int(len(crops)),
+            "photo_construction": f"48 px face x{UPSCALE} INTER_CUBIC + {BORDER} px border grey {BORDER_GREY}, PNG",
+            "crop_size": list(crops.shape[1:]),
+        },
         "photo_latency_ms": {
             "astronaut_512": {side: summary_ms(v) for side, v in astro.items()},
             "fer2013_photos": {side: summary_ms(v) for side, v in latency.items()},
@@ -392,11 +454,18 @@ def run(args) -> dict:
         "crop_accuracy": crop_scores,
         "crop_batch_agreement": min(batch_agreement) if batch_agreement else None,
         "crop_accuracy_difference": {
-            f"fermetric_minus_{name}": paired_bootstrap(correct["fermetric"], correct[name], args.seed,
-                                                        BOOTSTRAP_RESAMPLES)
-            for name in correct if name != "fermetric"},
-        "settings": {"threads": args.threads, "repeats": args.repeats, "astronaut_repeats": args.astronaut_repeats,
-                     "batch_sizes": list(args.batch_sizes)},
+            f"fermetric_minus_{name}": paired_bootstrap(
+                correct["fermetric"], correct[name], args.seed, BOOTSTRAP_RESAMPLES
+            )
+            for name in correct
+            if name != "fermetric"
+        },
+        "settings": {
+            "threads": args.threads,
+            "repeats": args.repeats,
+            "astronaut_repeats": args.astronaut_repeats,
+            "batch_sizes": list(args.batch_sizes),
+        },
         "wall_seconds": time.perf_counter() - started,
     }
     return result
@@ -444,8 +513,10 @@ def render(result: dict) -> str:
     ]
     for batch in result["settings"]["batch_sizes"]:
         ours, theirs = thr.get(f"fermetric_batch{batch}"), thr.get(f"fer_keras_batch{batch}")
-        lines.append(f"| Pre-cropped faces/s, batch {batch} (fer: float Keras model) | "
-                     f"{_fmt(ours and ours['faces_per_second'], 0)} | {_fmt(theirs and theirs['faces_per_second'], 0)} |")
+        lines.append(
+            f"| Pre-cropped faces/s, batch {batch} (fer: float Keras model) | "
+            f"{_fmt(ours and ours['faces_per_second'], 0)} | {_fmt(theirs and theirs['faces_per_second'], 0)} |"
+        )
     tfl, api = thr.get("fer_tflite_per_face"), thr.get("fer_api_per_face")
     lines += [
         f"| Pre-cropped faces/s, fer's default TFLite model (one face per call) | - | "
@@ -458,11 +529,17 @@ def render(result: dict) -> str:
     ]
     diff = result["crop_accuracy_difference"].get("fermetric_minus_fer_tflite")
     if diff:
-        lines += ["", f"Accuracy difference fermetric - fer (TFLite) on the same {n_crops} crops: "
-                      f"{100 * diff['difference']:+.1f} points (paired bootstrap 95% interval "
-                      f"{100 * diff['ci95'][0]:+.1f} to {100 * diff['ci95'][1]:+.1f})."]
-    lines += ["", f"Date {result['date']}, commit `{result['git_commit']}`, torch {versions['torch']}, "
-                  f"OpenCV {versions['opencv']}. Command: `{result['command']}`"]
+        lines += [
+            "",
+            f"Accuracy difference fermetric - fer (TFLite) on the same {n_crops} crops: "
+            f"{100 * diff['difference']:+.1f} points (paired bootstrap 95% interval "
+            f"{100 * diff['ci95'][0]:+.1f} to {100 * diff['ci95'][1]:+.1f}).",
+        ]
+    lines += [
+        "",
+        f"Date {result['date']}, commit `{result['git_commit']}`, torch {versions['torch']}, "
+        f"OpenCV {versions['opencv']}. Command: `{result['command']}`",
+    ]
     return "\n".join(lines)
 
 
@@ -472,19 +549,32 @@ def log(message: str) -> None:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", default="default", help="'default' (shipped model), a run directory, .pt or .safetensors")
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "fer2013"),
-                        help="FER2013 image-folder root (read only; default ../shared/data/fer2013)")
+    parser.add_argument(
+        "--checkpoint", default="default", help="'default' (shipped model), a run directory, .pt or .safetensors"
+    )
+    parser.add_argument(
+        "--data",
+        default=str(REPO.parent / "shared" / "data" / "fer2013"),
+        help="FER2013 image-folder root (read only; default ../shared/data/fer2013)",
+    )
     parser.add_argument("--photos", type=int, default=100, help="timed FER2013 photos (100)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed photos first (5)")
-    parser.add_argument("--astronaut-repeats", type=int, default=20, help="timings of the astronaut photo per side (20)")
+    parser.add_argument(
+        "--astronaut-repeats", type=int, default=20, help="timings of the astronaut photo per side (20)"
+    )
     parser.add_argument("--crops", type=int, default=1000, help="pre-cropped faces (1000)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256], help="crop batch sizes (64 256)")
-    parser.add_argument("--repeats", type=int, default=1, help="timed passes over the crops per configuration (1; median)")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="timed passes over the crops per configuration (1; median)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="threads for each side (1)")
     parser.add_argument("--seed", type=int, default=0, help="subset permutation and bootstrap seed (0)")
-    parser.add_argument("--fer-python", default=str(DEFAULT_FER_PYTHON), help="python of the fer venv (.venv-fer/bin/python)")
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help="result JSON (benchmarks/results/cpu_predict_vs_fer.json)")
+    parser.add_argument(
+        "--fer-python", default=str(DEFAULT_FER_PYTHON), help="python of the fer venv (.venv-fer/bin/python)"
+    )
+    parser.add_argument(
+        "--out", default=str(DEFAULT_OUT), help="result JSON (benchmarks/results/cpu_predict_vs_fer.json)"
+    )
     parser.add_argument("--render", metavar="JSON", help="print the docs/RESULTS.md section of a result file and exit")
     args = parser.parse_args(argv)
     for name in ("photos", "crops", "astronaut_repeats", "repeats", "threads"):

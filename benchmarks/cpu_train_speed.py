@@ -25,7 +25,7 @@ import platform
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,8 +73,9 @@ def bare_step_rate(backbone: str, width: float, precision: str, batch: int, step
     return batch * steps / (time.perf_counter() - started)
 
 
-def engine_rate(train_set, backbone: str, width: float, precision: str, deterministic: bool, batch: int,
-                steps: int, warmup: int) -> float:
+def engine_rate(
+    train_set, backbone: str, width: float, precision: str, deterministic: bool, batch: int, steps: int, warmup: int
+) -> float:
     """Images/s of ``fermetric train``'s training steps (warm-up steps excluded)."""
     from fermetric.config import load_recipe
     from fermetric.engine.train import train
@@ -85,8 +86,17 @@ def engine_rate(train_set, backbone: str, width: float, precision: str, determin
     for max_steps in (warmup, warmup + steps):  # the difference removes start-up costs
         with tempfile.TemporaryDirectory(prefix="fermetric-speed-") as out:
             started = time.perf_counter()
-            result = train(recipe, train_set, None, Path(out) / "run", device="cpu", max_steps=max_steps,
-                           progress=False, precision=precision, deterministic=deterministic)
+            result = train(
+                recipe,
+                train_set,
+                None,
+                Path(out) / "run",
+                device="cpu",
+                max_steps=max_steps,
+                progress=False,
+                precision=precision,
+                deterministic=deterministic,
+            )
             rates.append((time.perf_counter() - started, result["steps"]))
     (t0, s0), (t1, s1) = rates
     return batch * (s1 - s0) / (t1 - t0)
@@ -114,11 +124,13 @@ def run(args) -> dict:
             log(f"{label}: bare step {auto}")
             row[f"bare_{auto}"] = bare_step_rate(backbone, width, auto, args.batch_size, args.steps, args.warmup)
         log(f"{label}: engine fp32 deterministic")
-        row["engine_fp32_deterministic"] = engine_rate(train_set, backbone, width, "fp32", True, args.batch_size,
-                                                       args.steps, args.warmup)
+        row["engine_fp32_deterministic"] = engine_rate(
+            train_set, backbone, width, "fp32", True, args.batch_size, args.steps, args.warmup
+        )
         log(f"{label}: engine precision auto ({auto})")
-        row["engine_auto"] = engine_rate(train_set, backbone, width, "auto", False, args.batch_size,
-                                         args.steps, args.warmup)
+        row["engine_auto"] = engine_rate(
+            train_set, backbone, width, "auto", False, args.batch_size, args.steps, args.warmup
+        )
         row["auto_over_deterministic_fp32"] = row["engine_auto"] / row["engine_fp32_deterministic"]
         row["engine_over_bare_same_precision"] = row["engine_auto"] / row[f"bare_{auto}"]
         rows[label] = row
@@ -138,7 +150,7 @@ def run(args) -> dict:
         "fermetric_version": fermetric.__version__,
         "python_version": platform.python_version(),
         "git_commit": git_commit(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "wall_seconds": time.perf_counter() - started,
     }
 
@@ -154,20 +166,33 @@ def render(result: dict) -> str:
         "",
     ]
     bare_columns = ["fp32"] + ([auto] if auto != "fp32" else [])
-    header = ["model", *[f"(a) bare step {p}" for p in bare_columns], "(b) engine fp32 deterministic",
-              f"(c) engine auto ({auto})", "(c)/(b)", f"(c)/(a, {auto})"]
+    header = [
+        "model",
+        *[f"(a) bare step {p}" for p in bare_columns],
+        "(b) engine fp32 deterministic",
+        f"(c) engine auto ({auto})",
+        "(c)/(b)",
+        f"(c)/(a, {auto})",
+    ]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, row in result["rows"].items():
-        cells = [f"`{label}`", *[f"{row[f'bare_{p}']:.0f} img/s" for p in bare_columns],
-                 f"{row['engine_fp32_deterministic']:.0f}", f"{row['engine_auto']:.0f}",
-                 f"{row['auto_over_deterministic_fp32']:.2f}", f"{row['engine_over_bare_same_precision']:.2f}"]
+        cells = [
+            f"`{label}`",
+            *[f"{row[f'bare_{p}']:.0f} img/s" for p in bare_columns],
+            f"{row['engine_fp32_deterministic']:.0f}",
+            f"{row['engine_auto']:.0f}",
+            f"{row['auto_over_deterministic_fp32']:.2f}",
+            f"{row['engine_over_bare_same_precision']:.2f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=f"fer2013={REPO.parent / 'shared' / 'data' / 'fer2013'}", metavar="DATASET=ROOT")
+    parser.add_argument(
+        "--data", default=f"fer2013={REPO.parent / 'shared' / 'data' / 'fer2013'}", metavar="DATASET=ROOT"
+    )
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=8, help="timed steps per measurement (8)")

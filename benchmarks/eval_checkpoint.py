@@ -15,7 +15,7 @@ import platform
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -42,8 +42,23 @@ def main() -> int:
 
     import fermetric
 
-    command = [sys.executable, "-m", "fermetric", "eval", "--checkpoint", args.checkpoint, "--data", args.data,
-               "--split", args.split, "--tta", args.tta, "--device", "cpu", "--json"]
+    command = [
+        sys.executable,
+        "-m",
+        "fermetric",
+        "eval",
+        "--checkpoint",
+        args.checkpoint,
+        "--data",
+        args.data,
+        "--split",
+        args.split,
+        "--tta",
+        args.tta,
+        "--device",
+        "cpu",
+        "--json",
+    ]
     started = time.perf_counter()
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     seconds = time.perf_counter() - started
@@ -63,8 +78,12 @@ def main() -> int:
         "metrics": metrics,
         "eval_seconds": round(seconds, 1),
         "machine": {"cpu": cpu_model(), "cpus": len(__import__("os").sched_getaffinity(0)), "device": "cpu"},
-        "versions": {"fermetric": fermetric.__version__, "torch": torch.__version__, "python": platform.python_version()},
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": {
+            "fermetric": fermetric.__version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python benchmarks/eval_checkpoint.py " + " ".join(sys.argv[1:]),
     }
     out = Path(args.out)

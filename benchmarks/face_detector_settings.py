@@ -36,9 +36,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from cpu_predict_vs_fer import (BORDER, BORDER_GREY, git_commit, machine_info, render_or_run, set_torch_threads,
-                                fer2013_test_order)
+from cpu_predict_vs_fer import (
+    BORDER,
+    BORDER_GREY,
+    fer2013_test_order,
+    git_commit,
+    machine_info,
+    render_or_run,
+    set_torch_threads,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "face_detector_settings.json"
@@ -46,15 +52,40 @@ UPSCALES = (1.5, 2.0, 4.0)
 ACCURACY_UPSCALES = (2.0, 4.0)
 MARGINS = (0.0, 0.04, 0.08)
 #: scikit-image example images without a (frontal human) face
-FACE_FREE = ("coffee", "chelsea", "rocket", "coins", "page", "text", "hubble_deep_field", "immunohistochemistry",
-             "retina", "horse", "moon", "logo", "brick", "grass", "gravel", "colorwheel", "clock")
+FACE_FREE = (
+    "coffee",
+    "chelsea",
+    "rocket",
+    "coins",
+    "page",
+    "text",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "horse",
+    "moon",
+    "logo",
+    "brick",
+    "grass",
+    "gravel",
+    "colorwheel",
+    "clock",
+)
 DEFAULT_NAME = "alt2 1.2/2/40"
 #: name -> HaarDetector options; the first is fermetric 0.1.0's default, the second fer's settings
 CANDIDATES = {
-    "default 1.1/5/24": dict(cascade="haarcascade_frontalface_default.xml", scale_factor=1.1, min_neighbors=5, min_face=24),
-    "default 1.1/5/50": dict(cascade="haarcascade_frontalface_default.xml", scale_factor=1.1, min_neighbors=5, min_face=50),
-    "default 1.2/3/40": dict(cascade="haarcascade_frontalface_default.xml", scale_factor=1.2, min_neighbors=3, min_face=40),
-    "default 1.2/2/40": dict(cascade="haarcascade_frontalface_default.xml", scale_factor=1.2, min_neighbors=2, min_face=40),
+    "default 1.1/5/24": dict(
+        cascade="haarcascade_frontalface_default.xml", scale_factor=1.1, min_neighbors=5, min_face=24
+    ),
+    "default 1.1/5/50": dict(
+        cascade="haarcascade_frontalface_default.xml", scale_factor=1.1, min_neighbors=5, min_face=50
+    ),
+    "default 1.2/3/40": dict(
+        cascade="haarcascade_frontalface_default.xml", scale_factor=1.2, min_neighbors=3, min_face=40
+    ),
+    "default 1.2/2/40": dict(
+        cascade="haarcascade_frontalface_default.xml", scale_factor=1.2, min_neighbors=2, min_face=40
+    ),
     "alt2 1.1/5/50": dict(cascade="haarcascade_frontalface_alt2.xml", scale_factor=1.1, min_neighbors=5, min_face=50),
     DEFAULT_NAME: dict(cascade="haarcascade_frontalface_alt2.xml", scale_factor=1.2, min_neighbors=2, min_face=40),
     "alt2 1.3/2/40": dict(cascade="haarcascade_frontalface_alt2.xml", scale_factor=1.3, min_neighbors=2, min_face=40),
@@ -110,7 +141,7 @@ def run(args) -> dict:
     load_start = os.getloadavg()
     threads = set_torch_threads(args.threads)
     testset, order = fer2013_test_order(Path(args.data), args.seed)
-    chosen = order[:args.faces]
+    chosen = order[: args.faces]
     faces48 = np.ascontiguousarray(testset.images[chosen])
     truth = np.array([testset.classes[testset.labels[i]] for i in chosen])
     photos = {up: [make_photo(face, up) for face in faces48] for up in UPSCALES}
@@ -125,15 +156,20 @@ def run(args) -> dict:
 
     def classify(found: list, up, margin) -> dict:
         """Largest-face labels of the photos at ``up``, given their detected ``found`` faces."""
-        crops = [align_face(photo, face, predictor.input_size, margin) for photo, face in zip(photos[up], found) if face]
+        crops = [
+            align_face(photo, face, predictor.input_size, margin) for photo, face in zip(photos[up], found) if face
+        ]
         hit = np.array([face is not None for face in found])
         labels = np.array([None] * len(found), dtype=object)
         if crops:
             probabilities, _ = predictor.run_crops(crops)
             labels[hit] = [predictor.classes[k] for k in probabilities.argmax(1)]
         correct = (labels == truth) & hit
-        return {"photos_with_a_face": int(hit.sum()), "accuracy": float(correct.mean()),
-                "accuracy_among_found": float(correct.sum() / max(hit.sum(), 1))}
+        return {
+            "photos_with_a_face": int(hit.sum()),
+            "accuracy": float(correct.mean()),
+            "accuracy_among_found": float(correct.sum() / max(hit.sum(), 1)),
+        }
 
     candidates = {}
     for name, options in CANDIDATES.items():
@@ -148,12 +184,15 @@ def run(args) -> dict:
             "false_detections": int(sum(false.values())),
             "false_detections_per_image": false,
             "ms_astronaut_512": median_ms(detector, [astronaut], repeats=args.repeats),
-            "ms_photo_240": median_ms(detector, photos[4.0][:args.timed_photos]),
+            "ms_photo_240": median_ms(detector, photos[4.0][: args.timed_photos]),
             "box_side_over_face_side_x4": float(np.median(sides)) if sides else None,
             "end_to_end": {f"x{up:g}": classify(faces[up], up, 0.0) for up in ACCURACY_UPSCALES},
         }
-        print(f"[face_detector_settings] {name}: {json.dumps({k: candidates[name][k] for k in ('photos_with_a_face', 'false_detections', 'ms_astronaut_512')})}",
-              file=sys.stderr, flush=True)
+        print(
+            f"[face_detector_settings] {name}: {json.dumps({k: candidates[name][k] for k in ('photos_with_a_face', 'false_detections', 'ms_astronaut_512')})}",
+            file=sys.stderr,
+            flush=True,
+        )
     default_faces = largest_faces(HaarDetector(**CANDIDATES[DEFAULT_NAME]))
     margins = {f"{m:g}": {f"x{up:g}": classify(default_faces[up], up, m) for up in ACCURACY_UPSCALES} for m in MARGINS}
     import PIL
@@ -161,16 +200,31 @@ def run(args) -> dict:
 
     return {
         "benchmark": "face_detector_settings",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
         "git_commit": git_commit(),
-        "machine": {**machine_info(), "load_average_start": list(load_start), "load_average_end": list(os.getloadavg())},
-        "versions": {"python": sys.version.split()[0], "fermetric": fermetric.__version__, "torch": torch.__version__,
-                     "opencv": cv2.__version__, "pillow": PIL.__version__, "scikit-learn": sklearn.__version__},
+        "machine": {
+            **machine_info(),
+            "load_average_start": list(load_start),
+            "load_average_end": list(os.getloadavg()),
+        },
+        "versions": {
+            "python": sys.version.split()[0],
+            "fermetric": fermetric.__version__,
+            "torch": torch.__version__,
+            "opencv": cv2.__version__,
+            "pillow": PIL.__version__,
+            "scikit-learn": sklearn.__version__,
+        },
         "threads": threads,
         "seed": args.seed,
-        "data": {"dataset": "fer2013", "split": "test (PrivateTest)", "faces": int(len(chosen)),
-                 "upscales": list(UPSCALES), "face_free_images": list(FACE_FREE)},
+        "data": {
+            "dataset": "fer2013",
+            "split": "test (PrivateTest)",
+            "faces": int(len(chosen)),
+            "upscales": list(UPSCALES),
+            "face_free_images": list(FACE_FREE),
+        },
         "model": {"checkpoint": str(args.checkpoint), "recipe": predictor.meta.get("recipe", {}).get("name")},
         "default": DEFAULT_NAME,
         "candidates": candidates,
@@ -202,10 +256,14 @@ def render(result: dict) -> str:
         e2e = " / ".join(pct(v["accuracy"]) for v in c["end_to_end"].values())
         side = c["box_side_over_face_side_x4"]
         bold = "**" if name == result["default"] else ""
-        lines.append(f"| {bold}{name}{bold} | {found} | {c['false_detections']} | {c['ms_astronaut_512']:.1f} | "
-                     f"{c['ms_photo_240']:.1f} | {'-' if side is None else f'{side:.2f}'} | {e2e} |")
-    margins = "; ".join(f"margin {m}: " + " / ".join(pct(v["accuracy_among_found"]) for v in block.values())
-                        for m, block in result["default_margins"].items())
+        lines.append(
+            f"| {bold}{name}{bold} | {found} | {c['false_detections']} | {c['ms_astronaut_512']:.1f} | "
+            f"{c['ms_photo_240']:.1f} | {'-' if side is None else f'{side:.2f}'} | {e2e} |"
+        )
+    margins = "; ".join(
+        f"margin {m}: " + " / ".join(pct(v["accuracy_among_found"]) for v in block.values())
+        for m, block in result["default_margins"].items()
+    )
     machine, versions = result["machine"], result["versions"]
     lines += [
         "",
@@ -220,15 +278,20 @@ def render(result: dict) -> str:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "fer2013"),
-                        help="FER2013 image-folder root (read only; default ../shared/data/fer2013)")
+    parser.add_argument(
+        "--data",
+        default=str(REPO.parent / "shared" / "data" / "fer2013"),
+        help="FER2013 image-folder root (read only; default ../shared/data/fer2013)",
+    )
     parser.add_argument("--checkpoint", default="default", help="model for the end-to-end columns (default: shipped)")
     parser.add_argument("--faces", type=int, default=300, help="FER2013 PrivateTest faces (300)")
     parser.add_argument("--timed-photos", type=int, default=50, help="x4 photos timed per candidate (50)")
     parser.add_argument("--repeats", type=int, default=10, help="timings of the astronaut photo per candidate (10)")
     parser.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads (1)")
     parser.add_argument("--seed", type=int, default=0, help="subset permutation seed (0)")
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help="result JSON (benchmarks/results/face_detector_settings.json)")
+    parser.add_argument(
+        "--out", default=str(DEFAULT_OUT), help="result JSON (benchmarks/results/face_detector_settings.json)"
+    )
     parser.add_argument("--render", metavar="JSON", help="print the docs/RESULTS.md section of a result file and exit")
     args = parser.parse_args(argv)
     for name in ("faces", "timed_photos", "repeats", "threads"):

@@ -56,8 +56,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {', '.join(VARIANTS)}")
     p.add_argument("--compile-loss", action="store_true", help="torch.compile the metric loss (dynamic=False)")
     p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
-    p.add_argument("--model", choices=["auto", "fermetric", "torchvision"], default="auto",
-                   help="fermetric.models.create_model (auto when importable) or a plain torchvision ResNet-18")
+    p.add_argument(
+        "--model",
+        choices=["auto", "fermetric", "torchvision"],
+        default="auto",
+        help="fermetric.models.create_model (auto when importable) or a plain torchvision ResNet-18",
+    )
     p.add_argument("--backbone", default="resnet18", help="fermetric backbone name (tiny: fast CPU smoke runs)")
     p.add_argument("--width", type=float, default=None, help="channel multiplier of resnet18/34 and tiny")
     p.add_argument("--seed", type=int, default=0)
@@ -173,8 +177,12 @@ def time_variant(variant: str, args, device: torch.device, amp: bool) -> dict:
 
     warmup = args.warmup if args.warmup is not None else (10 if device.type == "cuda" else 1)
     steps = timed(step, warmup, args.steps, device)
-    result = {"ms_per_step": statistics.fmean(steps), "ms_per_step_median": statistics.median(steps),
-              "model": model_name, **loss_info}
+    result = {
+        "ms_per_step": statistics.fmean(steps),
+        "ms_per_step_median": statistics.median(steps),
+        "model": model_name,
+        **loss_info,
+    }
     if loss_fn is not None:
         result["loss_only_ms"] = time_loss_only(metric, takes_logits, labels, args, device, warmup)
     return result
@@ -237,11 +245,14 @@ def main(argv=None) -> int:
 
     report = {
         "benchmark": "loss_step_time",
-        "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
-                   else f"cpu ({platform.processor() or platform.machine()})"),
+        "device": (
+            torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else f"cpu ({platform.processor() or platform.machine()})"
+        ),
         "torch": torch.__version__,
         "cuda": torch.version.cuda if device.type == "cuda" else None,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "seed": args.seed,
         "batch": args.batch,
         "input_size": args.size,
@@ -259,8 +270,10 @@ def main(argv=None) -> int:
     print(f"{'variant':>9} {'ms/step':>9} {'median':>9} {'overhead':>9} {'loss-only':>10}")
     for variant, r in results.items():
         loss_only = f"{r['loss_only_ms']:9.3f}" if "loss_only_ms" in r else f"{'-':>9}"
-        print(f"{variant:>9} {r['ms_per_step']:9.2f} {r['ms_per_step_median']:9.2f} "
-              f"{r['overhead_pct']:8.1f}% {loss_only} ms")
+        print(
+            f"{variant:>9} {r['ms_per_step']:9.2f} {r['ms_per_step_median']:9.2f} "
+            f"{r['overhead_pct']:8.1f}% {loss_only} ms"
+        )
     print(f"CE repeated at the end: {ce_repeat:.2f} ms/step ({report['ce_repeat_diff_pct']:+.1f}%: run-to-run noise)")
     if args.out:
         out = Path(args.out)

@@ -43,8 +43,12 @@ import specs  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("main", "ablations", "time-to-accuracy", "throughput", "published", "provenance")
 NOT_RUN = "not run"
-MAIN_METRICS = (("accuracy", "Accuracy"), ("macro_f1", "Macro-F1"), ("knn_accuracy", "k-NN acc."),
-                ("map_at_r", "MAP@R"))
+MAIN_METRICS = (
+    ("accuracy", "Accuracy"),
+    ("macro_f1", "Macro-F1"),
+    ("knn_accuracy", "k-NN acc."),
+    ("map_at_r", "MAP@R"),
+)
 DEFAULT_DATASETS = ("fer2013", "ferplus", "ckplus48")  # always listed, so unrun cells show
 BASELINE = "ce"  # every method's accuracy difference is paired with this recipe's runs
 BOOTSTRAP_RESAMPLES = 10000
@@ -252,15 +256,28 @@ def render_main(records: list[dict]) -> str:
         for name in names:
             rs = runs.get(name, [])
             difference = "reference" if name == BASELINE and rs else difference_cell(rs, baseline)
-            rows.append([specs.METHOD_NAMES.get(name, name)] + [metric_cell(rs, m) for m, _ in MAIN_METRICS]
-                        + [difference, cost_cell(rs, "train_seconds", 1 / 60, 1),
-                           cost_cell(rs, "steady_images_per_second", 1, 0), runs_cell(rs),
-                           epochs_cell(rs) if rs else "-"])
+            rows.append(
+                [specs.METHOD_NAMES.get(name, name)]
+                + [metric_cell(rs, m) for m, _ in MAIN_METRICS]
+                + [
+                    difference,
+                    cost_cell(rs, "train_seconds", 1 / 60, 1),
+                    cost_cell(rs, "steady_images_per_second", 1, 0),
+                    runs_cell(rs),
+                    epochs_cell(rs) if rs else "-",
+                ]
+            )
         all_runs = [r for rs in runs.values() for r in rs]
         note = f" ({split_note(all_runs)})" if all_runs else ""
-        parts.append(f"**{dataset_title(dataset)}**{note}\n\n"
-                     + table(["Method"] + [f"{label} (%)" for _, label in MAIN_METRICS]
-                             + ["Acc. − CE, points [paired 95% CI]", "Train min", "Images/s", "Runs", "Epochs"], rows))
+        parts.append(
+            f"**{dataset_title(dataset)}**{note}\n\n"
+            + table(
+                ["Method"]
+                + [f"{label} (%)" for _, label in MAIN_METRICS]
+                + ["Acc. − CE, points [paired 95% CI]", "Train min", "Images/s", "Runs", "Epochs"],
+                rows,
+            )
+        )
     return "\n\n".join(parts)
 
 
@@ -275,10 +292,15 @@ def render_ablations(records: list[dict]) -> str:
             for i, (label, variant) in enumerate(family.rows):
                 rs = runs.get(variant, [])
                 setting = label + (" (default)" if variant == family.default else "")
-                rows.append([family.title if i == 0 else "", setting]
-                            + [metric_cell(rs, m) for m, _ in MAIN_METRICS] + [runs_cell(rs), epochs_cell(rs) if rs else "-"])
-        parts.append(f"**{dataset_title(dataset)}**\n\n" + table(
-            ["Ablation", "Setting"] + [f"{label} (%)" for _, label in MAIN_METRICS] + ["Runs", "Epochs"], rows))
+                rows.append(
+                    [family.title if i == 0 else "", setting]
+                    + [metric_cell(rs, m) for m, _ in MAIN_METRICS]
+                    + [runs_cell(rs), epochs_cell(rs) if rs else "-"]
+                )
+        parts.append(
+            f"**{dataset_title(dataset)}**\n\n"
+            + table(["Ablation", "Setting"] + [f"{label} (%)" for _, label in MAIN_METRICS] + ["Runs", "Epochs"], rows)
+        )
     return "\n\n".join(parts)
 
 
@@ -336,8 +358,11 @@ def render_time_to_accuracy(records: list[dict]) -> str:
                     row += ["not reached"] * 2
                     continue
                 row += [_mean_text([e for e, _ in hit], 1) + suffix, _mean_text([s for _, s in hit], 1) + suffix]
-            row += [_mean_text([r.get("train_seconds") for r in rs], 1),
-                    _mean_text([r.get("steady_images_per_second") for r in rs], 0), runs_cell(rs)]
+            row += [
+                _mean_text([r.get("train_seconds") for r in rs], 1),
+                _mean_text([r.get("steady_images_per_second") for r in rs], 0),
+                runs_cell(rs),
+            ]
             rows.append(row)
         note = f"CE best validation accuracy {pct(baseline)}%" if baseline is not None else "no CE baseline yet"
         parts.append(f"**{dataset_title(dataset)}** ({note})\n\n" + table(header, rows))
@@ -347,8 +372,16 @@ def render_time_to_accuracy(records: list[dict]) -> str:
 def render_throughput(records: list[dict]) -> str:
     grouped = group(records, "throughput")
     datasets = [d for d in dataset_order(grouped) if d in grouped] or ["fer2013"]
-    header = ["Method", "Concurrent runs", "Images/s per run", "Images/s total", "Epoch s", "Peak GPU memory (GiB)",
-              "Parameters (M)", "Device"]
+    header = [
+        "Method",
+        "Concurrent runs",
+        "Images/s per run",
+        "Images/s total",
+        "Epoch s",
+        "Peak GPU memory (GiB)",
+        "Parameters (M)",
+        "Device",
+    ]
     parts = []
     for dataset in datasets:
         runs = grouped.get(dataset, {})
@@ -364,18 +397,25 @@ def render_throughput(records: list[dict]) -> str:
             for jobs, group_runs in sorted(by_jobs.items()):
                 rates = [r.get("steady_images_per_second") for r in group_runs]
                 mean, _, n = mean_std(rates)
-                epoch_seconds = [statistics.median([h["seconds"] for h in r.get("history") or [] if h.get("seconds")] or [0])
-                                 for r in group_runs]
+                epoch_seconds = [
+                    statistics.median([h["seconds"] for h in r.get("history") or [] if h.get("seconds")] or [0])
+                    for r in group_runs
+                ]
                 memory = [r.get("peak_gpu_memory_bytes") for r in group_runs]
                 params = [r.get("parameters") for r in group_runs]
                 devices = sorted({r.get("gpu_name") or r.get("device") or "?" for r in group_runs})
-                rows.append([
-                    specs.METHOD_NAMES.get(name, name), str(jobs), _mean_text(rates, 0),
-                    f"{mean * jobs:.0f}" if n else "n/a",
-                    _mean_text(epoch_seconds, 2, spread=False),
-                    _mean_text([m / 2**30 if m is not None else None for m in memory], 2, spread=False),
-                    _mean_text([p / 1e6 if p is not None else None for p in params], 2, spread=False),
-                    ", ".join(devices)])
+                rows.append(
+                    [
+                        specs.METHOD_NAMES.get(name, name),
+                        str(jobs),
+                        _mean_text(rates, 0),
+                        f"{mean * jobs:.0f}" if n else "n/a",
+                        _mean_text(epoch_seconds, 2, spread=False),
+                        _mean_text([m / 2**30 if m is not None else None for m in memory], 2, spread=False),
+                        _mean_text([p / 1e6 if p is not None else None for p in params], 2, spread=False),
+                        ", ".join(devices),
+                    ]
+                )
         parts.append(f"**{dataset_title(dataset)}**\n\n" + table(header, rows))
     return "\n\n".join(parts)
 
@@ -385,7 +425,9 @@ def render_published(records: list[dict]) -> str:
     rows = []
     for dataset in dict.fromkeys(p.dataset for p in specs.PUBLISHED):
         for p in (p for p in specs.PUBLISHED if p.dataset == dataset):
-            rows.append([dataset_title(dataset), p.method, f"{p.accuracy:.2f}", p.source + (f"; {p.note}" if p.note else "")])
+            rows.append(
+                [dataset_title(dataset), p.method, f"{p.accuracy:.2f}", p.source + (f"; {p.note}" if p.note else "")]
+            )
         runs = main.get(dataset, {})
         best = None
         for name, rs in runs.items():
@@ -396,12 +438,24 @@ def render_published(records: list[dict]) -> str:
             rows.append([dataset_title(dataset), "fermetric, best recipe", NOT_RUN, "this repository (main table)"])
         else:
             name, _, rs = best
-            rows.append([dataset_title(dataset), f"fermetric {specs.METHOD_NAMES.get(name, name)}",
-                         metric_cell(rs, "accuracy"), f"this repository, {runs_cell(rs)}, {split_note(rs)}"])
+            rows.append(
+                [
+                    dataset_title(dataset),
+                    f"fermetric {specs.METHOD_NAMES.get(name, name)}",
+                    metric_cell(rs, "accuracy"),
+                    f"this repository, {runs_cell(rs)}, {split_note(rs)}",
+                ]
+            )
         if any(p.method == "MT-DML" for p in specs.PUBLISHED if p.dataset == dataset):
             rs = runs.get("mtdml", [])
-            rows.append([dataset_title(dataset), "fermetric MT-DML", metric_cell(rs, "accuracy"),
-                         f"this repository, {runs_cell(rs)}" if rs else "this repository (main table)"])
+            rows.append(
+                [
+                    dataset_title(dataset),
+                    "fermetric MT-DML",
+                    metric_cell(rs, "accuracy"),
+                    f"this repository, {runs_cell(rs)}" if rs else "this repository (main table)",
+                ]
+            )
     return table(["Dataset", "Method", "Top-1 accuracy (%)", "Source"], rows)
 
 
@@ -411,9 +465,17 @@ def render_provenance(records: list[dict]) -> str:
     groups = defaultdict(list)
     for r in records:
         device = r.get("gpu_name") or " ".join(str(v) for v in (r.get("cpu_model"), r.get("device")) if v) or "?"
-        key = (r.get("table"), r.get("dataset"), device, r.get("precision") or "?", r.get("torch_version"),
-               r.get("cuda_version"), r.get("fermetric_version"), (r.get("git_commit") or "?")[:10],
-               r.get("concurrent_runs") or 1)
+        key = (
+            r.get("table"),
+            r.get("dataset"),
+            device,
+            r.get("precision") or "?",
+            r.get("torch_version"),
+            r.get("cuda_version"),
+            r.get("fermetric_version"),
+            (r.get("git_commit") or "?")[:10],
+            r.get("concurrent_runs") or 1,
+        )
         groups[key].append(r)
     rows = []
     for key, rs in sorted(groups.items(), key=lambda kv: tuple(str(k) for k in kv[0])):
@@ -421,15 +483,49 @@ def render_provenance(records: list[dict]) -> str:
         seeds = ", ".join(str(s) for s in sorted({r.get("seed") for r in rs}))
         dates = sorted((r.get("date") or "?")[:10] for r in rs)
         reused = sum(1 for r in rs if r.get("reused_from"))
-        rows.append([table_name, dataset, device, precision, torch_v or "?", cuda_v or "-", fermetric_v or "?", commit,
-                     str(jobs), seeds, dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}",
-                     f"{len(rs)}" + (f" ({reused} reused)" if reused else "")])
-    return table(["Table", "Dataset", "Device", "Precision", "torch", "CUDA", "fermetric", "Commit", "Concurrent",
-                  "Seeds", "Dates", "Runs"], rows)
+        rows.append(
+            [
+                table_name,
+                dataset,
+                device,
+                precision,
+                torch_v or "?",
+                cuda_v or "-",
+                fermetric_v or "?",
+                commit,
+                str(jobs),
+                seeds,
+                dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}",
+                f"{len(rs)}" + (f" ({reused} reused)" if reused else ""),
+            ]
+        )
+    return table(
+        [
+            "Table",
+            "Dataset",
+            "Device",
+            "Precision",
+            "torch",
+            "CUDA",
+            "fermetric",
+            "Commit",
+            "Concurrent",
+            "Seeds",
+            "Dates",
+            "Runs",
+        ],
+        rows,
+    )
 
 
-RENDERERS = {"main": render_main, "ablations": render_ablations, "time-to-accuracy": render_time_to_accuracy,
-             "throughput": render_throughput, "published": render_published, "provenance": render_provenance}
+RENDERERS = {
+    "main": render_main,
+    "ablations": render_ablations,
+    "time-to-accuracy": render_time_to_accuracy,
+    "throughput": render_throughput,
+    "published": render_published,
+    "provenance": render_provenance,
+}
 
 
 #: The CPU protocol's tables (``--scale cpu``) sit under markers named ``cpu-<section>``.
@@ -450,9 +546,11 @@ def replace_sections(text: str, sections: dict[str, str], where: str = "document
         start, end = f"<!-- fermetric:{name}:start -->", f"<!-- fermetric:{name}:end -->"
         i, j = text.find(start), text.find(end)
         if i < 0 or j < i:
-            raise TableError(f"{where}: markers {start} ... {end} are missing or out of order; add them where "
-                             f"the {name} table belongs")
-        text = text[:i + len(start)] + "\n" + body.rstrip() + "\n" + text[j:]
+            raise TableError(
+                f"{where}: markers {start} ... {end} are missing or out of order; add them where "
+                f"the {name} table belongs"
+            )
+        text = text[: i + len(start)] + "\n" + body.rstrip() + "\n" + text[j:]
     return text
 
 
@@ -460,12 +558,23 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--results", default=str(REPO / "benchmarks" / "results"), help="results root")
     p.add_argument("--doc", default=str(REPO / "docs" / "RESULTS.md"), help="the document to update")
-    p.add_argument("--import", dest="bundles", nargs="+", default=[], metavar="BUNDLE",
-                   help="JSON-lines bundles from protocol.py --bundle to unpack into --results first")
+    p.add_argument(
+        "--import",
+        dest="bundles",
+        nargs="+",
+        default=[],
+        metavar="BUNDLE",
+        help="JSON-lines bundles from protocol.py --bundle to unpack into --results first",
+    )
     p.add_argument("--check", action="store_true", help="exit 1 if the document is not up to date; write nothing")
-    p.add_argument("--scale", nargs="+", default=None, choices=list(specs.SCALES),
-                   help="which protocol scales' tables to regenerate (default: gpu, plus every other scale "
-                        "whose markers the document has)")
+    p.add_argument(
+        "--scale",
+        nargs="+",
+        default=None,
+        choices=list(specs.SCALES),
+        help="which protocol scales' tables to regenerate (default: gpu, plus every other scale "
+        "whose markers the document has)",
+    )
     args = p.parse_args(argv)
     try:
         if args.bundles:
@@ -476,8 +585,9 @@ def main(argv: list[str] | None = None) -> int:
         if not doc.is_file():
             raise TableError(f"{doc}: no such document; restore docs/RESULTS.md (it holds the table markers)")
         old = doc.read_text()
-        scales = args.scale or ["gpu"] + [name for name in specs.SCALES
-                                          if name != "gpu" and f"<!-- fermetric:{name}-main:start -->" in old]
+        scales = args.scale or ["gpu"] + [
+            name for name in specs.SCALES if name != "gpu" and f"<!-- fermetric:{name}-main:start -->" in old
+        ]
         new = old
         for scale in scales:
             new = replace_sections(new, render_all(records, scale), str(doc))

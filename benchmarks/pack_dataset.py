@@ -33,17 +33,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("data", metavar="DATASET=ROOT", help="e.g. fer2013=../shared/data/fer2013")
     p.add_argument("--out", required=True, help="pack file to write, e.g. .pack/fer2013.npz")
-    p.add_argument("--label-mode", default=None, choices=["majority", "plurality", "probability"],
-                   help="FER+ label mode fixed into the pack (default: the reader's, majority)")
-    p.add_argument("--num-folds", type=int, default=None,
-                   help="subject folds of a k-fold dataset (default: the reader's, 10 for ckplus48)")
-    p.add_argument("--preset", type=int, default=DEFAULT_PRESET, help="xz preset 0-9 (default 6; 9 gains 0.05%% on FER2013)")
+    p.add_argument(
+        "--label-mode",
+        default=None,
+        choices=["majority", "plurality", "probability"],
+        help="FER+ label mode fixed into the pack (default: the reader's, majority)",
+    )
+    p.add_argument(
+        "--num-folds",
+        type=int,
+        default=None,
+        help="subject folds of a k-fold dataset (default: the reader's, 10 for ckplus48)",
+    )
+    p.add_argument(
+        "--preset", type=int, default=DEFAULT_PRESET, help="xz preset 0-9 (default 6; 9 gains 0.05%% on FER2013)"
+    )
     p.add_argument("--warn-mib", type=float, default=56.0, help="warn when the pack is larger (MiB)")
     return p
 
 
-def pack(data: str, out: str | Path, label_mode: str | None = None, num_folds: int | None = None,
-         preset: int = DEFAULT_PRESET) -> dict:
+def pack(
+    data: str,
+    out: str | Path,
+    label_mode: str | None = None,
+    num_folds: int | None = None,
+    preset: int = DEFAULT_PRESET,
+) -> dict:
     """Load every split of ``data`` (``NAME=ROOT``) and write the pack; returns its meta."""
     name, root = parse_data_arg(data)
     reader = DATASETS.get(name)
@@ -76,12 +91,17 @@ def main(argv: list[str] | None = None) -> int:
     size = Path(args.out).stat().st_size
     counts = ", ".join(f"{s} {v['n']}" for s, v in meta["splits"].items())
     codec = meta["codec"]
-    print(f"{args.out}: {meta['dataset']} ({counts}; {codec['distinct_images']} distinct of "
-          f"{codec['total_images']} images, {meta['image_shape'][0]}x{meta['image_shape'][1]}) "
-          f"{size / 1e6:.1f} MB = {size / MIB:.1f} MiB in {time.perf_counter() - started:.0f} s")
+    print(
+        f"{args.out}: {meta['dataset']} ({counts}; {codec['distinct_images']} distinct of "
+        f"{codec['total_images']} images, {meta['image_shape'][0]}x{meta['image_shape'][1]}) "
+        f"{size / 1e6:.1f} MB = {size / MIB:.1f} MiB in {time.perf_counter() - started:.0f} s"
+    )
     if size > args.warn_mib * MIB:
-        print(f"pack_dataset: warning: {args.out} is {size / MIB:.1f} MiB; a device call carries 64 MiB in all "
-              "(working tree included)", file=sys.stderr)
+        print(
+            f"pack_dataset: warning: {args.out} is {size / MIB:.1f} MiB; a device call carries 64 MiB in all "
+            "(working tree included)",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -17,7 +17,7 @@ import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,25 +43,43 @@ def run(args) -> dict:
                 predictor.batch_size = batch
                 started = time.perf_counter()
                 for start in range(0, len(crops), batch):
-                    predictor.run_crops(crops[start:start + batch])
+                    predictor.run_crops(crops[start : start + batch])
                 rates[name].append(len(crops) / (time.perf_counter() - started))
         rows[str(batch)] = {name: statistics.median(values) for name, values in rates.items()}
-        print(f"[predict_backends] batch {batch}: " + ", ".join(f"{n} {v:.0f} faces/s" for n, v in rows[str(batch)].items()),
-              file=sys.stderr, flush=True)
+        print(
+            f"[predict_backends] batch {batch}: "
+            + ", ".join(f"{n} {v:.0f} faces/s" for n, v in rows[str(batch)].items()),
+            file=sys.stderr,
+            flush=True,
+        )
     import onnxruntime
 
-    return {"benchmark": "predict_backends", "checkpoint": args.checkpoint, "threads": args.threads,
-            "faces": args.faces, "repeats": args.repeats, "rows": rows, "machine": machine_info(),
-            "torch_version": torch.__version__, "onnxruntime_version": onnxruntime.__version__,
-            "fermetric_version": fermetric.__version__, "python_version": platform.python_version(),
-            "git_commit": git_commit(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join(["python", *sys.argv])}
+    return {
+        "benchmark": "predict_backends",
+        "checkpoint": args.checkpoint,
+        "threads": args.threads,
+        "faces": args.faces,
+        "repeats": args.repeats,
+        "rows": rows,
+        "machine": machine_info(),
+        "torch_version": torch.__version__,
+        "onnxruntime_version": onnxruntime.__version__,
+        "fermetric_version": fermetric.__version__,
+        "python_version": platform.python_version(),
+        "git_commit": git_commit(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["python", *sys.argv]),
+    }
 
 
 def render(result: dict) -> str:
-    lines = [f"Machine {result['machine']['cpu_model']}, {result['threads']} thread(s); torch {result['torch_version']}, "
-             f"onnxruntime {result['onnxruntime_version']}; model `{result['checkpoint']}`; {result['date']}.", "",
-             "| batch | torch faces/s | onnx faces/s | onnx / torch |", "|---|---|---|---|"]
+    lines = [
+        f"Machine {result['machine']['cpu_model']}, {result['threads']} thread(s); torch {result['torch_version']}, "
+        f"onnxruntime {result['onnxruntime_version']}; model `{result['checkpoint']}`; {result['date']}.",
+        "",
+        "| batch | torch faces/s | onnx faces/s | onnx / torch |",
+        "|---|---|---|---|",
+    ]
     for batch, row in result["rows"].items():
         lines.append(f"| {batch} | {row['torch']:.0f} | {row['onnx']:.0f} | {row['onnx'] / row['torch']:.2f} |")
     return "\n".join(lines)

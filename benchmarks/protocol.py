@@ -62,8 +62,8 @@ import argparse
 import json
 import multiprocessing
 import os
-import re
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -179,8 +179,9 @@ def build_recipe(run: Run, settings: Settings):
 
 
 def result_file(run: Run, settings: Settings) -> Path:
-    return specs.result_path(settings.out, settings.dataset, run.table, run.name, run.seed, run.fold,
-                             settings.concurrency)
+    return specs.result_path(
+        settings.out, settings.dataset, run.table, run.name, run.seed, run.fold, settings.concurrency
+    )
 
 
 def source_run(run: Run, settings: Settings) -> Path | None:
@@ -188,14 +189,17 @@ def source_run(run: Run, settings: Settings) -> Path | None:
     if settings.init_from is None:
         return None
     source = Run("main", run.recipe, run.recipe, (), run.seed)
-    folder = Path(settings.work) / specs.result_path(settings.out, settings.init_from, "main", source.name,
-                                                      source.seed).relative_to(settings.out).with_suffix("")
+    folder = Path(settings.work) / specs.result_path(
+        settings.out, settings.init_from, "main", source.name, source.seed
+    ).relative_to(settings.out).with_suffix("")
     weights = folder / "model.safetensors"
     if not weights.is_file():
         from fermetric.errors import ConfigError
 
-        raise ConfigError(f"--init-from {settings.init_from}: {weights} does not exist; run the {run.recipe} "
-                          f"seed {run.seed} main-table run on {settings.init_from} first (same --scale and --work)")
+        raise ConfigError(
+            f"--init-from {settings.init_from}: {weights} does not exist; run the {run.recipe} "
+            f"seed {run.seed} main-table run on {settings.init_from} first (same --scale and --work)"
+        )
     return weights
 
 
@@ -264,10 +268,16 @@ def read_history(run_dir: Path) -> list[dict]:
             continue
         record = json.loads(line)
         val = record.get("val") or {}
-        history.append({"epoch": record.get("epoch"), "seconds": record.get("seconds"),
-                        "images_per_second": record.get("images_per_second"),
-                        "eval_seconds": record.get("eval_seconds"), "val_accuracy": val.get("accuracy"),
-                        "train_loss": (record.get("train") or {}).get("loss")})
+        history.append(
+            {
+                "epoch": record.get("epoch"),
+                "seconds": record.get("seconds"),
+                "images_per_second": record.get("images_per_second"),
+                "eval_seconds": record.get("eval_seconds"),
+                "val_accuracy": val.get("accuracy"),
+                "train_loss": (record.get("train") or {}).get("loss"),
+            }
+        )
     return history
 
 
@@ -334,9 +344,22 @@ def execute(run: Run, settings: Settings) -> dict:
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         init_from = source_run(run, settings)
-        results = train(recipe, train_set, val_set, run_dir, device=settings.device, seed=run.seed, resume=True,
-                        on_nan="stop", max_steps=settings.max_steps, progress=settings.progress,
-                        test_set=test_set, dataset=settings.dataset, threads=settings.threads, init_from=init_from)
+        results = train(
+            recipe,
+            train_set,
+            val_set,
+            run_dir,
+            device=settings.device,
+            seed=run.seed,
+            resume=True,
+            on_nan="stop",
+            max_steps=settings.max_steps,
+            progress=settings.progress,
+            test_set=test_set,
+            dataset=settings.dataset,
+            threads=settings.threads,
+            init_from=init_from,
+        )
         device_is_cuda = cuda and not str(results.get("device", "")).startswith("cpu")
         metrics_by_split = results.get("metrics") or {}
         split = "test" if "test" in metrics_by_split else ("val" if "val" in metrics_by_split else None)
@@ -363,7 +386,9 @@ def execute(run: Run, settings: Settings) -> dict:
             "labels": m.get("labels"),
             "confusion": m.get("confusion"),
             "classes": results.get("classes"),
-            "val": {"accuracy": val.get("accuracy"), "macro_f1": val.get("macro_f1"), "n": val.get("n")} if val else None,
+            "val": {"accuracy": val.get("accuracy"), "macro_f1": val.get("macro_f1"), "n": val.get("n")}
+            if val
+            else None,
             "tta": results.get("tta"),
             "selection": results.get("selection"),
             "epochs": results.get("epochs"),
@@ -406,8 +431,13 @@ def execute(run: Run, settings: Settings) -> dict:
         if not settings.keep_checkpoints:
             for checkpoint in run_dir.glob("*.pt"):
                 checkpoint.unlink()
-        return {"status": "done", "file": str(target), "seconds": time.perf_counter() - started,
-                "metrics": record["metrics"], "images_per_second": record["steady_images_per_second"]}
+        return {
+            "status": "done",
+            "file": str(target),
+            "seconds": time.perf_counter() - started,
+            "metrics": record["metrics"],
+            "images_per_second": record["steady_images_per_second"],
+        }
     except Exception as err:  # one failed run must not stop the table: report it and go on
         from fermetric.errors import FermetricError
 
@@ -415,8 +445,9 @@ def execute(run: Run, settings: Settings) -> dict:
         if not isinstance(err, FermetricError):
             traceback.print_exc()
             message = f"{type(err).__name__}: {message}"
-        append_bundle(settings.bundle, {"file": relative_to_out(target, settings), "error": message,
-                                        "run": asdict(run)})
+        append_bundle(
+            settings.bundle, {"file": relative_to_out(target, settings), "error": message, "run": asdict(run)}
+        )
         return {"status": "failed", "file": str(target), "seconds": time.perf_counter() - started, "error": message}
 
 
@@ -452,9 +483,11 @@ def reusable_main_result(run: Run, settings: Settings) -> Path | None:
         record = json.loads(main.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    same = (record.get("recipe_config") == recipe_json(build_recipe(run, settings))
-            and record.get("max_steps") == settings.max_steps
-            and (run.table == "ablations" or record.get("concurrent_runs") == 1))
+    same = (
+        record.get("recipe_config") == recipe_json(build_recipe(run, settings))
+        and record.get("max_steps") == settings.max_steps
+        and (run.table == "ablations" or record.get("concurrent_runs") == 1)
+    )
     return main if same else None
 
 
@@ -480,10 +513,15 @@ def report(index: int, total: int, run: Run, outcome: dict, settings: Settings) 
     speed = outcome.get("images_per_second")
     scores = ""
     if m.get("accuracy") is not None:  # throughput runs are not evaluated
-        scores = (f"accuracy {_fmt(m.get('accuracy'))} macro-F1 {_fmt(m.get('macro_f1'))} "
-                  f"k-NN {_fmt(m.get('knn_accuracy'))} MAP@R {_fmt(m.get('map_at_r'))} | ")
-    print(f"[{index}/{total}] done {where}: {scores}{'-' if speed is None else f'{speed:,.0f}'} img/s | "
-          f"{outcome['seconds']:.0f} s", flush=True)
+        scores = (
+            f"accuracy {_fmt(m.get('accuracy'))} macro-F1 {_fmt(m.get('macro_f1'))} "
+            f"k-NN {_fmt(m.get('knn_accuracy'))} MAP@R {_fmt(m.get('map_at_r'))} | "
+        )
+    print(
+        f"[{index}/{total}] done {where}: {scores}{'-' if speed is None else f'{speed:,.0f}'} img/s | "
+        f"{outcome['seconds']:.0f} s",
+        flush=True,
+    )
 
 
 def drive(runs: list[Run], settings: Settings, jobs: int, budget: float | None, started: float) -> dict:
@@ -530,10 +568,20 @@ def drive(runs: list[Run], settings: Settings, jobs: int, budget: float | None, 
                     try:
                         outcome = future.result()
                     except Exception as err:  # a worker died (out of memory, killed)
-                        outcome = {"status": "failed", "file": str(result_file(run, settings)), "seconds": 0.0,
-                                   "error": f"worker process failed: {type(err).__name__}: {err}"}
-                        append_bundle(settings.bundle, {"file": relative_to_out(Path(outcome["file"]), settings),
-                                                        "error": outcome["error"], "run": asdict(run)})
+                        outcome = {
+                            "status": "failed",
+                            "file": str(result_file(run, settings)),
+                            "seconds": 0.0,
+                            "error": f"worker process failed: {type(err).__name__}: {err}",
+                        }
+                        append_bundle(
+                            settings.bundle,
+                            {
+                                "file": relative_to_out(Path(outcome["file"]), settings),
+                                "error": outcome["error"],
+                                "run": asdict(run),
+                            },
+                        )
                     settle(run, outcome)
     counts["left"] = len(pending)
     return counts
@@ -551,37 +599,81 @@ def _threads_per_run(jobs: int, device: str) -> int | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--table", required=True, choices=specs.TABLES)
     p.add_argument("--data", required=True, metavar="DATASET=ROOT", help="e.g. packed=.pack/fer2013.npz")
-    p.add_argument("--label-mode", default=None, choices=["majority", "plurality", "probability"],
-                   help="FER+ label mode (packs fix theirs at pack time)")
+    p.add_argument(
+        "--label-mode",
+        default=None,
+        choices=["majority", "plurality", "probability"],
+        help="FER+ label mode (packs fix theirs at pack time)",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--recipes", nargs="+", default=list(specs.RECIPES), help="main, time-to-accuracy, throughput")
-    p.add_argument("--ablations", nargs="+", default=list(specs.VARIANTS), metavar="VARIANT",
-                   help=f"ablation variants (default all): {', '.join(specs.VARIANTS)}")
-    p.add_argument("--folds", type=int, nargs="+", default=None,
-                   help="subject-fold datasets: which folds (default all, e.g. 0-9 for CK+)")
-    p.add_argument("--epochs", type=int, default=None,
-                   help=f"override every recipe's epochs (default: the recipe's; throughput: {THROUGHPUT_EPOCHS})")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="recipe override applied to every run (repeatable), e.g. model.backbone=tiny")
+    p.add_argument(
+        "--ablations",
+        nargs="+",
+        default=list(specs.VARIANTS),
+        metavar="VARIANT",
+        help=f"ablation variants (default all): {', '.join(specs.VARIANTS)}",
+    )
+    p.add_argument(
+        "--folds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="subject-fold datasets: which folds (default all, e.g. 0-9 for CK+)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"override every recipe's epochs (default: the recipe's; throughput: {THROUGHPUT_EPOCHS})",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="recipe override applied to every run (repeatable), e.g. model.backbone=tiny",
+    )
     p.add_argument("--max-steps", type=int, default=None, help="stop each run after this many steps (smoke runs)")
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="results root (default benchmarks/results)")
+    p.add_argument(
+        "--out", default=str(REPO / "benchmarks" / "results"), help="results root (default benchmarks/results)"
+    )
     p.add_argument("--bundle", default=None, help="also append every result as a JSON line here (e.g. $OUT/main.jsonl)")
     p.add_argument("--work", default=str(REPO / "runs" / "benchmarks"), help="run directories (checkpoints)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="runs trained at once (default 1); on the CPU each gets its share of the cores")
-    p.add_argument("--init-from", default=None, metavar="DATASET",
-                   help="main table: fine-tune each recipe from its own run on DATASET (e.g. fer2013 for CK+); "
-                        "rows are named <recipe>-from-<DATASET>")
-    p.add_argument("--scale", choices=list(specs.SCALES), default="gpu",
-                   help="gpu (the recipes as written) or cpu (narrower, shorter runs sized for a 2-core CPU; "
-                        "results under <out>/cpu/)")
-    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                   help="start a run only if elapsed + the longest run so far fits in SECONDS")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs trained at once (default 1); on the CPU each gets its share of the cores",
+    )
+    p.add_argument(
+        "--init-from",
+        default=None,
+        metavar="DATASET",
+        help="main table: fine-tune each recipe from its own run on DATASET (e.g. fer2013 for CK+); "
+        "rows are named <recipe>-from-<DATASET>",
+    )
+    p.add_argument(
+        "--scale",
+        choices=list(specs.SCALES),
+        default="gpu",
+        help="gpu (the recipes as written) or cpu (narrower, shorter runs sized for a 2-core CPU; "
+        "results under <out>/cpu/)",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="start a run only if elapsed + the longest run so far fits in SECONDS",
+    )
     p.add_argument("--keep-checkpoints", action="store_true", help="keep *.pt of finished runs")
     p.add_argument("--progress", action="store_true", help="per-epoch progress of every run")
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether their results exist")
@@ -614,22 +706,34 @@ def main(argv: list[str] | None = None) -> int:
         elif args.folds is not None:
             raise ConfigError(f"{dataset} has fixed splits; drop --folds")
         if args.table == "time-to-accuracy" and (num_folds is not None or "val" not in splits):
-            raise ConfigError(f"time-to-accuracy needs a validation split, and {dataset} has none; "
-                              "run it on fer2013 or ferplus")
+            raise ConfigError(
+                f"time-to-accuracy needs a validation split, and {dataset} has none; run it on fer2013 or ferplus"
+            )
         if args.table == "time-to-accuracy" and args.jobs != 1:
             raise ConfigError("time-to-accuracy compares single-run timings; use --jobs 1")
         if args.table == "throughput" and num_folds is not None:
             folds = [folds[0]]  # speed does not depend on the fold
         epochs = args.epochs if args.epochs is not None else (THROUGHPUT_EPOCHS if args.table == "throughput" else None)
         settings = Settings(
-            data=args.data, label_mode=args.label_mode, dataset=dataset, num_folds=num_folds,
+            data=args.data,
+            label_mode=args.label_mode,
+            dataset=dataset,
+            num_folds=num_folds,
             out=str(Path(args.out) / args.scale if args.scale != "gpu" else Path(args.out)),
             work=str(Path(args.work) / args.scale if args.scale != "gpu" else Path(args.work)),
-            bundle=args.bundle, device=args.device,
-            epochs=epochs, extra=tuple(args.overrides), max_steps=args.max_steps, concurrency=args.jobs,
-            threads=_threads_per_run(args.jobs, args.device), scale=args.scale, init_from=args.init_from,
-            progress=args.progress, keep_checkpoints=args.keep_checkpoints,
-            command=" ".join(shlex.quote(a) for a in ["python", "benchmarks/protocol.py", *argv]))
+            bundle=args.bundle,
+            device=args.device,
+            epochs=epochs,
+            extra=tuple(args.overrides),
+            max_steps=args.max_steps,
+            concurrency=args.jobs,
+            threads=_threads_per_run(args.jobs, args.device),
+            scale=args.scale,
+            init_from=args.init_from,
+            progress=args.progress,
+            keep_checkpoints=args.keep_checkpoints,
+            command=" ".join(shlex.quote(a) for a in ["python", "benchmarks/protocol.py", *argv]),
+        )
         if args.init_from and args.table != "main":
             raise ConfigError("--init-from applies to the main table")
         runs = plan_runs(args.table, args.recipes, args.ablations, args.seeds, folds, args.init_from)
@@ -660,13 +764,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print(f"run    {where}")
         todo.append(run)
-    print(f"{args.table} on {dataset}: {len(runs)} runs; {skipped} exist, {reused} reused, {len(todo)} to run"
-          f" ({args.jobs} at a time)", flush=True)
+    print(
+        f"{args.table} on {dataset}: {len(runs)} runs; {skipped} exist, {reused} reused, {len(todo)} to run"
+        f" ({args.jobs} at a time)",
+        flush=True,
+    )
     if args.dry_run or not todo:
         return 0
     counts = drive(todo, settings, args.jobs, args.time_budget, started)
-    print(f"{args.table} on {dataset}: {counts['done']} done, {counts['failed']} failed, "
-          f"{counts['left']} left for the time budget ({time.monotonic() - started:.0f} s)", flush=True)
+    print(
+        f"{args.table} on {dataset}: {counts['done']} done, {counts['failed']} failed, "
+        f"{counts['left']} left for the time budget ({time.monotonic() - started:.0f} s)",
+        flush=True,
+    )
     if counts["failed"]:
         return EXIT_FAILED
     return EXIT_BUDGET if counts["left"] else 0

@@ -31,17 +31,39 @@ SCALES: dict[str, tuple[str, ...]] = {
 }
 RECIPES: tuple[str, ...] = ("ce", "mtdml", "dmsl", "tcl-full", "tcl-semi", "tcl-pred", "pidml")
 TABLES: tuple[str, ...] = ("main", "ablations", "time-to-accuracy", "throughput")
-TABLE_FOLDERS = {"main": "", "ablations": "ablations", "time-to-accuracy": "time-to-accuracy",
-                 "throughput": "throughput"}
+TABLE_FOLDERS = {
+    "main": "",
+    "ablations": "ablations",
+    "time-to-accuracy": "time-to-accuracy",
+    "throughput": "throughput",
+}
 #: Metrics copied from ``evaluate`` into every result (the protocol's numbers, methods.md).
-METRICS: tuple[str, ...] = ("accuracy", "macro_f1", "knn_accuracy", "map_at_r", "precision_at_1", "nmi",
-                            "centroid_accuracy")
+METRICS: tuple[str, ...] = (
+    "accuracy",
+    "macro_f1",
+    "knn_accuracy",
+    "map_at_r",
+    "precision_at_1",
+    "nmi",
+    "centroid_accuracy",
+)
 #: Datasets in the order the tables list them, with their display names.
-DATASETS: dict[str, str] = {"fer2013": "FER2013", "ferplus": "FER+", "ckplus48": "CK+ (10-fold)",
-                            "rafdb": "RAF-DB", "jaffe": "JAFFE"}
-METHOD_NAMES: dict[str, str] = {"ce": "Cross-entropy (baseline)", "mtdml": "MT-DML", "dmsl": "DMSL",
-                                "tcl-full": "TCL fully-synthesized", "tcl-semi": "TCL semi-synthesized",
-                                "tcl-pred": "TCL prediction-based", "pidml": "PI&DML"}
+DATASETS: dict[str, str] = {
+    "fer2013": "FER2013",
+    "ferplus": "FER+",
+    "ckplus48": "CK+ (10-fold)",
+    "rafdb": "RAF-DB",
+    "jaffe": "JAFFE",
+}
+METHOD_NAMES: dict[str, str] = {
+    "ce": "Cross-entropy (baseline)",
+    "mtdml": "MT-DML",
+    "dmsl": "DMSL",
+    "tcl-full": "TCL fully-synthesized",
+    "tcl-semi": "TCL semi-synthesized",
+    "tcl-pred": "TCL prediction-based",
+    "pidml": "PI&DML",
+}
 
 
 @dataclass(frozen=True)
@@ -62,49 +84,73 @@ class Family:
     default: str
 
 
-VARIANTS: dict[str, Variant] = {v.name: v for v in (
-    # MT-DML (embedding 512 split into N slices; defaults: 8 slices, thresholds over [0.1, 0.8], dual loss)
-    Variant("mtdml", "mtdml"),
-    Variant("mtdml-slices1", "mtdml", ("loss.options.num_slices=1",)),
-    Variant("mtdml-slices4", "mtdml", ("loss.options.num_slices=4",)),
-    Variant("mtdml-slices16", "mtdml", ("loss.options.num_slices=16",)),
-    Variant("mtdml-margin0.4-0.4", "mtdml", ("loss.options.margin_range=[0.4, 0.4]",)),
-    Variant("mtdml-margin0.2-0.5", "mtdml", ("loss.options.margin_range=[0.2, 0.5]",)),
-    Variant("mtdml-margin0.05-1.2", "mtdml", ("loss.options.margin_range=[0.05, 1.2]",)),
-    Variant("mtdml-nodual", "mtdml", ("loss.options.dual=false",)),
-    # TCL: the three negative-selection strategies, and selective attention off
-    Variant("tcl-full", "tcl-full"),
-    Variant("tcl-semi", "tcl-semi"),
-    Variant("tcl-pred", "tcl-pred"),
-    Variant("tcl-full-noattention", "tcl-full", ("model.attention=false",)),
-    # DMSL: sigma of the Gaussian responsibilities (default 0.5) and embedding mixup (default off)
-    Variant("dmsl", "dmsl"),
-    Variant("dmsl-sigma0.25", "dmsl", ("loss.options.sigma=0.25",)),
-    Variant("dmsl-sigma1.0", "dmsl", ("loss.options.sigma=1.0",)),
-    Variant("dmsl-mixup", "dmsl", ("loss.options.mixup=true",)),
-    # PI&DML: with and without the partial-image branches
-    Variant("pidml", "pidml"),
-    Variant("pidml-nopartial", "pidml", ("model.partial=null",)),
-)}
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        # MT-DML (embedding 512 split into N slices; defaults: 8 slices, thresholds over [0.1, 0.8], dual loss)
+        Variant("mtdml", "mtdml"),
+        Variant("mtdml-slices1", "mtdml", ("loss.options.num_slices=1",)),
+        Variant("mtdml-slices4", "mtdml", ("loss.options.num_slices=4",)),
+        Variant("mtdml-slices16", "mtdml", ("loss.options.num_slices=16",)),
+        Variant("mtdml-margin0.4-0.4", "mtdml", ("loss.options.margin_range=[0.4, 0.4]",)),
+        Variant("mtdml-margin0.2-0.5", "mtdml", ("loss.options.margin_range=[0.2, 0.5]",)),
+        Variant("mtdml-margin0.05-1.2", "mtdml", ("loss.options.margin_range=[0.05, 1.2]",)),
+        Variant("mtdml-nodual", "mtdml", ("loss.options.dual=false",)),
+        # TCL: the three negative-selection strategies, and selective attention off
+        Variant("tcl-full", "tcl-full"),
+        Variant("tcl-semi", "tcl-semi"),
+        Variant("tcl-pred", "tcl-pred"),
+        Variant("tcl-full-noattention", "tcl-full", ("model.attention=false",)),
+        # DMSL: sigma of the Gaussian responsibilities (default 0.5) and embedding mixup (default off)
+        Variant("dmsl", "dmsl"),
+        Variant("dmsl-sigma0.25", "dmsl", ("loss.options.sigma=0.25",)),
+        Variant("dmsl-sigma1.0", "dmsl", ("loss.options.sigma=1.0",)),
+        Variant("dmsl-mixup", "dmsl", ("loss.options.mixup=true",)),
+        # PI&DML: with and without the partial-image branches
+        Variant("pidml", "pidml"),
+        Variant("pidml-nopartial", "pidml", ("model.partial=null",)),
+    )
+}
 
 FAMILIES: tuple[Family, ...] = (
-    Family("MT-DML: number of slices (512-d embedding)",
-           (("1 slice x 512", "mtdml-slices1"), ("4 slices x 128", "mtdml-slices4"),
-            ("8 slices x 64", "mtdml"), ("16 slices x 32", "mtdml-slices16")), "mtdml"),
-    Family("MT-DML: threshold range (8 slices)",
-           (("[0.4, 0.4] (one threshold)", "mtdml-margin0.4-0.4"), ("[0.2, 0.5]", "mtdml-margin0.2-0.5"),
-            ("[0.1, 0.8]", "mtdml"), ("[0.05, 1.2]", "mtdml-margin0.05-1.2")), "mtdml"),
-    Family("MT-DML: dual triplet loss",
-           (("dual on", "mtdml"), ("dual off (plain batch-hard)", "mtdml-nodual")), "mtdml"),
-    Family("TCL: negative selection (selective attention on)",
-           (("fully-synthesized", "tcl-full"), ("semi-synthesized", "tcl-semi"), ("prediction-based", "tcl-pred")),
-           "tcl-full"),
-    Family("TCL: selective attention (fully-synthesized)",
-           (("attention on", "tcl-full"), ("attention off", "tcl-full-noattention")), "tcl-full"),
+    Family(
+        "MT-DML: number of slices (512-d embedding)",
+        (
+            ("1 slice x 512", "mtdml-slices1"),
+            ("4 slices x 128", "mtdml-slices4"),
+            ("8 slices x 64", "mtdml"),
+            ("16 slices x 32", "mtdml-slices16"),
+        ),
+        "mtdml",
+    ),
+    Family(
+        "MT-DML: threshold range (8 slices)",
+        (
+            ("[0.4, 0.4] (one threshold)", "mtdml-margin0.4-0.4"),
+            ("[0.2, 0.5]", "mtdml-margin0.2-0.5"),
+            ("[0.1, 0.8]", "mtdml"),
+            ("[0.05, 1.2]", "mtdml-margin0.05-1.2"),
+        ),
+        "mtdml",
+    ),
+    Family(
+        "MT-DML: dual triplet loss", (("dual on", "mtdml"), ("dual off (plain batch-hard)", "mtdml-nodual")), "mtdml"
+    ),
+    Family(
+        "TCL: negative selection (selective attention on)",
+        (("fully-synthesized", "tcl-full"), ("semi-synthesized", "tcl-semi"), ("prediction-based", "tcl-pred")),
+        "tcl-full",
+    ),
+    Family(
+        "TCL: selective attention (fully-synthesized)",
+        (("attention on", "tcl-full"), ("attention off", "tcl-full-noattention")),
+        "tcl-full",
+    ),
     Family("DMSL: sigma", (("0.25", "dmsl-sigma0.25"), ("0.5", "dmsl"), ("1.0", "dmsl-sigma1.0")), "dmsl"),
     Family("DMSL: embedding mixup", (("off", "dmsl"), ("on (Beta(2,2))", "dmsl-mixup")), "dmsl"),
-    Family("PI&DML: partial images",
-           (("with partial images", "pidml"), ("whole face only", "pidml-nopartial")), "pidml"),
+    Family(
+        "PI&DML: partial images", (("with partial images", "pidml"), ("whole face only", "pidml-nopartial")), "pidml"
+    ),
 )
 
 #: Time-to-accuracy targets, as fractions of the cross-entropy baseline's best validation accuracy.
@@ -125,16 +171,32 @@ PUBLISHED: tuple[Published, ...] = (
     Published("VGGNet (single network)", "fer2013", 73.28, "Khaireddin & Chen, arXiv 2105.03588 (2021)"),
     Published("Residual Masking Network (single network)", "fer2013", 74.14, "Pham, Vu & Tran, ICPR 2020"),
     Published("LHC-Net (single network)", "fer2013", 74.42, "Pecoraro et al., Information 13(9):419 (2022)"),
-    Published("Segmentation VGG-19 (single network)", "fer2013", 75.97,
-              "Vignesh et al., Int. J. Information Technology 15:1777-1787 (2023)"),
+    Published(
+        "Segmentation VGG-19 (single network)",
+        "fer2013",
+        75.97,
+        "Vignesh et al., Int. J. Information Technology 15:1777-1787 (2023)",
+    ),
     Published("SCN", "ferplus", 89.35, "Wang et al., CVPR 2020 (Suppressing Uncertainties)"),
-    Published("MT-DML", "ckplus48", 98.49, "Yang et al., Pattern Recognition 156:110711 (2024), arXiv 2406.16434",
-              "the paper's CK+ protocol"),
+    Published(
+        "MT-DML",
+        "ckplus48",
+        98.49,
+        "Yang et al., Pattern Recognition 156:110711 (2024), arXiv 2406.16434",
+        "the paper's CK+ protocol",
+    ),
 )
 
 
-def result_path(root: str | Path, dataset: str, table: str, name: str, seed: int, fold: int | None = None,
-                concurrency: int | None = None) -> Path:
+def result_path(
+    root: str | Path,
+    dataset: str,
+    table: str,
+    name: str,
+    seed: int,
+    fold: int | None = None,
+    concurrency: int | None = None,
+) -> Path:
     """Where one run's JSON lives under the results ``root``."""
     stem = f"{name}-seed{seed}"
     if fold is not None:

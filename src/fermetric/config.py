@@ -93,7 +93,7 @@ class Recipe:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Recipe":
+    def from_dict(cls, data: dict) -> Recipe:
         return _build(cls, data, "recipe")
 
 
@@ -216,7 +216,7 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
         for depth, key in enumerate(keys[:-1]):
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override {text!r}: {'.'.join(keys[:depth + 1])} is not a group of options")
+                raise ConfigError(f"override {text!r}: {'.'.join(keys[: depth + 1])} is not a group of options")
         node[keys[-1]] = value
     return Recipe.from_dict(data)
 

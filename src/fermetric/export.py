@@ -32,8 +32,11 @@ import warnings
 from pathlib import Path
 
 from ._version import __version__
+from .data.cache import default_cache_dir
+from .engine.checkpoint import load_model, resolve_source, save_weights
 from .errors import CheckpointError, ConfigError
 from .fileio import temp_file_beside
+from .models import FERNetExport
 
 __all__ = ["WEIGHT_DTYPES", "export_onnx", "export_weights", "read_onnx_meta"]
 
@@ -58,8 +61,9 @@ def _export_graph(module, example, path: str, opset: int) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         try:
-            torch.onnx.export(module, (example,), path, dynamic_axes=dynamic_axes, do_constant_folding=True,
-                              dynamo=False, **common)
+            torch.onnx.export(
+                module, (example,), path, dynamic_axes=dynamic_axes, do_constant_folding=True, dynamo=False, **common
+            )
             return
         except TypeError as err:  # a torch without the `dynamo` switch: the classic exporter is the default
             if "dynamo" not in str(err):
@@ -78,9 +82,6 @@ def _export_graph(module, example, path: str, opset: int) -> None:
 def export_onnx(checkpoint="default", out: str | os.PathLike = "model.onnx", opset: int = 17) -> Path:
     """Write ``checkpoint`` as an ONNX model with ``(logits, embedding)`` outputs; returns ``out``."""
     import torch
-
-    from .engine.checkpoint import load_model
-    from .models import FERNetExport
 
     onnx = _require_onnx()
     if opset < 13:
@@ -103,11 +104,21 @@ def export_onnx(checkpoint="default", out: str | os.PathLike = "model.onnx", ops
             "fermetric_meta": json.dumps(meta),
             "classes": json.dumps(list(meta["classes"])),
             "preprocessing": json.dumps(preprocessing),
-            "input": json.dumps({"name": INPUT_NAME, "shape": ["batch", in_chans, size, size], "dtype": "float32",
-                                 "description": "grey face crop resized to size x size, normalised as "
-                                                "(pixel / 255 - mean) / std with the preprocessing metadata"}),
-            "outputs": json.dumps({"logits": "class scores in 'classes' order (softmax for probabilities)",
-                                   "embedding": "raw embedding (L2-normalise for retrieval)"}),
+            "input": json.dumps(
+                {
+                    "name": INPUT_NAME,
+                    "shape": ["batch", in_chans, size, size],
+                    "dtype": "float32",
+                    "description": "grey face crop resized to size x size, normalised as "
+                    "(pixel / 255 - mean) / std with the preprocessing metadata",
+                }
+            ),
+            "outputs": json.dumps(
+                {
+                    "logits": "class scores in 'classes' order (softmax for probabilities)",
+                    "embedding": "raw embedding (L2-normalise for retrieval)",
+                }
+            ),
             "fermetric_version": __version__,
         }
         del proto.metadata_props[:]
@@ -121,7 +132,9 @@ def export_onnx(checkpoint="default", out: str | os.PathLike = "model.onnx", ops
     except CheckpointError:
         raise
     except Exception as err:
-        raise CheckpointError(f"ONNX export of {checkpoint} failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+        raise CheckpointError(
+            f"ONNX export of {checkpoint} failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+        ) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -133,8 +146,6 @@ def export_weights(checkpoint="default", out: str | os.PathLike = "model.safeten
     stored as ``dtype`` (integer buffers unchanged); the model is rebuilt and loaded first, so a
     file that would not load is never written. Returns ``out``."""
     import torch
-
-    from .engine.checkpoint import load_model, save_weights
 
     if dtype not in WEIGHT_DTYPES:
         raise ConfigError(f"unknown weight dtype {dtype!r}; use one of {', '.join(WEIGHT_DTYPES)}")
@@ -191,10 +202,10 @@ class OnnxRuntimeModel:
         logits, embedding = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: x.detach().float().cpu().numpy()})
         return {"logits": torch.from_numpy(logits), "embedding": torch.from_numpy(embedding)}
 
-    def eval(self) -> "OnnxRuntimeModel":
+    def eval(self) -> OnnxRuntimeModel:
         return self
 
-    def train(self, mode: bool = True) -> "OnnxRuntimeModel":
+    def train(self, mode: bool = True) -> OnnxRuntimeModel:
         return self
 
     def parameters(self):
@@ -207,9 +218,6 @@ def onnx_model_for(source, threads: int | None = None) -> tuple[OnnxRuntimeModel
     cache, into a temporary folder)."""
     import hashlib
     import tempfile
-
-    from .data.cache import default_cache_dir
-    from .engine.checkpoint import resolve_source
 
     if str(source).endswith(".onnx"):
         path = Path(source)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 def fsync_dir(folder: Path) -> None:
@@ -42,8 +42,7 @@ def temp_file_beside(path: Path) -> tuple[int, str]:
     return fd, tmp
 
 
-def atomic_write(path: str | os.PathLike, data: bytes | None = None,
-                 writer: Callable | None = None) -> Path:
+def atomic_write(path: str | os.PathLike, data: bytes | None = None, writer: Callable | None = None) -> Path:
     """Write ``data`` (or call ``writer(binary_file)``) to ``path`` atomically.
 
     The temp file lives in the destination directory so ``os.replace`` is a same-filesystem

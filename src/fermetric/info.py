@@ -45,9 +45,12 @@ def _device() -> dict:
     except Exception:
         return {"type": "unknown"}
     if torch.cuda.is_available():
-        return {"type": "cuda", "count": torch.cuda.device_count(),
-                "names": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
-                "cuda_version": torch.version.cuda}
+        return {
+            "type": "cuda",
+            "count": torch.cuda.device_count(),
+            "names": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+            "cuda_version": torch.version.cuda,
+        }
     return {"type": "cpu", "threads": torch.get_num_threads()}
 
 
@@ -80,8 +83,13 @@ def collect() -> dict:
             _, meta = load_weights(path)
         except Exception as err:
             return {"shipped": True, "path": str(path), "error": str(err)}
-        return {"shipped": True, "path": str(path), "recipe": meta["recipe"].get("name"),
-                "classes": meta["classes"], "dataset": meta.get("dataset")}
+        return {
+            "shipped": True,
+            "path": str(path),
+            "recipe": meta["recipe"].get("name"),
+            "classes": meta["classes"],
+            "dataset": meta.get("dataset"),
+        }
 
     return {
         "fermetric": __version__,

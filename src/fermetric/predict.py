@@ -40,15 +40,28 @@ from __future__ import annotations
 import errno
 import os
 import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from .data.base import IMAGE_EXTENSIONS
-from .data.faces import FACE_DETECTORS, Face, FaceDetector, align_face, create_detector, to_grey
+from .data.faces import (
+    FACE_DETECTORS,
+    Face,
+    FaceDetector,
+    align_face,
+    create_detector,
+    to_grey,
+)
+from .data.imageio import non_regular_kind, to_array
+from .engine.checkpoint import load_model
+from .engine.distributed import resolve_device
+from .engine.evaluate import check_tta, embed, preprocessing_from_meta
+from .engine.precision import resolve_precision
 from .errors import ConfigError, ImageError
+from .export import onnx_model_for
 
 __all__ = ["Predictor", "PredictionReport", "load", "expand_paths", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS"]
 
@@ -145,12 +158,18 @@ class Predictor:
         with_embeddings: records also carry each face's raw ``embedding`` (``--embeddings``).
     """
 
-    def __init__(self, model, meta: dict, detector: "str | FaceDetector" = "haar", device="cpu",
-                 batch_size: int = 256, source: str = "", tta: str = "none", precision: str = "auto",
-                 with_embeddings: bool = False) -> None:
-        from .engine.evaluate import check_tta, preprocessing_from_meta
-        from .engine.precision import resolve_precision
-
+    def __init__(
+        self,
+        model,
+        meta: dict,
+        detector: str | FaceDetector = "haar",
+        device="cpu",
+        batch_size: int = 256,
+        source: str = "",
+        tta: str = "none",
+        precision: str = "auto",
+        with_embeddings: bool = False,
+    ) -> None:
         self.tta = check_tta(tta)
         self.precision = resolve_precision(precision, device)
         self.with_embeddings = bool(with_embeddings)
@@ -167,9 +186,16 @@ class Predictor:
         self._detector: FaceDetector | None = detector if isinstance(detector, FaceDetector) else None
 
     @classmethod
-    def load(cls, source: str | os.PathLike = "default", device="cpu", detector: "str | FaceDetector" = "haar",
-             batch_size: int = 256, tta: str = "none", precision: str = "auto",
-             backend: str = "torch") -> "Predictor":
+    def load(
+        cls,
+        source: str | os.PathLike = "default",
+        device="cpu",
+        detector: str | FaceDetector = "haar",
+        batch_size: int = 256,
+        tta: str = "none",
+        precision: str = "auto",
+        backend: str = "torch",
+    ) -> Predictor:
         """A predictor for a checkpoint: ``"default"`` (the shipped model), a run directory, a
         ``.pt`` training checkpoint or a ``.safetensors`` weights file (or, with
         ``backend="onnx"``, an exported ``.onnx`` file).
@@ -179,25 +205,28 @@ class Predictor:
         ``docs/RESULTS.md``), or ``auto`` (onnx on the CPU when onnx and onnxruntime are
         installed, else torch; the command line's default).
         """
-        from .engine.checkpoint import load_model
-        from .engine.distributed import resolve_device
-
         device = resolve_device(device)
         if not isinstance(detector, FaceDetector):
             FACE_DETECTORS.get(detector)  # an unknown name fails before the model loads
         if backend == "auto":
             backend = "onnx" if device.type == "cpu" and _onnx_available() else "torch"
         if backend == "onnx":
-            from .export import onnx_model_for
-
             model, meta = onnx_model_for(source)
             device, precision = "cpu", "fp32"  # onnxruntime's CPU provider, in the graph's float32
         elif backend == "torch":
             model, meta = load_model(source, device=device)
         else:
             raise ConfigError(f"unknown backend {backend!r}; use torch or onnx")
-        predictor = cls(model, meta, detector=detector, device=device, batch_size=batch_size, source=str(source),
-                        tta=tta, precision=precision)
+        predictor = cls(
+            model,
+            meta,
+            detector=detector,
+            device=device,
+            batch_size=batch_size,
+            source=str(source),
+            tta=tta,
+            precision=precision,
+        )
         predictor.backend = backend
         return predictor
 
@@ -209,15 +238,15 @@ class Predictor:
 
     def __repr__(self) -> str:
         recipe = self.meta.get("recipe", {}).get("name", "?")
-        return (f"Predictor(source={self.source!r}, recipe={recipe!r}, classes={list(self.classes)}, "
-                f"input_size={self.input_size}, device={str(self.device)!r}, tta={self.tta!r}, "
-                f"precision={self.precision!r})")
+        return (
+            f"Predictor(source={self.source!r}, recipe={recipe!r}, classes={list(self.classes)}, "
+            f"input_size={self.input_size}, device={str(self.device)!r}, tta={self.tta!r}, "
+            f"precision={self.precision!r})"
+        )
 
     # ------------------------------------------------------------------------------ images
     def _decode(self, image, channel_order: str = "rgb") -> tuple[np.ndarray, float]:
         """``(uint8 RGB or grey array, decoded->original scale)`` for any supported input."""
-        from .data.imageio import to_array
-
         if isinstance(image, (str, os.PathLike)):
             decoded = to_array(image, mode="rgb", max_side=MAX_DECODE_SIDE)
             return decoded, _original_scale(Path(image), decoded)
@@ -249,8 +278,6 @@ class Predictor:
         Crops of equal size form one batch; other sizes are resized by ``Preprocessing`` (as in
         evaluation), one batch per size.
         """
-        from .engine.evaluate import embed
-
         if isinstance(crops, np.ndarray) and crops.ndim == 3:
             groups = {crops.shape[1:]: np.arange(len(crops))}
         else:
@@ -264,8 +291,15 @@ class Predictor:
             if len(shape) != 2:
                 raise ImageError(f"crops must be grey [h, w] arrays, got shape {shape}")
             batch = np.stack([np.asarray(crops[i], dtype=np.uint8) for i in index])
-            logits, embedded = embed(self.model, batch, self.preprocessing, self.device, self.batch_size, tta=self.tta,
-                                     precision=self.precision)
+            logits, embedded = embed(
+                self.model,
+                batch,
+                self.preprocessing,
+                self.device,
+                self.batch_size,
+                tta=self.tta,
+                precision=self.precision,
+            )
             probabilities[index], embeddings[index] = _softmax(logits), embedded
         return probabilities, embeddings
 
@@ -273,7 +307,9 @@ class Predictor:
     def embedding_dim(self) -> int:
         return int(getattr(self.model, "embedding_dim", 0) or self.meta["recipe"]["model"]["embedding_dim"])
 
-    def _records(self, faces: list[Face], probabilities: np.ndarray, embeddings: np.ndarray, scale: float) -> list[dict]:
+    def _records(
+        self, faces: list[Face], probabilities: np.ndarray, embeddings: np.ndarray, scale: float
+    ) -> list[dict]:
         records = []
         for index, (face, probs, emb) in enumerate(zip(faces, probabilities, embeddings)):
             face = face.scaled(scale) if scale != 1.0 else face
@@ -285,8 +321,11 @@ class Predictor:
                 "label": self.classes[best],
                 "probabilities": {c: float(p) for c, p in zip(self.classes, probs)},
                 "embedding_norm": float(np.linalg.norm(emb)),
-                "landmarks": (None if face.landmarks is None
-                              else [[round(float(x), 1), round(float(y), 1)] for x, y in face.landmarks]),
+                "landmarks": (
+                    None
+                    if face.landmarks is None
+                    else [[round(float(x), 1), round(float(y), 1)] for x, y in face.landmarks]
+                ),
             }
             if self.with_embeddings:
                 record["embedding"] = [float(v) for v in emb]
@@ -310,8 +349,9 @@ class Predictor:
         _, crops = self._crops(decoded, detect)
         return self.run_crops(crops)[1]
 
-    def predict_frames(self, frames: Iterable, detect: bool = True, channel_order: str = "rgb",
-                       batch_frames: int = 16) -> Iterator[list[dict]]:
+    def predict_frames(
+        self, frames: Iterable, detect: bool = True, channel_order: str = "rgb", batch_frames: int = 16
+    ) -> Iterator[list[dict]]:
         """Records per frame of an iterable of frames (arrays or PIL images: a camera loop, a
         decoded video), in order; the faces of up to ``batch_frames`` frames share one forward
         pass, so a stream costs about one model call per ``batch_frames`` frames.
@@ -328,7 +368,7 @@ class Predictor:
             start = 0
             for faces, frame_crops, scale in held:
                 n = len(frame_crops)
-                yield self._records(faces, probabilities[start:start + n], embeddings[start:start + n], scale)
+                yield self._records(faces, probabilities[start : start + n], embeddings[start : start + n], scale)
                 start += n
             held.clear()
 
@@ -385,10 +425,13 @@ class Predictor:
             annotator = _VideoAnnotator(Path(annotate), every) if video_out else _Annotator(Path(annotate))
         files, report.skipped = expand_paths([p for p in paths if p not in streams])
         if video_out and any(path.suffix.lower() not in VIDEO_EXTENSIONS for path, _ in files):
-            raise ConfigError(f"--annotate {annotate} is a video: pass only videos or streams (annotated copies "
-                              "of photos need a folder)")
-        sources = [(p, None, True) for p in streams] + [(path, root, path.suffix.lower() in VIDEO_EXTENSIONS)
-                                                        for path, root in files]
+            raise ConfigError(
+                f"--annotate {annotate} is a video: pass only videos or streams (annotated copies "
+                "of photos need a folder)"
+            )
+        sources = [(p, None, True) for p in streams] + [
+            (path, root, path.suffix.lower() in VIDEO_EXTENSIONS) for path, root in files
+        ]
         pending: list[_Unit] = []
 
         def flush() -> None:
@@ -397,14 +440,24 @@ class Predictor:
             start = 0
             for unit in pending:
                 n = len(unit.crops)
-                records = self._records(unit.faces, probabilities[start:start + n], embeddings[start:start + n], unit.scale)
+                records = self._records(
+                    unit.faces, probabilities[start : start + n], embeddings[start : start + n], unit.scale
+                )
                 start += n
                 where = unit.path if unit.frame is None else f"{unit.path}#{unit.frame}"
                 if not records:
                     report.no_face.append((unit.path, unit.frame))
                     if on_no_face is not None:
-                        on_no_face({"path": unit.path, "frame": unit.frame, "time": unit.time, "face": None,
-                                    "label": None, "reason": "no face found"})
+                        on_no_face(
+                            {
+                                "path": unit.path,
+                                "frame": unit.frame,
+                                "time": unit.time,
+                                "face": None,
+                                "label": None,
+                                "reason": "no face found",
+                            }
+                        )
                 for record in records:
                     record = {"path": unit.path, "frame": unit.frame, "time": unit.time, **record}
                     report.records.append(record)
@@ -419,7 +472,9 @@ class Predictor:
         def add(unit: _Unit) -> None:
             report.frames += 1
             pending.append(unit)
-            held = sum(u.image.size for u in pending if u.image is not None) + sum(c.size for u in pending for c in u.crops)
+            held = sum(u.image.size for u in pending if u.image is not None) + sum(
+                c.size for u in pending for c in u.crops
+            )
             if sum(len(u.crops) for u in pending) >= CHUNK_CROPS or held >= CHUNK_PIXELS:
                 flush()
 
@@ -460,8 +515,14 @@ class Predictor:
         return report
 
 
-def load(source: str | os.PathLike = "default", device="cpu", detector: "str | FaceDetector" = "haar",
-         tta: str = "none", precision: str = "auto", backend: str = "torch") -> Predictor:
+def load(
+    source: str | os.PathLike = "default",
+    device="cpu",
+    detector: str | FaceDetector = "haar",
+    tta: str = "none",
+    precision: str = "auto",
+    backend: str = "torch",
+) -> Predictor:
     """``fermetric.load``: a :class:`Predictor` for a checkpoint (``"default"``: the shipped model)."""
     return Predictor.load(source, device=device, detector=detector, tta=tta, precision=precision, backend=backend)
 
@@ -470,8 +531,6 @@ def detector_options(name: str, min_face: int | None, device: str) -> dict:
     """Options for detector ``name`` from the command line: ``--min-face`` when given, and
     ``--device`` for detectors that run a network (MTCNN), so that one flag moves all the work."""
     import inspect
-
-    from .engine.distributed import resolve_device
 
     options = {} if min_face is None else {"min_face": min_face}
     if "device" in inspect.signature(FACE_DETECTORS.get(name)).parameters:
@@ -489,7 +548,7 @@ def _onnx_available() -> bool:
 def _reason(err: Exception, label: str) -> str:
     """An ImageError's message without the leading ``"<path>: "`` (the report names the path)."""
     text = str(err)
-    return text[len(label) + 2:] if text.startswith(label + ": ") else text
+    return text[len(label) + 2 :] if text.startswith(label + ": ") else text
 
 
 def _is_hidden(name: str) -> bool:
@@ -506,8 +565,6 @@ def expand_paths(paths: Iterable[str | os.PathLike]) -> tuple[list[tuple[Path, P
     with their reason, since opening a FIFO blocks until someone writes to it. A file named
     explicitly is always tried, whatever its extension, if it is a regular file.
     """
-    from .data.imageio import non_regular_kind
-
     files: list[tuple[Path, Path | None]] = []
     skipped: list[tuple[str, str]] = []
     media = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
@@ -563,8 +620,9 @@ def is_stream(source: str | os.PathLike) -> bool:
     return isinstance(text, str) and (text.isdigit() or "://" in text)
 
 
-def _video_frames(source, every: int, max_frames: int | None = None,
-                  fps_out: list | None = None) -> Iterator[tuple[int, float | None, np.ndarray]]:
+def _video_frames(
+    source, every: int, max_frames: int | None = None, fps_out: list | None = None
+) -> Iterator[tuple[int, float | None, np.ndarray]]:
     """``(frame index, time in s, RGB frame)`` for frames 0, every, 2*every... (others only
     grabbed), at most ``max_frames`` of them. ``source``: a file, a camera index or a URL.
 
@@ -648,7 +706,9 @@ class _Annotator:
             (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
             ty = y0 - base - 2 if y0 - th - base - 2 >= 0 else min(y1 + th + 2, canvas.shape[0] - base)
             cv2.rectangle(canvas, (x0, ty - th - 2), (x0 + tw + 2, ty + base), (0, 255, 0), -1)
-            cv2.putText(canvas, text, (x0 + 1, ty), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), thickness, cv2.LINE_AA)
+            cv2.putText(
+                canvas, text, (x0 + 1, ty), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), thickness, cv2.LINE_AA
+            )
         return canvas
 
     def write(self, unit: _Unit, records: list[dict]) -> str | None:
@@ -690,7 +750,9 @@ class _VideoAnnotator(_Annotator):
 
         if self.writer is not None:
             return
-        fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.out_file.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"))
+        fourcc = cv2.VideoWriter_fourcc(
+            *("mp4v" if self.out_file.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG")
+        )
         self.size = (int(shape[1]), int(shape[0]))
         rate = (fps if fps and fps > 0 else 25.0) / self.every
         self.out_file.parent.mkdir(parents=True, exist_ok=True)
@@ -714,5 +776,3 @@ class _VideoAnnotator(_Annotator):
         if self.writer is not None:
             self.writer.release()
             self.writer = None
-
-

@@ -5,38 +5,74 @@ from __future__ import annotations
 import json
 import statistics
 
-import pytest
-
 import make_tables
+import pytest
 import specs
 
-DOC = """# Results
+DOC = (
+    """# Results
 intro text that must survive
 <!-- fermetric:main:start -->
 old table
 <!-- fermetric:main:end -->
 between
-""" + "\n".join(f"<!-- fermetric:{name}:start -->\n<!-- fermetric:{name}:end -->"
-                for name in make_tables.SECTIONS if name != "main") + "\ntrailer\n"
+"""
+    + "\n".join(
+        f"<!-- fermetric:{name}:start -->\n<!-- fermetric:{name}:end -->"
+        for name in make_tables.SECTIONS
+        if name != "main"
+    )
+    + "\ntrailer\n"
+)
 
 
 def result(table="main", name="ce", dataset="fer2013", seed=0, fold=None, accuracy=0.5, **extra) -> dict:
     record = {
-        "schema": specs.SCHEMA, "table": table, "name": name, "recipe": name, "dataset": dataset, "seed": seed,
-        "fold": fold, "num_folds": 3 if fold is not None else None, "split": "test", "tta": "none", "epochs": 30,
-        "max_steps": None, "concurrent_runs": 1, "gpu_name": "NVIDIA H100 80GB HBM3", "device": "NVIDIA H100 80GB HBM3",
-        "torch_version": "2.11.0+cu130", "cuda_version": "13.0", "fermetric_version": "0.1.0", "git_commit": "abc1234def",
+        "schema": specs.SCHEMA,
+        "table": table,
+        "name": name,
+        "recipe": name,
+        "dataset": dataset,
+        "seed": seed,
+        "fold": fold,
+        "num_folds": 3 if fold is not None else None,
+        "split": "test",
+        "tta": "none",
+        "epochs": 30,
+        "max_steps": None,
+        "concurrent_runs": 1,
+        "gpu_name": "NVIDIA H100 80GB HBM3",
+        "device": "NVIDIA H100 80GB HBM3",
+        "torch_version": "2.11.0+cu130",
+        "cuda_version": "13.0",
+        "fermetric_version": "0.1.0",
+        "git_commit": "abc1234def",
         "date": f"2026-11-2{seed}T10:00:00+00:00",
-        "metrics": {"accuracy": accuracy, "macro_f1": accuracy - 0.1, "knn_accuracy": accuracy - 0.05,
-                    "map_at_r": None, "precision_at_1": None, "nmi": None, "centroid_accuracy": None, "n": 100},
+        "metrics": {
+            "accuracy": accuracy,
+            "macro_f1": accuracy - 0.1,
+            "knn_accuracy": accuracy - 0.05,
+            "map_at_r": None,
+            "precision_at_1": None,
+            "nmi": None,
+            "centroid_accuracy": None,
+            "n": 100,
+        },
     }
     record.update(extra)
     return record
 
 
 def write(root, record, stem=None) -> None:
-    path = specs.result_path(root, record["dataset"], record["table"], record["name"], record["seed"], record["fold"],
-                             record.get("concurrent_runs"))
+    path = specs.result_path(
+        root,
+        record["dataset"],
+        record["table"],
+        record["name"],
+        record["seed"],
+        record["fold"],
+        record.get("concurrent_runs"),
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record))
 
@@ -55,8 +91,12 @@ def test_main_table_mean_and_sample_std_over_seeds(tmp_path):
     write(tmp_path, result(name="mtdml", seed=0, accuracy=0.6543))
     (tmp_path / "loss_step_time_h100.json").write_text('{"ce": {"ms": 1.0}}')  # another tool's output: ignored
     records = make_tables.load_results(tmp_path)
-    assert sorted(r["_file"] for r in records) == ["fer2013/ce-seed0.json", "fer2013/ce-seed1.json",
-                                                   "fer2013/ce-seed2.json", "fer2013/mtdml-seed0.json"]
+    assert sorted(r["_file"] for r in records) == [
+        "fer2013/ce-seed0.json",
+        "fer2013/ce-seed1.json",
+        "fer2013/ce-seed2.json",
+        "fer2013/mtdml-seed0.json",
+    ]
     text = make_tables.render_main(records)
     fer = text.split("**FER+**")[0]
     accs = [70.0, 72.0, 77.0]
@@ -90,8 +130,11 @@ def test_kfold_mean_std_over_folds_of_seed_averages(tmp_path):
 def with_predictions(record: dict, correct) -> dict:
     """``record`` with per-image predictions right where ``correct`` is 1 (labels all class 0)."""
     labels = [0] * len(correct)
-    record.update(predictions=[0 if c else 1 for c in correct], labels=labels,
-                  metrics={**record["metrics"], "accuracy": sum(correct) / len(correct)})
+    record.update(
+        predictions=[0 if c else 1 for c in correct],
+        labels=labels,
+        metrics={**record["metrics"], "accuracy": sum(correct) / len(correct)},
+    )
     return record
 
 
@@ -136,7 +179,9 @@ def test_kfold_pairs_fold_by_fold_and_refuses_other_images(tmp_path):
 
 def test_ablations_published_and_provenance(tmp_path):
     write(tmp_path, result(table="ablations", name="mtdml-nodual", seed=0, accuracy=0.61))
-    write(tmp_path, result(table="ablations", name="mtdml", seed=0, accuracy=0.63, reused_from="fer2013/mtdml-seed0.json"))
+    write(
+        tmp_path, result(table="ablations", name="mtdml", seed=0, accuracy=0.63, reused_from="fer2013/mtdml-seed0.json")
+    )
     write(tmp_path, result(name="tcl-semi", seed=0, accuracy=0.66))
     write(tmp_path, result(name="ce", seed=0, accuracy=0.64))
     records = make_tables.load_results(tmp_path)
@@ -157,12 +202,39 @@ def test_time_to_accuracy_against_the_ce_baseline(tmp_path):
     def history(accs, seconds=10.0):
         return [{"epoch": i + 1, "seconds": seconds, "val_accuracy": a} for i, a in enumerate(accs)]
 
-    write(tmp_path, result(table="time-to-accuracy", name="ce", seed=0, history=history([0.3, 0.5, 0.6, 0.58]),
-                           train_seconds=40.0, steady_images_per_second=1000.0))
-    write(tmp_path, result(table="time-to-accuracy", name="ce", seed=1, history=history([0.4, 0.55, 0.62]),
-                           train_seconds=30.0, steady_images_per_second=1200.0))
-    write(tmp_path, result(table="time-to-accuracy", name="mtdml", seed=0, history=history([0.59, 0.65], seconds=5.0),
-                           train_seconds=10.0, steady_images_per_second=900.0))
+    write(
+        tmp_path,
+        result(
+            table="time-to-accuracy",
+            name="ce",
+            seed=0,
+            history=history([0.3, 0.5, 0.6, 0.58]),
+            train_seconds=40.0,
+            steady_images_per_second=1000.0,
+        ),
+    )
+    write(
+        tmp_path,
+        result(
+            table="time-to-accuracy",
+            name="ce",
+            seed=1,
+            history=history([0.4, 0.55, 0.62]),
+            train_seconds=30.0,
+            steady_images_per_second=1200.0,
+        ),
+    )
+    write(
+        tmp_path,
+        result(
+            table="time-to-accuracy",
+            name="mtdml",
+            seed=0,
+            history=history([0.59, 0.65], seconds=5.0),
+            train_seconds=10.0,
+            steady_images_per_second=900.0,
+        ),
+    )
     text = make_tables.render_time_to_accuracy(make_tables.load_results(tmp_path))
     assert "CE best validation accuracy 61.00%" in text  # mean of 0.60 and 0.62
     ce = row_of(text, "Cross-entropy (baseline)")
@@ -178,11 +250,32 @@ def test_time_to_accuracy_against_the_ce_baseline(tmp_path):
 
 def test_throughput_totals_concurrent_runs(tmp_path):
     for seed in range(3):
-        write(tmp_path, result(table="throughput", name="ce", seed=seed, concurrent_runs=3,
-                               steady_images_per_second=8000.0 + 1000 * seed, peak_gpu_memory_bytes=2 * 2**30,
-                               parameters=11_000_000, history=[{"seconds": 4.0}, {"seconds": 3.0}, {"seconds": 3.0}]))
-    write(tmp_path, result(table="throughput", name="ce", seed=0, concurrent_runs=1, steady_images_per_second=18000.0,
-                           parameters=11_000_000, peak_gpu_memory_bytes=None, history=[{"seconds": 2.0}]))
+        write(
+            tmp_path,
+            result(
+                table="throughput",
+                name="ce",
+                seed=seed,
+                concurrent_runs=3,
+                steady_images_per_second=8000.0 + 1000 * seed,
+                peak_gpu_memory_bytes=2 * 2**30,
+                parameters=11_000_000,
+                history=[{"seconds": 4.0}, {"seconds": 3.0}, {"seconds": 3.0}],
+            ),
+        )
+    write(
+        tmp_path,
+        result(
+            table="throughput",
+            name="ce",
+            seed=0,
+            concurrent_runs=1,
+            steady_images_per_second=18000.0,
+            parameters=11_000_000,
+            peak_gpu_memory_bytes=None,
+            history=[{"seconds": 2.0}],
+        ),
+    )
     text = make_tables.render_throughput(make_tables.load_results(tmp_path))
     rows = [line for line in text.splitlines() if line.startswith("| Cross-entropy")]
     assert rows[0].split(" | ")[1:5] == ["1", "18000", "18000", "2.00"]
@@ -206,9 +299,11 @@ def test_document_sections_are_replaced_in_place(tmp_path):
 
 def test_bundles_are_unpacked_and_cannot_escape(tmp_path, capsys):
     good = result(seed=1, accuracy=0.7)
-    lines = [json.dumps({"file": "fer2013/ce-seed1.json", "result": good}),
-             json.dumps({"file": "fer2013/dmsl-seed0.json", "error": "loss is nan at epoch 3"}),
-             json.dumps({"file": "fer2013/mtdml-seed0.json", "result": result(name="mtdml")})[:40]]  # cut by a kill
+    lines = [
+        json.dumps({"file": "fer2013/ce-seed1.json", "result": good}),
+        json.dumps({"file": "fer2013/dmsl-seed0.json", "error": "loss is nan at epoch 3"}),
+        json.dumps({"file": "fer2013/mtdml-seed0.json", "result": result(name="mtdml")})[:40],
+    ]  # cut by a kill
     bundle = tmp_path / "main-fer2013.jsonl"
     bundle.write_text("\n".join(lines) + "\n")
     root = tmp_path / "results"

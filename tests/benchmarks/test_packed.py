@@ -11,8 +11,8 @@ import pytest
 
 from fermetric.data import dataset_splits, load_dataset, parse_data_arg
 from fermetric.data.base import ImageSet
-from fermetric.errors import ConfigError, DataError
 from fermetric.data.packed import load_packed, read_pack_meta, write_packed
+from fermetric.errors import ConfigError, DataError
 
 
 def assert_same_set(packed: ImageSet, loaded: ImageSet) -> None:
@@ -62,10 +62,22 @@ def test_duplicates_are_stored_once_and_the_stream_is_plain_xz(tmp_path, rng):
     base = rng.integers(0, 256, size=(5, 6, 7), dtype=np.uint8)
     order = [0, 1, 0, 2, 3, 1, 4, 4]  # duplicates inside a split and across splits
     images = base[order]
-    train = ImageSet(images=images[:5], labels=np.arange(5) % 2, classes=("neutral", "happy"),
-                     paths=[f"t{i}.png" for i in range(5)], name="toy", split="train")
-    test = ImageSet(images=images[5:], labels=np.array([1, 0, 1]), classes=("neutral", "happy"),
-                    paths=[f"s{i}.png" for i in range(3)], name="toy", split="test")
+    train = ImageSet(
+        images=images[:5],
+        labels=np.arange(5) % 2,
+        classes=("neutral", "happy"),
+        paths=[f"t{i}.png" for i in range(5)],
+        name="toy",
+        split="train",
+    )
+    test = ImageSet(
+        images=images[5:],
+        labels=np.array([1, 0, 1]),
+        classes=("neutral", "happy"),
+        paths=[f"s{i}.png" for i in range(3)],
+        name="toy",
+        split="test",
+    )
     path = tmp_path / "toy.npz"
     meta = write_packed(path, {"train": train, "test": test}, "toy", preset=0)
     assert meta["codec"]["distinct_images"] == 5 and meta["codec"]["total_images"] == 8
@@ -80,9 +92,16 @@ def test_duplicates_are_stored_once_and_the_stream_is_plain_xz(tmp_path, rng):
 
 def test_soft_labels_and_scalar_info_survive(tmp_path, rng):
     soft = rng.dirichlet(np.ones(3), size=4).astype(np.float32)
-    imageset = ImageSet(images=rng.integers(0, 256, (4, 5, 5), dtype=np.uint8), labels=soft.argmax(1),
-                        classes=("neutral", "happy", "sad"), paths=list("abcd"), soft_labels=soft, name="ferplus",
-                        split="train", info={"label_mode": "probability", "votes": np.ones((4, 10))})
+    imageset = ImageSet(
+        images=rng.integers(0, 256, (4, 5, 5), dtype=np.uint8),
+        labels=soft.argmax(1),
+        classes=("neutral", "happy", "sad"),
+        paths=list("abcd"),
+        soft_labels=soft,
+        name="ferplus",
+        split="train",
+        info={"label_mode": "probability", "votes": np.ones((4, 10))},
+    )
     path = tmp_path / "soft.npz"
     write_packed(path, {"train": imageset}, "ferplus", options={"label_mode": "probability"}, preset=0)
     loaded = load_packed(path, "train")
@@ -125,10 +144,18 @@ def test_damaged_and_foreign_files_are_refused(tmp_path, fer_pack):
 
 
 def test_mismatched_splits_are_not_packed(tmp_path, rng):
-    a = ImageSet(images=rng.integers(0, 256, (2, 4, 4), dtype=np.uint8), labels=np.array([0, 1]),
-                 classes=("neutral", "happy"), paths=["a", "b"])
-    b = ImageSet(images=rng.integers(0, 256, (2, 5, 5), dtype=np.uint8), labels=np.array([0, 1]),
-                 classes=("neutral", "happy"), paths=["c", "d"])
+    a = ImageSet(
+        images=rng.integers(0, 256, (2, 4, 4), dtype=np.uint8),
+        labels=np.array([0, 1]),
+        classes=("neutral", "happy"),
+        paths=["a", "b"],
+    )
+    b = ImageSet(
+        images=rng.integers(0, 256, (2, 5, 5), dtype=np.uint8),
+        labels=np.array([0, 1]),
+        classes=("neutral", "happy"),
+        paths=["c", "d"],
+    )
     with pytest.raises(DataError, match="size"):
         write_packed(tmp_path / "x.npz", {"train": a, "test": b}, "toy")
     assert not (tmp_path / "x.npz").exists() and not list(tmp_path.iterdir())

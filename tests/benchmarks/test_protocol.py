@@ -13,13 +13,37 @@ import make_tables  # noqa: E402
 import protocol  # noqa: E402
 import specs  # noqa: E402
 
-TINY = ["--set", "model.backbone=tiny", "--set", "model.embedding_dim=16", "--set", "data.input_size=16",
-        "--set", "data.batch_size=14", "--epochs", "1", "--max-steps", "2", "--device", "cpu"]
+TINY = [
+    "--set",
+    "model.backbone=tiny",
+    "--set",
+    "model.embedding_dim=16",
+    "--set",
+    "data.input_size=16",
+    "--set",
+    "data.batch_size=14",
+    "--epochs",
+    "1",
+    "--max-steps",
+    "2",
+    "--device",
+    "cpu",
+]
 
 
 def args(tmp_path: Path, pack: Path, *extra: str) -> list[str]:
-    return ["--data", f"packed={pack}", "--out", str(tmp_path / "results"), "--work", str(tmp_path / "work"),
-            "--bundle", str(tmp_path / "out" / "bundle.jsonl"), *TINY, *extra]
+    return [
+        "--data",
+        f"packed={pack}",
+        "--out",
+        str(tmp_path / "results"),
+        "--work",
+        str(tmp_path / "work"),
+        "--bundle",
+        str(tmp_path / "out" / "bundle.jsonl"),
+        *TINY,
+        *extra,
+    ]
 
 
 def test_one_tiny_run_end_to_end(tmp_path, fer_pack, capsys):
@@ -79,8 +103,9 @@ def test_one_tiny_run_end_to_end(tmp_path, fer_pack, capsys):
 
 
 def test_time_budget_starts_nothing_it_cannot_fit(tmp_path, fer_pack, capsys):
-    rc = protocol.main(["--table", "main", "--seeds", "0", "1", "--recipes", "ce", "--time-budget", "0",
-                        *args(tmp_path, fer_pack)])
+    rc = protocol.main(
+        ["--table", "main", "--seeds", "0", "1", "--recipes", "ce", "--time-budget", "0", *args(tmp_path, fer_pack)]
+    )
     assert rc == protocol.EXIT_BUDGET
     assert "0 done, 0 failed, 2 left" in capsys.readouterr().out
     assert not (tmp_path / "results").exists()
@@ -92,15 +117,27 @@ def test_ablation_defaults_reuse_the_identical_main_run(tmp_path, fer_pack, caps
     overrides = list(parsed.overrides) + [f"epochs={parsed.epochs}"]
     from fermetric.config import load_recipe
 
-    main_record = {"schema": specs.SCHEMA, "table": "main", "name": "mtdml", "recipe": "mtdml", "dataset": "fer2013",
-                   "seed": 0, "fold": None, "max_steps": 2, "concurrent_runs": 2, "overrides": overrides,
-                   "metrics": {"accuracy": 0.5}, "recipe_config": protocol.recipe_json(load_recipe("mtdml", overrides))}
+    main_record = {
+        "schema": specs.SCHEMA,
+        "table": "main",
+        "name": "mtdml",
+        "recipe": "mtdml",
+        "dataset": "fer2013",
+        "seed": 0,
+        "fold": None,
+        "max_steps": 2,
+        "concurrent_runs": 2,
+        "overrides": overrides,
+        "metrics": {"accuracy": 0.5},
+        "recipe_config": protocol.recipe_json(load_recipe("mtdml", overrides)),
+    }
     main_path = tmp_path / "results" / "fer2013" / "mtdml-seed0.json"
     main_path.parent.mkdir(parents=True)
     main_path.write_text(json.dumps(main_record))
 
-    rc = protocol.main(["--table", "ablations", "--seeds", "0", "--ablations", "mtdml", "mtdml-nodual", "--dry-run",
-                        *settings_args])
+    rc = protocol.main(
+        ["--table", "ablations", "--seeds", "0", "--ablations", "mtdml", "mtdml-nodual", "--dry-run", *settings_args]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "reuse  fer2013/ablations/mtdml-seed0.json <- fer2013/mtdml-seed0.json" in out
     assert "run    fer2013/ablations/mtdml-nodual-seed0.json" in out
@@ -115,7 +152,9 @@ def test_ablation_defaults_reuse_the_identical_main_run(tmp_path, fer_pack, caps
 
 
 def test_subject_folds_are_planned_per_fold(tmp_path, ck_pack, capsys):
-    rc = protocol.main(["--table", "main", "--seeds", "0", "1", "--recipes", "ce", "--dry-run", *args(tmp_path, ck_pack)])
+    rc = protocol.main(
+        ["--table", "main", "--seeds", "0", "1", "--recipes", "ce", "--dry-run", *args(tmp_path, ck_pack)]
+    )
     out = capsys.readouterr().out
     planned = sorted(line.split()[1] for line in out.splitlines() if line.startswith("run "))
     assert rc == 0 and planned == sorted(f"ckplus48/ce-seed{s}-fold{f}.json" for s in (0, 1) for f in range(3))
@@ -125,13 +164,28 @@ def test_subject_folds_are_planned_per_fold(tmp_path, ck_pack, capsys):
 
 
 def test_bad_settings_fail_before_training_and_failed_runs_are_recorded(tmp_path, fer_pack, capsys):
-    assert protocol.main(["--table", "main", "--recipes", "ce", "--set", "model.no_such_option=1",
-                          *args(tmp_path, fer_pack)]) == 2
+    assert (
+        protocol.main(
+            ["--table", "main", "--recipes", "ce", "--set", "model.no_such_option=1", *args(tmp_path, fer_pack)]
+        )
+        == 2
+    )
     assert "no_such_option" in capsys.readouterr().err
     assert protocol.main(["--table", "main", "--recipes", "nonesuch", *args(tmp_path, fer_pack)]) == 2
     # A run that fails inside training is reported, recorded in the bundle, and leaves no result.
-    rc = protocol.main(["--table", "main", "--seeds", "0", "--recipes", "ce", *args(tmp_path, fer_pack),
-                        "--set", "model.backbone=no_such_backbone"])
+    rc = protocol.main(
+        [
+            "--table",
+            "main",
+            "--seeds",
+            "0",
+            "--recipes",
+            "ce",
+            *args(tmp_path, fer_pack),
+            "--set",
+            "model.backbone=no_such_backbone",
+        ]
+    )
     assert rc == protocol.EXIT_FAILED
     assert "FAILED fer2013/ce-seed0.json" in capsys.readouterr().out
     entry = json.loads((tmp_path / "out" / "bundle.jsonl").read_text())
@@ -141,8 +195,18 @@ def test_bad_settings_fail_before_training_and_failed_runs_are_recorded(tmp_path
 
 def test_ck_runs_fine_tune_from_their_own_fer2013_run(tmp_path, fer_pack, ck_pack, capsys):
     def ck_args(*extra):
-        return ["--data", f"packed={ck_pack}", "--out", str(tmp_path / "results"), "--work", str(tmp_path / "work"),
-                *TINY, "--folds", "0", *extra]
+        return [
+            "--data",
+            f"packed={ck_pack}",
+            "--out",
+            str(tmp_path / "results"),
+            "--work",
+            str(tmp_path / "work"),
+            *TINY,
+            "--folds",
+            "0",
+            *extra,
+        ]
 
     # Without the FER2013 run there is nothing to start from: a clear failure, nothing written.
     rc = protocol.main(["--table", "main", "--seeds", "0", "--recipes", "ce", *ck_args("--init-from", "fer2013")])

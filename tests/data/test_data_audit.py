@@ -47,7 +47,9 @@ def test_audit_counts_what_was_planted(planted):
     blank = report["near_blank"]
     assert blank["count"] == 2
     assert {(i["path"], i["min"], i["max"]) for i in blank["items"]} == {
-        ("train/neutral/black.png", 0, 0), ("train/neutral/flat.png", 127, 130)}
+        ("train/neutral/black.png", 0, 0),
+        ("train/neutral/flat.png", 127, 130),
+    }
     assert report["unreadable"]["count"] == 1
     assert report["unreadable"]["items"][0]["path"] == "test/sad/broken.jpg"
     assert audit("fer2013", planted, blank_threshold=11)["near_blank"]["count"] == 3

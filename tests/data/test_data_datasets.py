@@ -17,8 +17,15 @@ from fermetric.data.synthetic import make_synthetic_faces
 from fermetric.errors import ConfigError, DataError
 
 READERS = ("ckplus48", "fer2013", "ferplus", "folder", "jaffe", "rafdb")
-FER_FOLDER_OF = {"angry": "angry", "disgust": "disgust", "fear": "fear", "happy": "happy", "sad": "sad",
-                 "surprise": "surprise", "neutral": "neutral"}
+FER_FOLDER_OF = {
+    "angry": "angry",
+    "disgust": "disgust",
+    "fear": "fear",
+    "happy": "happy",
+    "sad": "sad",
+    "surprise": "surprise",
+    "neutral": "neutral",
+}
 
 
 def data_warnings(caught) -> str:
@@ -34,6 +41,7 @@ def save_grey(path, value=None, size=(48, 48), rng=None):
 
 # -- registry and arguments -----------------------------------------------------------------------
 
+
 def test_registry_and_parse_data_arg(tmp_path):
     assert set(READERS) <= set(DATASETS.names())
     assert parse_data_arg("fer2013=../data/fer 2013") == ("fer2013", __import__("pathlib").Path("../data/fer 2013"))
@@ -45,6 +53,7 @@ def test_registry_and_parse_data_arg(tmp_path):
 
 
 # -- fer2013: image folders -------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def fer_root(tmp_path_factory):
@@ -151,6 +160,7 @@ def test_size_option_and_mixed_sizes(tmp_path, rng):
 
 # -- fer2013: the original csv -------------------------------------------------------------------
 
+
 def write_fer_csv(path, rows):
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
@@ -162,8 +172,9 @@ def test_fer2013_csv_labels_pixels_and_splits(tmp_path, rng):
     faces = [rng.integers(0, 256, (48, 48)) for _ in range(8)]
     usage = ["Training", "Training", "Training", "PublicTest", "PrivateTest", "PrivateTest", "Training", "PublicTest"]
     emotions = [0, 1, 2, 3, 4, 5, 6, 3]
-    write_fer_csv(tmp_path / "fer2013.csv",
-                  [[e, " ".join(map(str, f.reshape(-1))), u] for e, f, u in zip(emotions, faces, usage)])
+    write_fer_csv(
+        tmp_path / "fer2013.csv", [[e, " ".join(map(str, f.reshape(-1))), u] for e, f, u in zip(emotions, faces, usage)]
+    )
     for root in (tmp_path, tmp_path / "fer2013.csv"):
         assert dataset_splits("fer2013", root) == ["train", "val", "test"]
         train = load_dataset("fer2013", root, "train")
@@ -179,14 +190,17 @@ def test_fer2013_csv_labels_pixels_and_splits(tmp_path, rng):
 
 def test_fer2013_csv_bad_rows(tmp_path):
     good = " ".join(["7"] * 2304)
-    write_fer_csv(tmp_path / "fer2013.csv", [
-        [3, good, "Training"],
-        [3, " ".join(["7"] * 2303), "Training"],  # wrong pixel count
-        [9, good, "Training"],  # no emotion 9
-        [3, good.replace("7", "300", 1), "Training"],  # pixel out of range
-        [3, good, "Holdout"],  # unknown usage
-        [2, good, "PrivateTest"],
-    ])
+    write_fer_csv(
+        tmp_path / "fer2013.csv",
+        [
+            [3, good, "Training"],
+            [3, " ".join(["7"] * 2303), "Training"],  # wrong pixel count
+            [9, good, "Training"],  # no emotion 9
+            [3, good.replace("7", "300", 1), "Training"],  # pixel out of range
+            [3, good, "Holdout"],  # unknown usage
+            [2, good, "PrivateTest"],
+        ],
+    )
     with pytest.raises(DataError, match=r"csv:1: 2303 pixel values.*and 3 more bad images"):
         load_dataset("fer2013", tmp_path, "train")
     with warnings.catch_warnings(record=True) as caught:
@@ -213,6 +227,7 @@ def test_fer2013_csv_synthetic_layout(tmp_path):
 
 
 # -- CK+48 ---------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def ck_root(tmp_path_factory):
@@ -256,13 +271,22 @@ def test_ckplus48_misnamed_files_are_skipped(tmp_path, rng):
 
 # -- JAFFE --------------------------------------------------------------------------------------
 
+
 def test_jaffe_codes_subjects_and_loso(tmp_path):
     root = make_synthetic_faces(tmp_path / "jaffe", "jaffe", n_per_class=10, seed=4)
     every = load_dataset("jaffe", root, "all")
-    assert len(every) == 70 and every.classes == vocab.ordered(["neutral", "happy", "sad", "surprise", "angry",
-                                                               "disgust", "fear"])
-    code_of = {"NE": "neutral", "HA": "happy", "SA": "sad", "SU": "surprise", "AN": "angry", "DI": "disgust",
-               "FE": "fear"}
+    assert len(every) == 70 and every.classes == vocab.ordered(
+        ["neutral", "happy", "sad", "surprise", "angry", "disgust", "fear"]
+    )
+    code_of = {
+        "NE": "neutral",
+        "HA": "happy",
+        "SA": "sad",
+        "SU": "surprise",
+        "AN": "angry",
+        "DI": "disgust",
+        "FE": "fear",
+    }
     for path, label, group in zip(every.paths, every.labels, every.groups):
         initials, code = path.split(".")[:2]
         assert every.classes[label] == code_of[code[:2]]
@@ -319,6 +343,7 @@ def test_rafdb_kaggle_layout(tmp_path):
 
 # -- generic folders -------------------------------------------------------------------------------
 
+
 def test_folder_aliases_and_unknown_names(tmp_path, rng):
     for name in ("Anger", "happiness", "Surprised"):
         save_grey(tmp_path / name / "x.png", rng=rng)
@@ -362,6 +387,7 @@ def test_changed_source_is_re_decoded(tmp_path, rng):
     first = load_dataset("fer2013", tmp_path, "train")
     save_grey(tmp_path / "train" / "happy" / "a.png", value=200, size=(48, 48))
     import os
+
     os.utime(tmp_path / "train" / "happy" / "a.png", ns=(1, 1))  # a different mtime, whatever the clock
     second = load_dataset("fer2013", tmp_path, "train")
     assert first.images[0, 0, 0] == 10 and second.images[0, 0, 0] == 200

@@ -46,8 +46,15 @@ def naive_plurality(votes: list[float]) -> int:
 def random_votes(rng, n: int) -> np.ndarray:
     """10 annotators per image like FER+, skewed towards a few columns, plus edge rows."""
     rows = [rng.multinomial(10, rng.dirichlet(np.full(10, 0.4))) for _ in range(n)]
-    rows += [[0] * 10, [1] * 10, [0] * 9 + [10], [5, 5, 0, 0, 0, 0, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-             [2, 1, 1, 1, 1, 1, 1, 1, 1, 0], [3, 3, 0, 0, 0, 0, 0, 0, 4, 0]]
+    rows += [
+        [0] * 10,
+        [1] * 10,
+        [0] * 9 + [10],
+        [5, 5, 0, 0, 0, 0, 0, 0, 0, 0],
+        [1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        [2, 1, 1, 1, 1, 1, 1, 1, 1, 0],
+        [3, 3, 0, 0, 0, 0, 0, 0, 4, 0],
+    ]
     return np.array(rows, dtype=float)
 
 
@@ -60,13 +67,15 @@ def test_majority_matches_reference_code(rng):
 
 
 def test_majority_hand_cases():
-    votes = np.array([
-        [4, 0, 0, 1, 3, 2, 0, 0, 0, 0],  # 1 vote dropped: 4 of 9 remaining, no majority
-        [6, 0, 1, 1, 0, 0, 0, 0, 2, 0],  # single votes removed: 6 of 8 -> neutral
-        [0, 0, 0, 0, 0, 0, 0, 0, 7, 3],  # unknown majority -> dropped
-        [0, 5, 0, 0, 0, 0, 0, 0, 0, 5],  # 5 of 10 is not more than half -> dropped
-        [0, 0, 0, 0, 0, 0, 0, 3, 0, 1],  # contempt 3 of 3 after the NF single vote is removed
-    ])
+    votes = np.array(
+        [
+            [4, 0, 0, 1, 3, 2, 0, 0, 0, 0],  # 1 vote dropped: 4 of 9 remaining, no majority
+            [6, 0, 1, 1, 0, 0, 0, 0, 2, 0],  # single votes removed: 6 of 8 -> neutral
+            [0, 0, 0, 0, 0, 0, 0, 0, 7, 3],  # unknown majority -> dropped
+            [0, 5, 0, 0, 0, 0, 0, 0, 0, 5],  # 5 of 10 is not more than half -> dropped
+            [0, 0, 0, 0, 0, 0, 0, 3, 0, 1],  # contempt 3 of 3 after the NF single vote is removed
+        ]
+    )
     assert vote_labels(votes, "majority")[0].tolist() == [-1, 0, -1, -1, 7]
 
 
@@ -77,12 +86,14 @@ def test_plurality_matches_naive(rng):
 
 
 def test_probability_mode():
-    votes = np.array([
-        [4, 0, 0, 1, 3, 2, 0, 0, 0, 0],
-        [0, 2, 0, 0, 0, 0, 0, 0, 8, 0],  # unknown outvotes every emotion -> dropped
-        [0, 0, 0, 0, 0, 0, 0, 0, 0, 10],  # no emotion vote -> dropped
-        [0, 3, 3, 0, 0, 0, 0, 0, 2, 2],  # tie: first column wins
-    ])
+    votes = np.array(
+        [
+            [4, 0, 0, 1, 3, 2, 0, 0, 0, 0],
+            [0, 2, 0, 0, 0, 0, 0, 0, 8, 0],  # unknown outvotes every emotion -> dropped
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 10],  # no emotion vote -> dropped
+            [0, 3, 3, 0, 0, 0, 0, 0, 2, 2],  # tie: first column wins
+        ]
+    )
     labels, soft = vote_labels(votes, "probability")
     assert labels.tolist() == [0, -1, -1, 1]
     np.testing.assert_allclose(soft[0], [0.4, 0, 0, 0.1, 0.3, 0.2, 0, 0])
@@ -121,11 +132,18 @@ def test_reader_label_modes_and_classes(tmp_path):
     write_ferplus(tmp_path)
     assert dataset_splits("ferplus", tmp_path) == ["test"]
     majority = load_dataset("ferplus", tmp_path, "test")
-    assert majority.classes == FERPLUS_CLASSES == ("neutral", "happy", "sad", "surprise", "fear", "disgust",
-                                                   "angry", "contempt")
+    assert (
+        majority.classes
+        == FERPLUS_CLASSES
+        == ("neutral", "happy", "sad", "surprise", "fear", "disgust", "angry", "contempt")
+    )
     by_name = {p.split("/")[-1]: majority.classes[label] for p, label in zip(majority.paths, majority.labels)}
-    assert by_name == {"fer0000000.png": "happy", "fer0000001.png": "surprise", "fer0000003.png": "contempt",
-                       "fer0000005.png": "angry"}
+    assert by_name == {
+        "fer0000000.png": "happy",
+        "fer0000001.png": "surprise",
+        "fer0000003.png": "contempt",
+        "fer0000005.png": "angry",
+    }
     assert majority.paths[0] == "FER2013Test/fer0000000.png"
     np.testing.assert_array_equal(majority.info["votes"][0], ROWS["fer0000000.png"])
     np.testing.assert_array_equal(majority.images[0], np.asarray(Image.open(tmp_path / majority.paths[0])))

@@ -38,6 +38,7 @@ def quadrants() -> np.ndarray:
 
 # -- plain decoding -----------------------------------------------------------------------------
 
+
 def test_png_grey_is_lossless_and_rgb_mode_replicates(rng, tmp_path):
     a = rng.integers(0, 256, (17, 23), dtype=np.uint8)
     path = tmp_path / "a.png"
@@ -74,6 +75,7 @@ def test_one_pixel_images():
 
 
 # -- bit depths and colour modes --------------------------------------------------------------
+
 
 @pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
 def test_16_bit_is_scaled_not_clipped(fmt):
@@ -131,21 +133,26 @@ def test_palette_and_1bit_images():
     palette = Image.new("P", (2, 1))
     palette.putpalette([10, 20, 30, 200, 100, 50] + [0] * 762)
     palette.putpixel((1, 0), 1)
-    np.testing.assert_array_equal(decode_image_bytes(encode(palette, "GIF"), mode="rgb"),
-                                  [[[10, 20, 30], [200, 100, 50]]])
+    np.testing.assert_array_equal(
+        decode_image_bytes(encode(palette, "GIF"), mode="rgb"), [[[10, 20, 30], [200, 100, 50]]]
+    )
     bits = Image.frombytes("1", (8, 1), bytes([0b10100000]))
     np.testing.assert_array_equal(decode_image_bytes(encode(bits, "PNG")), [[255, 0, 255, 0, 0, 0, 0, 0]])
 
 
 # -- EXIF orientation ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("orientation, expected", [
-    (1, lambda a: a),
-    (2, lambda a: a[:, ::-1]),
-    (3, lambda a: a[::-1, ::-1]),
-    (6, lambda a: np.rot90(a, -1)),  # stored rotated: display turns it 90 degrees clockwise
-    (8, lambda a: np.rot90(a, 1)),
-])
+
+@pytest.mark.parametrize(
+    "orientation, expected",
+    [
+        (1, lambda a: a),
+        (2, lambda a: a[:, ::-1]),
+        (3, lambda a: a[::-1, ::-1]),
+        (6, lambda a: np.rot90(a, -1)),  # stored rotated: display turns it 90 degrees clockwise
+        (8, lambda a: np.rot90(a, 1)),
+    ],
+)
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
 def test_exif_orientation_is_applied(quadrants, orientation, expected, fmt):
     exif = Image.Exif()
@@ -164,6 +171,7 @@ def test_exif_orientation_is_applied(quadrants, orientation, expected, fmt):
 
 
 # -- sizes ------------------------------------------------------------------------------------
+
 
 def test_large_image_is_downscaled_to_max_side():
     wide = Image.fromarray(np.tile(np.arange(250, dtype=np.uint8), (10, 20)))  # 5000 x 10
@@ -197,10 +205,14 @@ def test_absurd_image_size_is_an_image_error(monkeypatch):
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims ``width x height`` (a decompression-bomb shape)."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+    )
 
 
 def test_absurd_header_with_default_limit():
@@ -210,6 +222,7 @@ def test_absurd_header_with_default_limit():
 
 
 # -- errors -------------------------------------------------------------------------------------
+
 
 def assert_one_line_error(path, reason_part: str):
     with pytest.raises(ImageError) as err:
@@ -251,6 +264,7 @@ def test_bad_mode_is_a_programming_error(tmp_path):
 
 # -- to_array -----------------------------------------------------------------------------------
 
+
 def test_to_array_numpy_inputs():
     grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
     np.testing.assert_array_equal(to_array(grey), grey)
@@ -278,8 +292,16 @@ def test_to_array_other_inputs(tmp_path, quadrants):
     assert to_array(Image.fromarray(quadrants), mode="rgb").shape == (40, 60, 3)
 
 
-@pytest.mark.parametrize("bad", [np.zeros((4, 4, 2), np.uint8), np.zeros((0, 4), np.uint8),
-                                 np.zeros((2, 2, 2, 2), np.uint8), "no/such/file.png", 3.5])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((4, 4, 2), np.uint8),
+        np.zeros((0, 4), np.uint8),
+        np.zeros((2, 2, 2, 2), np.uint8),
+        "no/such/file.png",
+        3.5,
+    ],
+)
 def test_to_array_rejects_bad_input(bad):
     with pytest.raises(ImageError):
         to_array(bad)

@@ -19,9 +19,16 @@ def _samples() -> list[bytes]:
     grey = Image.fromarray(rng.integers(0, 256, (12, 10), dtype=np.uint8))
     rgb = Image.fromarray(rng.integers(0, 256, (9, 11, 3), dtype=np.uint8))
     out = []
-    for image, fmt, kwargs in [(grey, "JPEG", {}), (rgb, "JPEG", {"progressive": True}), (grey, "PNG", {}),
-                               (rgb.convert("RGBA"), "PNG", {}), (rgb.convert("P"), "GIF", {}),
-                               (grey, "BMP", {}), (rgb, "TIFF", {}), (grey, "WEBP", {"lossless": True})]:
+    for image, fmt, kwargs in [
+        (grey, "JPEG", {}),
+        (rgb, "JPEG", {"progressive": True}),
+        (grey, "PNG", {}),
+        (rgb.convert("RGBA"), "PNG", {}),
+        (rgb.convert("P"), "GIF", {}),
+        (grey, "BMP", {}),
+        (rgb, "TIFF", {}),
+        (grey, "WEBP", {"lossless": True}),
+    ]:
         buf = io.BytesIO()
         image.save(buf, fmt, **kwargs)
         out.append(buf.getvalue())
@@ -52,8 +59,11 @@ def test_random_bytes(data):
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # PIL's own notes on damaged TIFF tags
 @FUZZ
-@given(st.sampled_from(range(len(SAMPLES))), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)),
-                                                     max_size=8), st.floats(0.0, 1.0))
+@given(
+    st.sampled_from(range(len(SAMPLES))),
+    st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=8),
+    st.floats(0.0, 1.0),
+)
 def test_mutated_real_images(which, flips, keep):
     data = bytearray(SAMPLES[which])
     for position, value in flips:

@@ -34,8 +34,15 @@ def test_fer2013_folder_counts(fer2013):
     for imageset in splits.values():
         assert imageset.classes == ("neutral", "happy", "sad", "surprise", "fear", "disgust", "angry")
         assert imageset.images.shape[1:] == (48, 48)
-    assert splits["test"].class_counts() == {"neutral": 626, "happy": 879, "sad": 594, "surprise": 416,
-                                             "fear": 528, "disgust": 55, "angry": 491}
+    assert splits["test"].class_counts() == {
+        "neutral": 626,
+        "happy": 879,
+        "sad": 594,
+        "surprise": 416,
+        "fear": 528,
+        "disgust": 55,
+        "angry": 491,
+    }
 
 
 def test_fer2013_audit_matches_the_shared_lists(fer2013):
@@ -63,8 +70,15 @@ def test_ckplus48_subjects_and_folds(shared_data_root):
     assert len(every) == 981 and len(np.unique(every.groups)) == 118
     assert len(set(zip(every.groups.tolist(), every.info["sequences"].tolist()))) == 327
     assert every.classes == ("happy", "sad", "surprise", "fear", "disgust", "angry", "contempt")
-    assert every.class_counts() == {"happy": 207, "sad": 84, "surprise": 249, "fear": 75, "disgust": 177,
-                                    "angry": 135, "contempt": 54}
+    assert every.class_counts() == {
+        "happy": 207,
+        "sad": 84,
+        "surprise": 249,
+        "fear": 75,
+        "disgust": 177,
+        "angry": 135,
+        "contempt": 54,
+    }
     tested = []
     for fold in range(10):
         test = load_dataset("ckplus48", root, "test", fold=fold)
@@ -82,16 +96,27 @@ def test_ferplus_counts(shared_data_root):
         test = load_dataset("ferplus", root, "test")
         # the FER+ reporting protocol: majority labels of FER2013Test, unknown/NF/no-majority dropped
         assert len(test) == 3152
-        assert test.class_counts() == {"neutral": 1089, "happy": 893, "sad": 384, "surprise": 396, "fear": 83,
-                                       "disgust": 18, "angry": 273, "contempt": 16}
+        assert test.class_counts() == {
+            "neutral": 1089,
+            "happy": 893,
+            "sad": 384,
+            "surprise": 396,
+            "fear": 83,
+            "disgust": 18,
+            "angry": 273,
+            "contempt": 16,
+        }
         reader = DATASETS.get("ferplus")()
         listings = {s: reader.list_split(root, s, {"label_mode": "majority"}) for s in ("train", "val", "test")}
     # label logic only (no need to decode 28k images here): rows with a unique name and an existing
     # file, then the images each label mode keeps
     assert {s: len(x.relpaths) for s, x in listings.items()} == {"train": 28558, "val": 3579, "test": 3572}
     assert {s: len(x.select) for s, x in listings.items()} == {"train": 25057, "val": 3199, "test": 3152}
-    kept = {(s, mode): int((vote_labels(x.row_info["votes"], mode)[0] >= 0).sum())
-            for s, x in listings.items() for mode in ("plurality", "probability")}
+    kept = {
+        (s, mode): int((vote_labels(x.row_info["votes"], mode)[0] >= 0).sum())
+        for s, x in listings.items()
+        for mode in ("plurality", "probability")
+    }
     assert [kept[s, "plurality"] for s in ("train", "val", "test")] == [26937, 3396, 3375]
     assert [kept[s, "probability"] for s in ("train", "val", "test")] == [28386, 3553, 3545]
 

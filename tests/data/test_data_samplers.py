@@ -63,8 +63,10 @@ def test_pk_ignores_unlabeled_items(labels):
 def test_ranks_get_disjoint_equal_shares(labels, mode):
     single = as_lists(epoch_batches(labels, 50, mode, 10, seed=7, epoch=2))
     for world in (2, 3):
-        shards = [as_lists(epoch_batches(labels, 50, mode, 10, seed=7, epoch=2, rank=r, world_size=world))
-                  for r in range(world)]
+        shards = [
+            as_lists(epoch_batches(labels, 50, mode, 10, seed=7, epoch=2, rank=r, world_size=world))
+            for r in range(world)
+        ]
         assert len({len(s) for s in shards}) == 1  # equal number of steps on every rank
         merged = [b for step in zip(*shards) for b in step]
         assert merged == single[: len(merged)]  # rank r holds batches r, r+world, ... of one sequence

@@ -21,9 +21,17 @@ def test_same_seed_same_faces(tmp_path):
 
 
 def test_every_layout_is_readable(tmp_path):
-    readers = {"fer2013": "fer2013", "fer2013-csv": "fer2013", "ferplus": "ferplus", "ckplus48": "ckplus48",
-               "jaffe": "jaffe", "rafdb": "rafdb", "rafdb-kaggle": "rafdb", "folder": "folder",
-               "folder-split": "folder"}
+    readers = {
+        "fer2013": "fer2013",
+        "fer2013-csv": "fer2013",
+        "ferplus": "ferplus",
+        "ckplus48": "ckplus48",
+        "jaffe": "jaffe",
+        "rafdb": "rafdb",
+        "rafdb-kaggle": "rafdb",
+        "folder": "folder",
+        "folder-split": "folder",
+    }
     assert set(readers) == set(LAYOUTS)
     for layout, reader in readers.items():
         root = make_synthetic_faces(tmp_path / layout, layout, n_per_class=3, size=32, seed=1)

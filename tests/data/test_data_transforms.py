@@ -76,8 +76,8 @@ def test_flip_mirrors_about_half_the_batch(rng):
     pre = Preprocessing(size=12)
     out = GPUAugment(cfg, pre).train()(images, generator=torch.Generator().manual_seed(1))
     plain, mirrored = pre.apply(images), pre.apply(images.flip(-1))
-    same = ((out - plain).abs().amax((1, 2, 3)) < 1e-4)
-    flipped = ((out - mirrored).abs().amax((1, 2, 3)) < 1e-4)
+    same = (out - plain).abs().amax((1, 2, 3)) < 1e-4
+    flipped = (out - mirrored).abs().amax((1, 2, 3)) < 1e-4
     assert bool((same ^ flipped).all())  # every image is exactly itself or its mirror image
     assert 70 < int(flipped.sum()) < 130
 
@@ -89,7 +89,7 @@ def test_affine_matches_the_drawn_matrices(batch):
     theta = augment.affine_matrices(16, "cpu", torch.Generator().manual_seed(3))
     linear = theta[:, :, :2]
     dets = torch.linalg.det(linear).abs()
-    assert ((dets >= 1 / 1.2 ** 2 - 1e-5) & (dets <= 1 / 0.8 ** 2 + 1e-5)).all()  # area scale from `scale`
+    assert ((dets >= 1 / 1.2**2 - 1e-5) & (dets <= 1 / 0.8**2 + 1e-5)).all()  # area scale from `scale`
     assert (theta[:, :, 2].abs() <= 2 * 4 / 48 + 1e-6).all()  # translation <= crop_padding px
     x = batch.float().unsqueeze(1) / 255
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
@@ -115,11 +115,12 @@ def test_erasing_probability_and_area():
     assert 0.12 < area.mean().item() < 0.2  # about the mean of U(0.02, 0.33), less clipping at borders
     for m in masks[erased][:50, 0]:  # each mask is one solid rectangle
         rows, cols = m.any(1).nonzero(), m.any(0).nonzero()
-        box = m[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        box = m[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
         assert bool(box.all())
     white = torch.full((8, 32, 32), 255, dtype=torch.uint8)
-    out = GPUAugment(AugmentConfig(crop_padding=0, scale=(1, 1), rotation=0, hflip=False, erasing=1.0),
-                     Preprocessing(size=32)).train()(white, generator=torch.Generator().manual_seed(0))
+    out = GPUAugment(
+        AugmentConfig(crop_padding=0, scale=(1, 1), rotation=0, hflip=False, erasing=1.0), Preprocessing(size=32)
+    ).train()(white, generator=torch.Generator().manual_seed(0))
     assert ((out == 0).flatten(1).any(1)).all()  # erased pixels hold 0 = the mean grey after normalising
 
 

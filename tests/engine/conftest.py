@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from engine_helpers import make_imageset, single_thread, write_folder_dataset
 
 
@@ -16,7 +15,11 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def tiny_sets():
     """(train, val, test) synthetic splits with 4 classes at 16 px."""
-    return make_imageset(24, seed=0, split="train"), make_imageset(8, seed=1, split="val"), make_imageset(8, seed=2, split="test")
+    return (
+        make_imageset(24, seed=0, split="train"),
+        make_imageset(8, seed=1, split="val"),
+        make_imageset(8, seed=2, split="test"),
+    )
 
 
 @pytest.fixture(scope="session")

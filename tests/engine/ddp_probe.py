@@ -23,9 +23,13 @@ def _batches(self, epoch):
 
 def _run(self):
     results = original_run(self)
-    record = {"rank": self.ctx.rank, "world_size": self.ctx.world_size, "seen": seen,
-              "parameters": checkpoint.state_digest(dict(self.model.named_parameters())),
-              "loss_parameters": checkpoint.state_digest(dict(self.loss_fn.named_parameters())) if self.loss_fn else None}
+    record = {
+        "rank": self.ctx.rank,
+        "world_size": self.ctx.world_size,
+        "seen": seen,
+        "parameters": checkpoint.state_digest(dict(self.model.named_parameters())),
+        "loss_parameters": checkpoint.state_digest(dict(self.loss_fn.named_parameters())) if self.loss_fn else None,
+    }
     with open(os.path.join(os.environ["PROBE_DIR"], f"rank{self.ctx.rank}.json"), "w") as handle:
         json.dump(record, handle)
     return results

@@ -32,8 +32,9 @@ def single_thread():
         torch.set_num_threads(previous)
 
 
-def make_imageset(n_per_class: int = 24, classes=CLASSES, size: int = 16, seed: int = 0, split: str = "train",
-                  soft: bool = False) -> ImageSet:
+def make_imageset(
+    n_per_class: int = 24, classes=CLASSES, size: int = 16, seed: int = 0, split: str = "train", soft: bool = False
+) -> ImageSet:
     rng = np.random.default_rng(seed)
     num_classes = len(classes)
     labels = np.repeat(np.arange(num_classes), n_per_class)
@@ -55,16 +56,28 @@ def make_imageset(n_per_class: int = 24, classes=CLASSES, size: int = 16, seed: 
         soft_labels = np.full((len(labels), num_classes), 0.1 / (num_classes - 1), np.float32)
         soft_labels[np.arange(len(labels)), labels] = 0.9
         info["label_mode"] = "probability"
-    return ImageSet(images=images, labels=labels.astype(np.int64), classes=tuple(classes),
-                    paths=[f"synthetic/{split}/{i}.png" for i in range(len(labels))],
-                    soft_labels=soft_labels, name="synthetic", split=split, info=info)
+    return ImageSet(
+        images=images,
+        labels=labels.astype(np.int64),
+        classes=tuple(classes),
+        paths=[f"synthetic/{split}/{i}.png" for i in range(len(labels))],
+        soft_labels=soft_labels,
+        name="synthetic",
+        split=split,
+        info=info,
+    )
 
 
 def tiny_recipe(name: str = "ce", epochs: int = 2, **overrides):
     """A recipe shrunk for CPU tests: tiny backbone, 16 px, small batches."""
     sets = [
-        "model.backbone=tiny", "model.embedding_dim=32", f"epochs={epochs}", "data.input_size=16",
-        "data.batch_size=32", "data.samples_per_class=8", "optim.lr=0.05",
+        "model.backbone=tiny",
+        "model.embedding_dim=32",
+        f"epochs={epochs}",
+        "data.input_size=16",
+        "data.batch_size=32",
+        "data.samples_per_class=8",
+        "optim.lr=0.05",
     ]
     if name == "mtdml":
         sets.append("loss.options={num_slices: 4, margin_range: [0.1, 0.8], dual: true}")

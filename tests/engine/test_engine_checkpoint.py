@@ -6,12 +6,11 @@ import os
 
 import pytest
 import torch
+from engine_helpers import CLASSES, tiny_recipe
 
 from fermetric.engine import checkpoint as ckpt
 from fermetric.errors import CheckpointError
 from fermetric.models import create_model
-
-from engine_helpers import CLASSES, tiny_recipe
 
 PREP = {"size": 24, "mean": 0.5, "std": 0.25}
 
@@ -24,8 +23,20 @@ def _model_and_meta(classes=CLASSES):
 
 
 def _payload(model, meta, epoch=1):
-    return {"meta": meta, "model": model.state_dict(), "optimizer": {}, "scheduler": {}, "loss": {}, "ema": None,
-            "epoch": epoch, "step": 10 * epoch, "best": None, "rng": ckpt.rng_state(), "history": [], "partial": None}
+    return {
+        "meta": meta,
+        "model": model.state_dict(),
+        "optimizer": {},
+        "scheduler": {},
+        "loss": {},
+        "ema": None,
+        "epoch": epoch,
+        "step": 10 * epoch,
+        "best": None,
+        "rng": ckpt.rng_state(),
+        "history": [],
+        "partial": None,
+    }
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -110,11 +121,18 @@ def test_rng_state_round_trip(tmp_path):
     import numpy as np
 
     generator = torch.Generator().manual_seed(5)
-    ckpt.save(tmp_path / "r.pt", {"meta": {"recipe": {}, "classes": []}, "model": {},
-                                   "rng": ckpt.rng_state({"aug": generator})})
+    ckpt.save(
+        tmp_path / "r.pt",
+        {"meta": {"recipe": {}, "classes": []}, "model": {}, "rng": ckpt.rng_state({"aug": generator})},
+    )
     expected = (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=generator).item())
     ckpt.set_rng_state(ckpt.load(tmp_path / "r.pt")["rng"], {"aug": generator})
-    assert (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=generator).item()) == expected
+    assert (
+        random.random(),
+        np.random.rand(),
+        torch.rand(1).item(),
+        torch.rand(1, generator=generator).item(),
+    ) == expected
 
 
 def test_load_model_from_pt_safetensors_and_run_dir(tmp_path):

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from engine_helpers import CLASSES, make_imageset, tiny_recipe
 
 from fermetric import cli, vocab
 from fermetric.config import recipe_names
@@ -16,8 +17,6 @@ from fermetric.engine import checkpoint as ckpt
 from fermetric.engine.evaluate import align_classes, embed, evaluate
 from fermetric.errors import CheckpointError
 from fermetric.models import create_model
-
-from engine_helpers import CLASSES, make_imageset, tiny_recipe
 
 PREP = Preprocessing(size=16, mean=0.5, std=0.25)
 
@@ -92,8 +91,22 @@ def weights(tmp_path):
 def test_eval_cli_json_and_out(weights, folder_dataset, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("FERMETRIC_CACHE", "off")
     path, model = weights
-    code = cli.main(["eval", "--checkpoint", str(path), "--data", f"folder={folder_dataset}", "--split", "test",
-                     "--json", "--device", "cpu", "--out", str(tmp_path / "report")])
+    code = cli.main(
+        [
+            "eval",
+            "--checkpoint",
+            str(path),
+            "--data",
+            f"folder={folder_dataset}",
+            "--split",
+            "test",
+            "--json",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "report"),
+        ]
+    )
     stdout = capsys.readouterr().out
     assert code == 0 and len(stdout.strip().splitlines()) == 1
     result = json.loads(stdout)
@@ -104,7 +117,9 @@ def test_eval_cli_json_and_out(weights, folder_dataset, tmp_path, capsys, monkey
     assert json.loads((tmp_path / "report" / "metrics.json").read_text())["accuracy"] == result["accuracy"]
     assert (tmp_path / "report" / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    code = cli.main(["eval", "--checkpoint", str(path), "--data", f"folder={folder_dataset}", "--split", "val", "--tta", "flip"])
+    code = cli.main(
+        ["eval", "--checkpoint", str(path), "--data", f"folder={folder_dataset}", "--split", "val", "--tta", "flip"]
+    )
     table = capsys.readouterr().out
     assert code == 0 and "accuracy" in table and "tta" in table and "flip" in table
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from engine_helpers import history as read_history
+from engine_helpers import tiny_recipe
 
 from fermetric.engine import precision as P
 from fermetric.engine.train import train
 from fermetric.errors import ConfigError
-
-from engine_helpers import history as read_history
-from engine_helpers import tiny_recipe
 
 
 def test_auto_is_bf16_on_cuda_and_on_native_bf16_cpus_only(monkeypatch):
@@ -62,8 +61,9 @@ def test_precision_is_recorded_and_a_fast_resume_continues_the_schedule(tiny_set
     recipe = tiny_recipe("ce", epochs=2)
     whole = train(recipe, train_set, val_set, tmp_path / "whole", device="cpu", progress=False, precision="fp32")
     assert whole["precision"] == "fp32" and whole["deterministic"] is False
-    first = train(recipe, train_set, val_set, tmp_path / "cut", device="cpu", progress=False, precision="fp32",
-                  max_steps=4)
+    first = train(
+        recipe, train_set, val_set, tmp_path / "cut", device="cpu", progress=False, precision="fp32", max_steps=4
+    )
     assert first["steps"] == 4
     train(recipe, train_set, val_set, tmp_path / "cut", device="cpu", progress=False, precision="fp32", resume=True)
     a, b = read_history(tmp_path / "whole"), read_history(tmp_path / "cut")

@@ -12,14 +12,25 @@ import time
 from pathlib import Path
 
 import pytest
+from engine_helpers import assert_same_run
 
 from fermetric import cli
 
-from engine_helpers import assert_same_run
-
 HERE = Path(__file__).resolve().parent
-TINY = ["--set", "model.backbone=tiny", "--set", "model.embedding_dim=32", "--set", "data.input_size=16",
-        "--set", "data.batch_size=16", "--device", "cpu", "--quiet", "--deterministic"]
+TINY = [
+    "--set",
+    "model.backbone=tiny",
+    "--set",
+    "model.embedding_dim=32",
+    "--set",
+    "data.input_size=16",
+    "--set",
+    "data.batch_size=16",
+    "--device",
+    "cpu",
+    "--quiet",
+    "--deterministic",
+]
 
 
 def _env() -> dict:
@@ -31,16 +42,33 @@ def _env() -> dict:
 def test_sigkill_at_a_random_moment_then_resume_gives_the_same_run(folder_dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("FERMETRIC_CACHE", "off")
     epochs = 8
-    args = ["train", "--recipe", "tcl-full", "--data", f"folder={folder_dataset}", "--epochs", str(epochs),
-            "--seed", "1", "--set", "ema=0.9", *TINY]
+    args = [
+        "train",
+        "--recipe",
+        "tcl-full",
+        "--data",
+        f"folder={folder_dataset}",
+        "--epochs",
+        str(epochs),
+        "--seed",
+        "1",
+        "--set",
+        "ema=0.9",
+        *TINY,
+    ]
     killed, reference = tmp_path / "killed", tmp_path / "reference"
-    process = subprocess.Popen([sys.executable, "-m", "fermetric", *args, "--out", str(killed)], env=_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fermetric", *args, "--out", str(killed)],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
     def wait_for_epochs(count: int) -> float:
         deadline = time.monotonic() + 240
-        while not ((killed / "metrics.jsonl").exists()
-                   and len((killed / "metrics.jsonl").read_text().splitlines()) >= count):
+        while not (
+            (killed / "metrics.jsonl").exists() and len((killed / "metrics.jsonl").read_text().splitlines()) >= count
+        ):
             assert process.poll() is None, process.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline, f"the training never finished epoch {count}"
             time.sleep(0.01)
@@ -52,7 +80,9 @@ def test_sigkill_at_a_random_moment_then_resume_gives_the_same_run(folder_datase
         epoch_seconds = -wait_for_epochs(1) + wait_for_epochs(2)
         delay = random.uniform(0.0, 3.0 * epoch_seconds)
         time.sleep(delay)
-        assert process.poll() is None and not (killed / "results.json").exists(), f"finished before the kill ({delay=:.2f}s)"
+        assert process.poll() is None and not (killed / "results.json").exists(), (
+            f"finished before the kill ({delay=:.2f}s)"
+        )
         os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
     finally:
@@ -71,9 +101,24 @@ def test_ddp_two_processes_gloo(folder_dataset, tmp_path):
     out, probe = tmp_path / "run", tmp_path / "probe"
     probe.mkdir()
     # --standalone: torchrun picks a free local port itself (no window for another process to take it)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(HERE / "ddp_probe.py"),
-               "train", "--recipe", "tcl-full", "--data", f"folder={folder_dataset}", "--out", str(out),
-               "--epochs", "2", *TINY]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(HERE / "ddp_probe.py"),
+        "train",
+        "--recipe",
+        "tcl-full",
+        "--data",
+        f"folder={folder_dataset}",
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        *TINY,
+    ]
     done = subprocess.run(command, env={**_env(), "PROBE_DIR": str(probe)}, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]

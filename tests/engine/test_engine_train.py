@@ -8,18 +8,19 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from engine_helpers import assert_same_run, final_weights, single_thread, tiny_recipe
+from engine_helpers import history as read_history
+from training_faults import nan_losses_at
 
 from fermetric.engine import checkpoint as ckpt
 from fermetric.engine import rundir
 from fermetric.engine import train as train_module
-from training_faults import nan_losses_at
 from fermetric.engine.train import train
 from fermetric.errors import ConfigError, TrainingError
 
-from engine_helpers import assert_same_run, final_weights, single_thread, tiny_recipe
-from engine_helpers import history as read_history
-
 RECIPES = ["ce", "mtdml", "dmsl", "tcl-full", "tcl-semi", "tcl-pred", "pidml"]
+
+
 @pytest.mark.parametrize("name", RECIPES)
 def test_every_recipe_reduces_the_loss(name, tiny_sets, tmp_path):
     train_set, val_set, _ = tiny_sets
@@ -41,7 +42,9 @@ def test_every_recipe_reduces_the_loss(name, tiny_sets, tmp_path):
     val = results["metrics"]["val"]
     assert val["n"] == len(val_set) and 0 <= val["accuracy"] <= 1 and val["reference"] == "synthetic/train"
     assert results["recipe"] == name and results["tta"] == "none" and results["steps"] == 12
-    assert {"best.pt", "last.pt", "last.prev.pt", "model.safetensors", "results.json"} <= {p.name for p in tmp_path.iterdir()}
+    assert {"best.pt", "last.pt", "last.prev.pt", "model.safetensors", "results.json"} <= {
+        p.name for p in tmp_path.iterdir()
+    }
 
 
 # A recipe that exercises every piece of resumable state: learnable centres (tcl), an EMA, dropout
@@ -55,18 +58,55 @@ def reference_run(tiny_sets, tmp_path_factory):
     out = tmp_path_factory.mktemp("reference")
     train_set, val_set, test_set = tiny_sets
     with single_thread():  # module fixtures run outside the autouse one_torch_thread
-        train(tiny_recipe("tcl-full", epochs=2, **RESUME_OVERRIDES), train_set, val_set, out, device="cpu", seed=3, deterministic=True,
-              progress=False, test_set=test_set)
+        train(
+            tiny_recipe("tcl-full", epochs=2, **RESUME_OVERRIDES),
+            train_set,
+            val_set,
+            out,
+            device="cpu",
+            seed=3,
+            deterministic=True,
+            progress=False,
+            test_set=test_set,
+        )
     return out
 
 
 def test_same_seed_same_run_other_seed_other_run(tiny_sets, reference_run, tmp_path):
     train_set, val_set, test_set = tiny_sets
     recipe = tiny_recipe("tcl-full", epochs=2, **RESUME_OVERRIDES)
-    train(recipe, train_set, val_set, tmp_path / "again", device="cpu", seed=3, deterministic=True, progress=False, test_set=test_set)
+    train(
+        recipe,
+        train_set,
+        val_set,
+        tmp_path / "again",
+        device="cpu",
+        seed=3,
+        deterministic=True,
+        progress=False,
+        test_set=test_set,
+    )
     assert_same_run(reference_run, tmp_path / "again")
-    train(tiny_recipe("ce", epochs=1), train_set, val_set, tmp_path / "a", device="cpu", seed=1, progress=False, max_steps=2)
-    train(tiny_recipe("ce", epochs=1), train_set, val_set, tmp_path / "b", device="cpu", seed=2, progress=False, max_steps=2)
+    train(
+        tiny_recipe("ce", epochs=1),
+        train_set,
+        val_set,
+        tmp_path / "a",
+        device="cpu",
+        seed=1,
+        progress=False,
+        max_steps=2,
+    )
+    train(
+        tiny_recipe("ce", epochs=1),
+        train_set,
+        val_set,
+        tmp_path / "b",
+        device="cpu",
+        seed=2,
+        progress=False,
+        max_steps=2,
+    )
     wa, wb = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
     assert any(not torch.equal(wa[k], wb[k]) for k in wa)
 
@@ -75,16 +115,46 @@ def test_same_seed_same_run_other_seed_other_run(tiny_sets, reference_run, tmp_p
 def test_resume_equals_uninterrupted(tiny_sets, reference_run, tmp_path, stop_after):
     train_set, val_set, test_set = tiny_sets
     recipe = tiny_recipe("tcl-full", epochs=2, **RESUME_OVERRIDES)
-    first = train(recipe, train_set, val_set, tmp_path, device="cpu", seed=3, deterministic=True, progress=False, test_set=test_set,
-                  max_steps=stop_after)
+    first = train(
+        recipe,
+        train_set,
+        val_set,
+        tmp_path,
+        device="cpu",
+        seed=3,
+        deterministic=True,
+        progress=False,
+        test_set=test_set,
+        max_steps=stop_after,
+    )
     assert first["steps"] == stop_after and first["stopped_by_max_steps"]
     assert ckpt.load(tmp_path / "last.pt")["step"] == stop_after
     with pytest.raises(TrainingError, match="already holds a run"):
         train(recipe, train_set, val_set, tmp_path, device="cpu", seed=3, deterministic=True, progress=False)
     with pytest.raises(TrainingError, match="different recipe"):
-        train(tiny_recipe("tcl-full", epochs=3, **RESUME_OVERRIDES), train_set, val_set, tmp_path, device="cpu",
-              seed=3, deterministic=True, progress=False, resume=True)
-    train(recipe, train_set, val_set, tmp_path, device="cpu", seed=3, deterministic=True, progress=False, test_set=test_set, resume=True)
+        train(
+            tiny_recipe("tcl-full", epochs=3, **RESUME_OVERRIDES),
+            train_set,
+            val_set,
+            tmp_path,
+            device="cpu",
+            seed=3,
+            deterministic=True,
+            progress=False,
+            resume=True,
+        )
+    train(
+        recipe,
+        train_set,
+        val_set,
+        tmp_path,
+        device="cpu",
+        seed=3,
+        deterministic=True,
+        progress=False,
+        test_set=test_set,
+        resume=True,
+    )
     assert_same_run(reference_run, tmp_path)
 
 
@@ -96,8 +166,18 @@ def test_corrupt_last_falls_back_to_previous(tiny_sets, reference_run, tmp_path)
     (run / "last.pt").write_bytes(data[: len(data) // 3])  # epoch 2's checkpoint is damaged
     (run / "results.json").unlink()
     with pytest.warns(UserWarning, match="last.prev.pt"):
-        train(tiny_recipe("tcl-full", epochs=2, **RESUME_OVERRIDES), train_set, val_set, run, device="cpu", seed=3, deterministic=True,
-              progress=False, test_set=test_set, resume=True)
+        train(
+            tiny_recipe("tcl-full", epochs=2, **RESUME_OVERRIDES),
+            train_set,
+            val_set,
+            run,
+            device="cpu",
+            seed=3,
+            deterministic=True,
+            progress=False,
+            test_set=test_set,
+            resume=True,
+        )
     assert_same_run(reference_run, run)  # epoch 2 was trained again, identically
 
 
@@ -116,7 +196,9 @@ def test_nan_stop_keeps_the_last_good_checkpoint(tiny_sets, tmp_path, monkeypatc
 def test_nan_skip_drops_batches_and_counts_them(tiny_sets, tmp_path, monkeypatch):
     train_set, val_set, _ = tiny_sets
     monkeypatch.setattr(train_module.Trainer, "_losses", nan_losses_at({2, 4}))
-    results = train(tiny_recipe("ce", epochs=2), train_set, val_set, tmp_path, device="cpu", progress=False, on_nan="skip")
+    results = train(
+        tiny_recipe("ce", epochs=2), train_set, val_set, tmp_path, device="cpu", progress=False, on_nan="skip"
+    )
     history = read_history(tmp_path)
     assert [h["skipped_batches"] for h in history] == [1, 1]
     assert results["skipped_batches"] == 2 and results["steps"] == 4
@@ -145,8 +227,15 @@ def test_soft_labels_and_no_validation_split(tmp_path):
     from engine_helpers import make_imageset
 
     soft_train = make_imageset(16, seed=4, soft=True)
-    results = train(tiny_recipe("ce", epochs=1), soft_train, None, tmp_path, device="cpu", progress=False,
-                    test_set=make_imageset(4, seed=5, split="test"))
+    results = train(
+        tiny_recipe("ce", epochs=1),
+        soft_train,
+        None,
+        tmp_path,
+        device="cpu",
+        progress=False,
+        test_set=make_imageset(4, seed=5, split="test"),
+    )
     assert results["selection"].startswith("last epoch (no validation split")
     assert set(results["metrics"]) == {"test"} and not (tmp_path / "best.pt").exists()
     assert "val" not in read_history(tmp_path)[0]
@@ -157,8 +246,16 @@ def test_optimizer_groups_and_schedules():
     from fermetric.losses import create_loss
     from fermetric.models import create_model
 
-    recipe = tiny_recipe("tcl-full", **{"optim.optimizer": "adamw", "optim.lr": 0.01, "optim.loss_lr_multiplier": 10,
-                                        "optim.schedule": "cosine", "optim.warmup_epochs": 1})
+    recipe = tiny_recipe(
+        "tcl-full",
+        **{
+            "optim.optimizer": "adamw",
+            "optim.lr": 0.01,
+            "optim.loss_lr_multiplier": 10,
+            "optim.schedule": "cosine",
+            "optim.warmup_epochs": 1,
+        },
+    )
     model = create_model(recipe.model, num_classes=4)
     loss = create_loss("tcl", 4, recipe.model.embedding_dim)
     optimizer = build_optimizer(model, loss, recipe.optim)
@@ -198,9 +295,30 @@ def test_cli_train_on_a_ckplus_fold_has_no_selection(tmp_path, monkeypatch, caps
     monkeypatch.setenv("FERMETRIC_CACHE", "off")
     root = make_synthetic_faces(tmp_path / "ck", layout="ckplus48", n_per_class=10, size=48, seed=0)
     out = tmp_path / "run"
-    code = cli.main(["train", "--recipe", "ce", "--data", f"ckplus48={root}", "--fold", "0", "--out", str(out),
-                     "--epochs", "1", "--device", "cpu", "--quiet", "--set", "model.backbone=tiny",
-                     "--set", "data.input_size=16", "--set", "data.batch_size=16"])
+    code = cli.main(
+        [
+            "train",
+            "--recipe",
+            "ce",
+            "--data",
+            f"ckplus48={root}",
+            "--fold",
+            "0",
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--set",
+            "model.backbone=tiny",
+            "--set",
+            "data.input_size=16",
+            "--set",
+            "data.batch_size=16",
+        ]
+    )
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert results["dataset"] == "ckplus48 fold=0" and set(results["metrics"]) == {"test"}
@@ -226,8 +344,18 @@ def test_init_from_starts_from_the_given_weights_and_metric_labels_reach_the_los
 
     monkeypatch.setattr(train_module, "create_loss", spy)
     sub = (np.asarray(train_set.labels) * 2 + np.arange(len(train_set)) % 2).astype(np.int64)  # two per class
-    train(recipe, train_set, val_set, tmp_path / "warm", device="cpu", progress=False, max_steps=1,
-          init_from=source, metric_labels=sub, metric_classes=2 * train_set.num_classes)
+    train(
+        recipe,
+        train_set,
+        val_set,
+        tmp_path / "warm",
+        device="cpu",
+        progress=False,
+        max_steps=1,
+        init_from=source,
+        metric_labels=sub,
+        metric_classes=2 * train_set.num_classes,
+    )
     assert seen == [2 * train_set.num_classes]  # the metric loss sees the sub-classes
     start = ckpt.read_source(source)[0]
     after = ckpt.load(tmp_path / "warm" / "last.pt")["model"]
@@ -235,19 +363,34 @@ def test_init_from_starts_from_the_given_weights_and_metric_labels_reach_the_los
     for name in params:  # lr ~ 0: one step leaves the warm-started parameters where they began
         torch.testing.assert_close(after[name], start[name], rtol=0, atol=1e-6)
     with pytest.raises(ConfigError, match="metric_labels need one label per training image"):
-        train(recipe, train_set, val_set, tmp_path / "bad", device="cpu", progress=False,
-              metric_labels=sub[:3], metric_classes=4)
+        train(
+            recipe,
+            train_set,
+            val_set,
+            tmp_path / "bad",
+            device="cpu",
+            progress=False,
+            metric_labels=sub[:3],
+            metric_classes=4,
+        )
 
 
 @pytest.mark.parametrize("loss_name", ["pml:SupConLoss", "pml:TripletMarginLoss"])
 def test_a_pml_baseline_loss_trains_in_any_recipe(loss_name, tiny_sets, tmp_path):
     train_set, val_set, _ = tiny_sets
-    overrides = {"optim.lr": 0.1, "data.augment.erasing": 0.0, "data.augment.rotation": 0.0, "data.sampler": "pk",
-                 "loss.name": loss_name, "loss.weight": 1.0}
+    overrides = {
+        "optim.lr": 0.1,
+        "data.augment.erasing": 0.0,
+        "data.augment.rotation": 0.0,
+        "data.sampler": "pk",
+        "loss.name": loss_name,
+        "loss.weight": 1.0,
+    }
     if loss_name.endswith("TripletMarginLoss"):
         overrides["loss.options"] = "{margin: 0.2, miner: BatchHardMiner}"
-    results = train(tiny_recipe("ce", epochs=4, **overrides), train_set, val_set, tmp_path, device="cpu",
-                    progress=False)
+    results = train(
+        tiny_recipe("ce", epochs=4, **overrides), train_set, val_set, tmp_path, device="cpu", progress=False
+    )
     metric = [h["train"]["metric"] for h in read_history(tmp_path)]
     assert np.mean(metric[-2:]) < metric[0], metric
     assert results["metrics"]["val"]["embedding_space"]["kind"] == "l2"

@@ -10,9 +10,9 @@ from fermetric.errors import ConfigError, FermetricError
 from fermetric.losses import (
     LOSSES,
     ExpressionMetricLoss,
-    MetricLoss,
     GaussianStructureLoss,
     LossInputError,
+    MetricLoss,
     MultiThresholdTripletLoss,
     TripletCenterLoss,
     create_loss,
@@ -109,9 +109,11 @@ def test_deterministic(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_bad_shapes_raise_one_line_errors(name):
     loss = build(name)
-    for x, y in [(torch.randn(4, DIM), torch.zeros(3, dtype=torch.long)),
-                 (torch.randn(4, DIM), torch.zeros(4)),
-                 (torch.randn(4, 2, DIM), torch.zeros(4, dtype=torch.long))]:
+    for x, y in [
+        (torch.randn(4, DIM), torch.zeros(3, dtype=torch.long)),
+        (torch.randn(4, DIM), torch.zeros(4)),
+        (torch.randn(4, 2, DIM), torch.zeros(4, dtype=torch.long)),
+    ]:
         with pytest.raises(LossInputError) as info:
             call(loss, x, y)
         assert isinstance(info.value, FermetricError) and "\n" not in str(info.value)

@@ -12,8 +12,9 @@ from fermetric.errors import ConfigError
 from fermetric.losses import GaussianStructureLoss, LossInputError, class_centroids, nearest_centroid_predict
 
 
-def naive_dmsl(points: np.ndarray, soft_targets: np.ndarray, centre_points: np.ndarray, centre_labels: np.ndarray,
-               sigma: float) -> float:
+def naive_dmsl(
+    points: np.ndarray, soft_targets: np.ndarray, centre_points: np.ndarray, centre_labels: np.ndarray, sigma: float
+) -> float:
     """mu_j from ``centre_points`` of class j; responsibilities of every row of ``points`` vs soft targets."""
     classes = sorted(set(int(c) for c in centre_labels))
     mus = {}

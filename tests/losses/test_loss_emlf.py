@@ -31,13 +31,15 @@ class NaiveEMLF:
                 centres[j] = mean if old is None else self.momentum * old + (1 - self.momentum) * mean
             elif old is not None:
                 centres[j] = old
+
         def norm(v):
             return math.sqrt(float(v @ v))
 
         compact = sum(norm(z[i] - centres[labels[i]]) ** 2 for i in range(len(z))) / len(z)
         keys = sorted(centres)
-        separation = sum(max(self.margin - norm(centres[a] - centres[b]), 0) ** 2
-                         for n, a in enumerate(keys) for b in keys[n + 1:])
+        separation = sum(
+            max(self.margin - norm(centres[a] - centres[b]), 0) ** 2 for n, a in enumerate(keys) for b in keys[n + 1 :]
+        )
         if train:
             for j, c in centres.items():
                 self.running[j] = c
@@ -67,7 +69,9 @@ def test_running_centres_match_naive_over_batches():
 
 
 def test_hand_computed():
-    loss = ExpressionMetricLoss(2, 2, margin=2.0, separation_weight=0.5, momentum=0.5, normalize=False, centers="running")
+    loss = ExpressionMetricLoss(
+        2, 2, margin=2.0, separation_weight=0.5, momentum=0.5, normalize=False, centers="running"
+    )
     # Batch 1 (first sighting: centres = batch means): class 0 at (0,0),(2,0) -> c0 = (1,0); class 1 at (0,1).
     # compact = (1 + 1 + 0) / 3; separation = (2 - sqrt 2)^2.
     first = loss(torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0, 1]))

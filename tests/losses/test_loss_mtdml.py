@@ -15,14 +15,15 @@ from fermetric.errors import ConfigError
 from fermetric.losses import LossInputError, MultiThresholdTripletLoss
 
 
-def naive_mtdml(emb: np.ndarray, labels: np.ndarray, margins, dual: bool, normalize: bool = True,
-                dual_negative: str = "own") -> float:
+def naive_mtdml(
+    emb: np.ndarray, labels: np.ndarray, margins, dual: bool, normalize: bool = True, dual_negative: str = "own"
+) -> float:
     """Straight from the definition: per slice, per anchor, scan every pair with explicit loops."""
     n, dim = emb.shape
     size = dim // len(margins)
     slice_losses = []
     for k, tau in enumerate(margins):
-        x = emb[:, k * size:(k + 1) * size].astype(np.float64)
+        x = emb[:, k * size : (k + 1) * size].astype(np.float64)
         if normalize:
             x = np.stack([row / math.sqrt(sum(v * v for v in row)) for row in x])
         d = [[math.sqrt(sum((x[i, t] - x[j, t]) ** 2 for t in range(size))) for j in range(n)] for i in range(n)]

@@ -62,8 +62,9 @@ def test_matches_naive_loop(seed, p, k, negatives, distance):
     loss = make_loss(num_classes, 4, seed, margin=0.7, negatives=negatives, semi_mix=0.3, distance=distance)
     with torch.no_grad():  # spread the unit-norm init so hinges are neither all 0 nor all active
         loss.centers.mul_(0.8)
-    expected = naive_tcl(x.numpy(), y.tolist(), loss.centers.detach().numpy(), 0.7, negatives, 0.3,
-                         logits.numpy(), distance == "squared")
+    expected = naive_tcl(
+        x.numpy(), y.tolist(), loss.centers.detach().numpy(), 0.7, negatives, 0.3, logits.numpy(), distance == "squared"
+    )
     assert loss(x, y, logits=logits).item() == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 

@@ -55,8 +55,14 @@ def train_set(tmp_path_factory):
     from fermetric.data import load_dataset
     from fermetric.data.synthetic import make_synthetic_faces
 
-    root = make_synthetic_faces(tmp_path_factory.mktemp("data"), layout="fer2013", n_per_class=6, size=48, seed=0,
-                                classes=("happy", "sad", "neutral"))
+    root = make_synthetic_faces(
+        tmp_path_factory.mktemp("data"),
+        layout="fer2013",
+        n_per_class=6,
+        size=48,
+        seed=0,
+        classes=("happy", "sad", "neutral"),
+    )
     return load_dataset("fer2013", root, "train")
 
 
@@ -67,8 +73,9 @@ def mtdml_model(tmp_path_factory, train_set):
     from fermetric.engine.checkpoint import make_meta, save_weights
     from fermetric.models import create_model
 
-    recipe = load_recipe("mtdml", ["model.backbone=tiny", "model.embedding_dim=32", "loss.options.num_slices=4",
-                                   "data.input_size=16"])
+    recipe = load_recipe(
+        "mtdml", ["model.backbone=tiny", "model.embedding_dim=32", "loss.options.num_slices=4", "data.input_size=16"]
+    )
     torch.manual_seed(0)
     model = create_model(recipe.model, num_classes=len(train_set.classes)).eval()
     meta = make_meta(recipe, train_set.classes, Preprocessing(16, 0.5, 0.25), dataset="synthetic", seed=0)
@@ -80,8 +87,8 @@ def test_every_consumer_uses_the_checkpoints_space(mtdml_model, train_set):
     from fermetric.engine import metrics as M
     from fermetric.engine.checkpoint import load_model
     from fermetric.engine.evaluate import embed, evaluate, preprocessing_from_meta
-    from fermetric.retrieval import EmbeddingIndex
     from fermetric.methods.subclasses import embed_set
+    from fermetric.retrieval import EmbeddingIndex
 
     model, meta = load_model(mtdml_model)
     space = space_of_meta(meta)

@@ -171,9 +171,13 @@ def test_bad_inputs_raise_one_line_errors(two_mode):
 def test_assign_to_subclasses_stays_inside_the_known_class():
     # Hand-made: class 0 has sub-centroids at x=+1 and x=-1, class 1 one at y=+1.
     assignment = SubclassAssignment(
-        sublabels=np.zeros(0, np.int64), parent=np.array([0, 0, 1]), counts=np.array([5, 5, 5]),
-        means=np.array([[1, 0], [-1, 0], [0, 1]], np.float32), names=["a/0", "a/1", "b/0"],
-        classes=("a", "b", "c"))
+        sublabels=np.zeros(0, np.int64),
+        parent=np.array([0, 0, 1]),
+        counts=np.array([5, 5, 5]),
+        means=np.array([[1, 0], [-1, 0], [0, 1]], np.float32),
+        names=["a/0", "a/1", "b/0"],
+        classes=("a", "b", "c"),
+    )
     points = np.array([[0.9, 0.1], [-0.5, 0.9], [0.0, 0.9], [-0.5, 0.9], [0.2, 0.2], [1.0, 0.0]])
     labels = np.array([0, 0, 1, 1, 2, -1])
     got = assign_to_subclasses(points, labels, assignment)
@@ -189,8 +193,13 @@ def test_subclass_imageset_relabels_a_copy(two_mode):
 
     x, labels, _ = two_mode
     n = len(labels)
-    images = ImageSet(images=np.zeros((n, 4, 4), np.uint8), labels=labels, classes=("happy", "sad", "fear"),
-                      paths=[f"{i}.png" for i in range(n)], soft_labels=np.full((n, 3), 1 / 3, np.float32))
+    images = ImageSet(
+        images=np.zeros((n, 4, 4), np.uint8),
+        labels=labels,
+        classes=("happy", "sad", "fear"),
+        paths=[f"{i}.png" for i in range(n)],
+        soft_labels=np.full((n, 3), 1 / 3, np.float32),
+    )
     result = discover_subclasses(x, labels, 3, max_components=2, classes=images.classes)
     sub = subclass_imageset(images, result.sublabels, result)
     assert sub.classes == tuple(result.names) and sub.soft_labels is None
@@ -205,8 +214,12 @@ def make_imageset(labels, classes, size=8, seed=0):
 
     rng = np.random.default_rng(seed)
     n = len(labels)
-    return ImageSet(images=rng.integers(0, 256, (n, size, size), dtype=np.uint8), labels=np.asarray(labels),
-                    classes=tuple(classes), paths=[f"img/{i:04d}.png" for i in range(n)])
+    return ImageSet(
+        images=rng.integers(0, 256, (n, size, size), dtype=np.uint8),
+        labels=np.asarray(labels),
+        classes=tuple(classes),
+        paths=[f"img/{i:04d}.png" for i in range(n)],
+    )
 
 
 def test_exemplars_are_the_members_nearest_each_subcentroid(two_mode):
@@ -286,8 +299,14 @@ def test_summary_csv_and_contact_sheet(two_mode, tmp_path):
 def _engine_missing() -> str | None:
     import importlib.util
 
-    for module in ("fermetric.engine.train", "fermetric.engine.evaluate", "fermetric.data.transforms",
-                   "fermetric.data.samplers", "fermetric.models", "fermetric.losses"):
+    for module in (
+        "fermetric.engine.train",
+        "fermetric.engine.evaluate",
+        "fermetric.data.transforms",
+        "fermetric.data.samplers",
+        "fermetric.models",
+        "fermetric.losses",
+    ):
         try:
             if importlib.util.find_spec(module) is None:
                 return module
@@ -307,25 +326,43 @@ def two_mode_images(n_per_mode: int = 24, size: int = 16, seed: int = 0, split: 
     for i, kind in enumerate(kinds):
         j = int(rng.integers(-1, 2))
         if kind == 0:
-            images[i, 3 + j:6 + j] += 120
+            images[i, 3 + j : 6 + j] += 120
         elif kind == 1:
-            images[i, size - 6 + j:size - 3 + j] += 120
+            images[i, size - 6 + j : size - 3 + j] += 120
         else:
-            images[i, :, size // 2 - 1 + j:size // 2 + 2 + j] += 120
+            images[i, :, size // 2 - 1 + j : size // 2 + 2 + j] += 120
     labels = np.where(kinds == 2, 1, 0).astype(np.int64)
     # Class by class (happy first, as a class-folder dataset lists them), modes shuffled within.
     order = np.argsort(labels, kind="stable")
     images, labels, kinds = images[order], labels[order], kinds[order]
-    return ImageSet(images=np.clip(images, 0, 255).astype(np.uint8), labels=labels, classes=("happy", "sad"),
-                    paths=[f"{split}/{i:03d}.png" for i in range(len(kinds))], name="synthetic", split=split), kinds
+    return ImageSet(
+        images=np.clip(images, 0, 255).astype(np.uint8),
+        labels=labels,
+        classes=("happy", "sad"),
+        paths=[f"{split}/{i:03d}.png" for i in range(len(kinds))],
+        name="synthetic",
+        split=split,
+    ), kinds
 
 
 def tiny_dmsl_recipe():
     from fermetric.config import load_recipe
 
-    return load_recipe("dmsl", [
-        "model.backbone=tiny", "model.embedding_dim=8", "epochs=1", "data.input_size=16", "data.batch_size=16",
-        "data.samples_per_class=4", "optim.optimizer=adamw", "optim.lr=0.003", "amp=false", "channels_last=false"])
+    return load_recipe(
+        "dmsl",
+        [
+            "model.backbone=tiny",
+            "model.embedding_dim=8",
+            "epochs=1",
+            "data.input_size=16",
+            "data.batch_size=16",
+            "data.samples_per_class=4",
+            "optim.optimizer=adamw",
+            "optim.lr=0.003",
+            "amp=false",
+            "channels_last=false",
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -340,8 +377,19 @@ def mitosis_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("mitosis")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # determinism/threads notices from torch on the CPU
-        result = mitosis(tiny_dmsl_recipe(), train_set, val_set, out, rounds=2, epochs_per_round=1,
-                         max_components=3, min_samples=20, device="cpu", seed=0, max_steps=3)
+        result = mitosis(
+            tiny_dmsl_recipe(),
+            train_set,
+            val_set,
+            out,
+            rounds=2,
+            epochs_per_round=1,
+            max_components=3,
+            min_samples=20,
+            device="cpu",
+            seed=0,
+            max_steps=3,
+        )
     return result, train_set, val_set, kinds
 
 
@@ -413,9 +461,25 @@ def test_cli_writes_summary_csv_and_contact_sheet(mitosis_run, tmp_path, monkeyp
         Image.fromarray(image).save(folder / f"{i:03d}.png")
     monkeypatch.setenv("FERMETRIC_CACHE", "off")
     out = tmp_path / "out"
-    code = main(["subclasses", "--checkpoint", str(result.out_dir / "round1"), "--data", f"folder={root}",
-                 "--split", "all", "--out", str(out), "--min-samples", "20", "--max-components", "3",
-                 "--device", "cpu"])
+    code = main(
+        [
+            "subclasses",
+            "--checkpoint",
+            str(result.out_dir / "round1"),
+            "--data",
+            f"folder={root}",
+            "--split",
+            "all",
+            "--out",
+            str(out),
+            "--min-samples",
+            "20",
+            "--max-components",
+            "3",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "sub-classes" in printed and "happy/0" in printed
@@ -427,7 +491,8 @@ def test_cli_writes_summary_csv_and_contact_sheet(mitosis_run, tmp_path, monkeyp
     assert [r["subclass"] for r in rows] == [final.names[s] for s in final.sublabels]
     summary = json.loads((out / "subclasses.json").read_text())
     assert summary["classes"]["happy"]["subclasses"] == {
-        final.names[s]: int(final.counts[s]) for s in final.subclasses_of(0)}
+        final.names[s]: int(final.counts[s]) for s in final.subclasses_of(0)
+    }
     for entry in summary["subclasses"]:
         assert 1 <= len(entry["nearest"]) <= 8
         members = {r["path"] for r in rows if r["subclass"] == entry["name"]}

@@ -44,7 +44,14 @@ def test_plain_forward_equals_manual_pipeline():
         out = model(x)
         pooled = model.backbone(x).mean(dim=(2, 3))
         head = model.embedding_head
-        z = F.batch_norm(pooled @ head.linear.weight.T, head.bn.running_mean, head.bn.running_var, head.bn.weight, head.bn.bias, eps=head.bn.eps)
+        z = F.batch_norm(
+            pooled @ head.linear.weight.T,
+            head.bn.running_mean,
+            head.bn.running_var,
+            head.bn.weight,
+            head.bn.bias,
+            eps=head.bn.eps,
+        )
         logits = z @ model.classifier.linear.weight.T + model.classifier.linear.bias
     torch.testing.assert_close(out["features"], pooled)
     torch.testing.assert_close(out["embedding"], z)
@@ -61,8 +68,9 @@ def test_ce_plus_metric_loss_reaches_every_parameter(variant):
     z = F.normalize(out["embedding"], dim=1)
     loss = F.cross_entropy(out["logits"], labels) + torch.cdist(z, z).mean()
     loss.backward()
-    missing = [n for n, p in model.named_parameters()
-               if p.requires_grad and (p.grad is None or not torch.any(p.grad != 0))]
+    missing = [
+        n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not torch.any(p.grad != 0))
+    ]
     assert missing == []
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
     assert frozen == ["embedding_head.bn.bias"]  # the BNNeck shift (see EmbeddingHead)
@@ -77,7 +85,9 @@ def test_regions_override_the_template_and_are_validated():
     with torch.no_grad():
         default = model(x)["features"]
         same = model(x, regions=template.expand(2, -1, -1).clone())["features"]
-        moved = model(x, regions=torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.5, 0.0, 1.0, 0.5], [0.0, 0.5, 1.0, 1.0]]))["features"]
+        moved = model(x, regions=torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.5, 0.0, 1.0, 0.5], [0.0, 0.5, 1.0, 1.0]]))[
+            "features"
+        ]
     torch.testing.assert_close(default, same)
     assert not torch.allclose(default, moved)
     with pytest.raises(ConfigError, match="built for 3 regions"):

@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from fermetric.errors import ConfigError
-from fermetric.models import LANDMARK_TEMPLATE, TEMPLATE_REGIONS, PartialImageBranches, crop_regions, regions_from_landmarks
+from fermetric.models import (
+    LANDMARK_TEMPLATE,
+    TEMPLATE_REGIONS,
+    PartialImageBranches,
+    crop_regions,
+    regions_from_landmarks,
+)
 from fermetric.models.partial import CANONICAL_LANDMARKS_5
 
 
@@ -35,10 +41,14 @@ def test_downsampling_crop_on_a_linear_ramp_reads_bin_centres():
     # Bilinear samples placed symmetrically in each bin average to the ramp's value at the bin
     # centre, so the expected crop is known in closed form.
     height, width = 32, 32
-    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64), indexing="ij"
+    )
     image = (2.0 * xs + 3.0 * ys)[None, None]
     x0, y0, x1, y1 = 4.0, 6.0, 28.0, 22.0  # continuous pixel-edge coordinates
-    crops = crop_regions(image, torch.tensor([[x0 / width, y0 / height, x1 / width, y1 / height]], dtype=torch.float64), (4, 6))
+    crops = crop_regions(
+        image, torch.tensor([[x0 / width, y0 / height, x1 / width, y1 / height]], dtype=torch.float64), (4, 6)
+    )
     centre_x = x0 + (torch.arange(6, dtype=torch.float64) + 0.5) * (x1 - x0) / 6 - 0.5  # as pixel index
     centre_y = y0 + (torch.arange(4, dtype=torch.float64) + 0.5) * (y1 - y0) / 4 - 0.5
     expected = 2.0 * centre_x[None, :] + 3.0 * centre_y[:, None]
@@ -56,13 +66,16 @@ def test_five_point_boxes_by_hand():
     # Eyes 40 px apart (d = 40) on a 100 x 100 image.
     points = np.array([[30, 40], [70, 40], [50, 60], [35, 80], [65, 80]], dtype=np.float32)
     boxes = regions_from_landmarks(points, 100)
-    expected = np.array(
-        [
-            [30 - 20, 40 - 22, 70 + 20, 40 + 12],  # eyes +-0.5d, 0.55d above, 0.3d below
-            [50 - 14, 40 + 6, 50 + 14, 60 + 10],  # nose +-0.35d, from 0.15d below the eyes to 0.25d below the tip
-            [35 - 12, 80 - 14, 65 + 12, 80 + 14],  # mouth corners +-0.3d, +-0.35d
-        ]
-    ) / 100
+    expected = (
+        np.array(
+            [
+                [30 - 20, 40 - 22, 70 + 20, 40 + 12],  # eyes +-0.5d, 0.55d above, 0.3d below
+                [50 - 14, 40 + 6, 50 + 14, 60 + 10],  # nose +-0.35d, from 0.15d below the eyes to 0.25d below the tip
+                [35 - 12, 80 - 14, 65 + 12, 80 + 14],  # mouth corners +-0.3d, +-0.35d
+            ]
+        )
+        / 100
+    )
     assert isinstance(boxes, np.ndarray) and boxes.shape == (3, 4)
     np.testing.assert_allclose(boxes, expected, atol=1e-6)
     # Non-square image: x normalised by the width, y by the height; torch in -> torch out, batched.
@@ -86,13 +99,16 @@ def make_68_points() -> np.ndarray:
 
 def test_sixty_eight_point_boxes_by_hand():
     boxes = regions_from_landmarks(make_68_points(), 100)
-    expected = np.array(
-        [
-            [20 - 4.5, 20 - 4.5, 80 + 4.5, 38 + 4.5],  # brows + eyes, pad 0.15d
-            [44 - 4.5, 40 - 4.5, 56 + 4.5, 60 + 4.5],  # nose, pad 0.15d
-            [38 - 6.0, 70 - 6.0, 62 + 6.0, 82 + 6.0],  # mouth, pad 0.2d
-        ]
-    ) / 100
+    expected = (
+        np.array(
+            [
+                [20 - 4.5, 20 - 4.5, 80 + 4.5, 38 + 4.5],  # brows + eyes, pad 0.15d
+                [44 - 4.5, 40 - 4.5, 56 + 4.5, 60 + 4.5],  # nose, pad 0.15d
+                [38 - 6.0, 70 - 6.0, 62 + 6.0, 82 + 6.0],  # mouth, pad 0.2d
+            ]
+        )
+        / 100
+    )
     np.testing.assert_allclose(boxes, expected, atol=1e-6)
 
 
@@ -133,7 +149,9 @@ def test_shared_branch_features_equal_branch_on_manual_crops():
 
 def test_separate_branches_are_independent_and_all_trained():
     torch.manual_seed(0)
-    module = PartialImageBranches("tiny", TEMPLATE_REGIONS, shared=False, crop_size=16, global_features=10, out_features=6).train()
+    module = PartialImageBranches(
+        "tiny", TEMPLATE_REGIONS, shared=False, crop_size=16, global_features=10, out_features=6
+    ).train()
     assert len(module.branches) == 2
     assert module.branches[0].stages[0][0][0].weight.data_ptr() != module.branches[1].stages[0][0][0].weight.data_ptr()
     out = module(torch.randn(3, 1, 32, 32), torch.randn(3, 10))
@@ -147,7 +165,9 @@ def test_module_branch_is_copied_for_separate_regions():
     from fermetric.models import create_backbone
 
     branch = create_backbone("tiny", width=0.25)
-    module = PartialImageBranches(branch, [(0, 0, 1, 0.5), (0, 0.5, 1, 1), (0.2, 0.2, 0.8, 0.8)], shared=False, global_features=4)
+    module = PartialImageBranches(
+        branch, [(0, 0, 1, 0.5), (0, 0.5, 1, 1), (0.2, 0.2, 0.8, 0.8)], shared=False, global_features=4
+    )
     assert module.branches[0] is branch and len(module.branches) == 3
     assert module.branches[1] is not branch and module.branch_features == 32
     torch.testing.assert_close(module.branches[2].stages[0][0][0].weight, branch.stages[0][0][0].weight)

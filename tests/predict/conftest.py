@@ -27,8 +27,16 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     from fermetric.engine.checkpoint import make_meta, save_weights
     from fermetric.models import create_model
 
-    recipe = load_recipe("ce", ["model.backbone=tiny", f"model.embedding_dim={EMBEDDING_DIM}",
-                                f"data.input_size={INPUT_SIZE}", "data.mean=0.5", "data.std=0.25"])
+    recipe = load_recipe(
+        "ce",
+        [
+            "model.backbone=tiny",
+            f"model.embedding_dim={EMBEDDING_DIM}",
+            f"data.input_size={INPUT_SIZE}",
+            "data.mean=0.5",
+            "data.std=0.25",
+        ],
+    )
     torch.manual_seed(0)
     model = create_model(recipe.model, num_classes=len(CLASSES))
     # Non-trivial BatchNorm statistics, so eval-mode normalisation is exercised too.

@@ -35,8 +35,9 @@ def test_demo_finds_the_astronaut_face(capsys):
 @pytest.mark.realdata
 def test_eval_default_reproduces_the_model_card(shared_data, capsys):
     recorded = json.loads(CARD_RESULT.read_text())
-    code = main(["eval", "--checkpoint", "default", "--data", f"fer2013={shared_data / 'fer2013'}",
-                 "--split", "test", "--json"])
+    code = main(
+        ["eval", "--checkpoint", "default", "--data", f"fer2013={shared_data / 'fer2013'}", "--split", "test", "--json"]
+    )
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert result["n"] == recorded["metrics"]["n"] == 3589

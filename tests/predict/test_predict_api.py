@@ -64,7 +64,9 @@ def test_no_detect_resizes_the_whole_image_as_evaluation_does(predictor):
     assert got["box"] == [0.0, 0.0, 64.0, 80.0]
     # evaluation resizes non-S images with antialiased bilinear interpolation on [0, 1] floats
     x = torch.from_numpy(image.astype(np.float32) / 255.0)[None, None]
-    x = torch.nn.functional.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False, antialias=True)
+    x = torch.nn.functional.interpolate(
+        x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False, antialias=True
+    )
     with torch.no_grad():
         logits = predictor.model((x - 0.5) / 0.25)["logits"].double()
     expected = torch.softmax(logits, dim=1).numpy()[0]
@@ -96,8 +98,11 @@ def test_same_pixels_give_the_same_result_in_every_container(predictor, astronau
     Image.fromarray(grey).save(tmp_path / "grey.png")
     grey_reference = predictor.predict(grey)
     assert len(grey_reference) == 1
-    for records in (predictor.predict(tmp_path / "grey.png"), predictor.predict(Image.fromarray(grey)),
-                    predictor.predict(np.repeat(grey[:, :, None], 3, axis=2))):
+    for records in (
+        predictor.predict(tmp_path / "grey.png"),
+        predictor.predict(Image.fromarray(grey)),
+        predictor.predict(np.repeat(grey[:, :, None], 3, axis=2)),
+    ):
         assert records == grey_reference
     # the colour photo is turned into exactly that grey image before cropping
     assert grey_reference == reference
@@ -126,7 +131,7 @@ def test_records_describe_each_face(predictor, astronaut_small):
     assert embedding.shape == (1, EMBEDDING_DIM) and embedding.dtype == np.float32
     assert record["embedding_norm"] == pytest.approx(float(np.linalg.norm(embedding[0])), rel=1e-6)
     # the crop the model saw is the detector's crop
-    (face, crop), = predictor.faces(astronaut_small)
+    ((face, crop),) = predictor.faces(astronaut_small)
     assert face.box == faces[0].box and crop.shape == (INPUT_SIZE, INPUT_SIZE)
     expected = naive_probabilities(predictor.model, crop[None])[0]
     np.testing.assert_allclose([probabilities[c] for c in CLASSES], expected, atol=1e-6)
@@ -140,8 +145,9 @@ def test_all_faces_of_an_image_in_one_batch(predictor, astronaut_small):
     first, second = records
     assert second["box"][0] == pytest.approx(first["box"][0] + 256, abs=2)
     for record in records:
-        np.testing.assert_allclose([record["probabilities"][c] for c in CLASSES],
-                                   [single["probabilities"][c] for c in CLASSES], atol=1e-3)
+        np.testing.assert_allclose(
+            [record["probabilities"][c] for c in CLASSES], [single["probabilities"][c] for c in CLASSES], atol=1e-3
+        )
     assert predictor.embed(pair).shape == (2, EMBEDDING_DIM)
 
 

@@ -41,7 +41,7 @@ def test_onnx_matches_torch_on_random_inputs(predictor, exported, batch):
 
 
 def test_onnx_matches_torch_on_a_real_face_crop(predictor, exported, astronaut_small):
-    (face, crop), = predictor.faces(astronaut_small)
+    ((face, crop),) = predictor.faces(astronaut_small)
     x = predictor.preprocessing.apply(torch.from_numpy(crop[None])).numpy()
     assert x.shape == (1, 1, 32, 32)
     (logits, embedding), (t_logits, t_embedding) = run_both(predictor, exported, x)

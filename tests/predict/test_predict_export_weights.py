@@ -43,10 +43,27 @@ def test_half_precision_halves_the_file(tiny_checkpoint, tmp_path):
 
 def test_cli_safetensors_export_and_its_errors(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "model.safetensors"
-    assert main(["export", "--checkpoint", str(tiny_checkpoint), "--format", "safetensors", "--dtype", "float16",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(tiny_checkpoint),
+                "--format",
+                "safetensors",
+                "--dtype",
+                "float16",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "float16 weights" in capsys.readouterr().out and load_weights(out)[1]["weights_dtype"] == "float16"
-    assert main(["export", "--checkpoint", str(tiny_checkpoint), "--dtype", "float16", "--out", str(tmp_path / "m.onnx")]) == 2
+    assert (
+        main(["export", "--checkpoint", str(tiny_checkpoint), "--dtype", "float16", "--out", str(tmp_path / "m.onnx")])
+        == 2
+    )
     assert "--dtype applies to --format safetensors" in capsys.readouterr().err
     with pytest.raises(ConfigError, match=r"\*\.safetensors"):
         export_weights(tiny_checkpoint, tmp_path / "model.bin", "float16")

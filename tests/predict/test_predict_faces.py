@@ -35,11 +35,14 @@ def test_astronaut_has_one_face_where_her_face_is(astronaut):
     assert face.landmarks is None
 
 
-@pytest.mark.parametrize("image", [
-    np.full((300, 400, 3), 128, np.uint8),  # flat
-    np.zeros((64, 64), np.uint8),  # black, grey
-    np.full((10, 12, 3), 200, np.uint8),  # smaller than the cascade window
-])
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.full((300, 400, 3), 128, np.uint8),  # flat
+        np.zeros((64, 64), np.uint8),  # black, grey
+        np.full((10, 12, 3), 200, np.uint8),  # smaller than the cascade window
+    ],
+)
 def test_images_without_faces_give_no_face(image):
     assert detect_faces(image) == []
 
@@ -90,7 +93,9 @@ def test_crop_leaving_the_image_replicates_the_border():
     assert (crop[:, :10] == 0).all() and (crop[:, 10:] == np.arange(30)).all()
 
 
-@pytest.mark.parametrize("eyes", [((40.0, 50.0), (80.0, 70.0)), ((80.0, 40.0), (40.0, 62.0)), ((30.0, 60.0), (90.0, 45.0))])
+@pytest.mark.parametrize(
+    "eyes", [((40.0, 50.0), (80.0, 70.0)), ((80.0, 40.0), (40.0, 62.0)), ((30.0, 60.0), (90.0, 45.0))]
+)
 def test_alignment_levels_the_eyes(eyes):
     grey = np.full((128, 128), 200, np.uint8)
     for x, y in eyes:
@@ -129,8 +134,12 @@ class _ListDetector(FaceDetector):
 
 
 def test_detector_base_sorts_filters_and_rescales():
-    faces = [Face((50.0, 5.0, 60.0, 15.0), 0.9), Face((10.0, 5.0, 20.0, 15.0), 0.4),
-             Face((30.0, 30.0, 30.0, 40.0), 0.99), Face((10.0, 1.0, 20.0, 4.0), 0.95, np.array([[12.0, 2.0], [18.0, 2.0]]))]
+    faces = [
+        Face((50.0, 5.0, 60.0, 15.0), 0.9),
+        Face((10.0, 5.0, 20.0, 15.0), 0.4),
+        Face((30.0, 30.0, 30.0, 40.0), 0.99),
+        Face((10.0, 1.0, 20.0, 4.0), 0.95, np.array([[12.0, 2.0], [18.0, 2.0]])),
+    ]
     image = np.zeros((100, 200, 3), np.uint8)
     found = _ListDetector(faces, max_side=100, min_score=0.5)(image)  # seen at half size
     assert [f.box for f in found] == [(20.0, 2.0, 40.0, 8.0), (100.0, 10.0, 120.0, 30.0)]  # empty box dropped

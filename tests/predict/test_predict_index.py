@@ -37,9 +37,16 @@ def test_folder_index_labels_and_self_retrieval(predictor, crop_folder):
     index = EmbeddingIndex.build(predictor, crop_folder)
     assert len(index) == 8 and index.dim == 16 and index.classes == ("happy", "sad")
     labels = {path: index.label_name(int(label)) for path, label in zip(index.paths, index.labels)}
-    assert labels == {"Sadness/0.png": "sad", "Sadness/1.png": "sad", "Sadness/2.png": "sad",
-                      "happy/0.png": "happy", "happy/1.png": "happy", "happy/2.png": "happy",
-                      "misc/0.png": None, "misc/1.png": None}
+    assert labels == {
+        "Sadness/0.png": "sad",
+        "Sadness/1.png": "sad",
+        "Sadness/2.png": "sad",
+        "happy/0.png": "happy",
+        "happy/1.png": "happy",
+        "happy/2.png": "happy",
+        "misc/0.png": None,
+        "misc/1.png": None,
+    }
     np.testing.assert_allclose(np.linalg.norm(index.embeddings, axis=1), 1.0, rtol=1e-5)
     assert index.thumbnails.shape == (8, 32, 32)  # 40-px images are shown at the model's size
     for path in ("Sadness/2.png", "happy/0.png", "misc/1.png"):
@@ -68,11 +75,20 @@ def test_search_matches_brute_force_distances(predictor, crop_folder):
 
 def test_imageset_index_embeds_like_the_predictor(predictor):
     images = smooth_crops(6, seed=4)
-    imageset = ImageSet(images=images, labels=np.array([0, 1, 2, 0, 1, -1]), classes=("neutral", "happy", "sad"),
-                        paths=[f"img{i}.png" for i in range(6)], name="synthetic", split="train", root="/nowhere")
+    imageset = ImageSet(
+        images=images,
+        labels=np.array([0, 1, 2, 0, 1, -1]),
+        classes=("neutral", "happy", "sad"),
+        paths=[f"img{i}.png" for i in range(6)],
+        name="synthetic",
+        split="train",
+        root="/nowhere",
+    )
     index = EmbeddingIndex.build(predictor, imageset)
     _, embeddings = predictor.run_crops(images)
-    np.testing.assert_allclose(index.embeddings, embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True), atol=1e-6)
+    np.testing.assert_allclose(
+        index.embeddings, embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True), atol=1e-6
+    )
     np.testing.assert_array_equal(index.thumbnails, images)
     assert index.meta["data"] == {"kind": "dataset", "name": "synthetic", "split": "train", "root": "/nowhere"}
     assert [index.label_name(int(v)) for v in index.labels] == ["neutral", "happy", "sad", "neutral", "happy", None]
@@ -167,12 +183,42 @@ def test_contact_sheet_png(predictor, crop_folder, tmp_path):
 
 def test_cli_build_and_query(tiny_checkpoint, crop_folder, tmp_path, capsys):
     out = tmp_path / "cli.index"
-    assert main(["index", "build", "--checkpoint", str(tiny_checkpoint), "--data", str(crop_folder),
-                 "--out", str(out), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                "build",
+                "--checkpoint",
+                str(tiny_checkpoint),
+                "--data",
+                str(crop_folder),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert "indexed 8 faces" in capsys.readouterr().out
     sheet = tmp_path / "sheet.png"
-    assert main(["index", "query", str(out), str(crop_folder / "Sadness" / "0.png"), "-k", "3", "--no-detect",
-                 "--json", "--sheet", str(sheet)]) == 0
+    assert (
+        main(
+            [
+                "index",
+                "query",
+                str(out),
+                str(crop_folder / "Sadness" / "0.png"),
+                "-k",
+                "3",
+                "--no-detect",
+                "--json",
+                "--sheet",
+                str(sheet),
+            ]
+        )
+        == 0
+    )
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["rank"] for line in lines] == [1, 2, 3]
     assert lines[0]["path"] == "Sadness/0.png" and lines[0]["label"] == "sad" and lines[0]["distance"] < 1e-3

@@ -54,7 +54,7 @@ def test_expand_paths_walks_folders_sorted_and_reports_missing(photo_folder, tmp
 def test_folder_run_goes_on_past_bad_files(predictor, photo_folder):
     report = predictor.predict_paths([photo_folder])
     assert report.files == [str(photo_folder / "face.png"), str(photo_folder / "sub" / "noise.png")]
-    (path, reason), = report.skipped
+    ((path, reason),) = report.skipped
     assert path == str(photo_folder / "broken.jpg") and reason and not reason.startswith(path)
     assert report.no_face == [(str(photo_folder / "sub" / "noise.png"), None)]
     assert len(report.records) == 1
@@ -108,21 +108,48 @@ def test_cli_min_face_reaches_the_detector(tiny_checkpoint, tmp_path, astronaut,
     assert main(["predict", str(photo), "--checkpoint", str(tiny_checkpoint), "--json", "--min-face", "300"]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out)["face"] is None and "no face found in 1" in err
-    assert main(["predict", str(photo), "--checkpoint", str(tiny_checkpoint), "--detector", "mediapipe",
-                 "--min-face", "30"]) == 2
+    assert (
+        main(
+            ["predict", str(photo), "--checkpoint", str(tiny_checkpoint), "--detector", "mediapipe", "--min-face", "30"]
+        )
+        == 2
+    )
     assert "min_face" in capsys.readouterr().err
 
 
 def test_cli_csv_rows(tiny_checkpoint, photo_folder, tmp_path, astronaut_small):
     clip = write_video(tmp_path / "clip.avi", [astronaut_small] * 4)
     out = tmp_path / "out" / "faces.csv"
-    code = main(["predict", str(photo_folder / "face.png"), str(clip), "--checkpoint", str(tiny_checkpoint),
-                 "--csv", str(out), "--every", "2"])
+    code = main(
+        [
+            "predict",
+            str(photo_folder / "face.png"),
+            str(clip),
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--csv",
+            str(out),
+            "--every",
+            "2",
+        ]
+    )
     assert code == 0
     with open(out, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["path", "frame", "time", "face", "x0", "y0", "x1", "y1", "score", "label",
-                             *[f"p_{c}" for c in CLASSES], "embedding_norm"]
+    assert list(rows[0]) == [
+        "path",
+        "frame",
+        "time",
+        "face",
+        "x0",
+        "y0",
+        "x1",
+        "y1",
+        "score",
+        "label",
+        *[f"p_{c}" for c in CLASSES],
+        "embedding_norm",
+    ]
     assert [(r["path"].endswith("face.png"), r["frame"]) for r in rows] == [(True, ""), (False, "0"), (False, "2")]
     for row in rows:
         assert sum(float(row[f"p_{c}"]) for c in CLASSES) == pytest.approx(1.0, abs=1e-5)
@@ -144,8 +171,10 @@ def test_cli_annotate_draws_boxes(tiny_checkpoint, predictor, photo_folder, tmp_
     ys, xs = np.nonzero(changed)
     assert xs.min() >= x0 - 2 and ys.max() <= y1 + 2  # box and label only, nothing elsewhere
     # nothing drawn on the face-less image
-    np.testing.assert_array_equal(np.asarray(Image.open(out / "photos" / "sub" / "noise.png")),
-                                  np.asarray(Image.open(photo_folder / "sub" / "noise.png")))
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(out / "photos" / "sub" / "noise.png")),
+        np.asarray(Image.open(photo_folder / "sub" / "noise.png")),
+    )
     table = capsys.readouterr().out
     assert "no face found" in table and "faces found: 1" in table
 
@@ -163,6 +192,9 @@ def test_cli_fails_in_one_line_when_nothing_is_readable(tiny_checkpoint, tmp_pat
 def test_cli_no_detect_takes_whole_images(tiny_checkpoint, tmp_path, capsys):
     crop = np.random.default_rng(5).integers(0, 256, (32, 32), dtype=np.uint8)
     Image.fromarray(crop).save(tmp_path / "crop.png")
-    assert main(["predict", str(tmp_path / "crop.png"), "--checkpoint", str(tiny_checkpoint), "--no-detect", "--json"]) == 0
+    assert (
+        main(["predict", str(tmp_path / "crop.png"), "--checkpoint", str(tiny_checkpoint), "--no-detect", "--json"])
+        == 0
+    )
     record = json.loads(capsys.readouterr().out)
     assert record["box"] == [0.0, 0.0, 32.0, 32.0] and record["score"] is None

@@ -10,7 +10,14 @@ from PIL import Image
 
 from fermetric.cli import main
 from fermetric.errors import ConfigError, DataError
-from fermetric.reports.plots import find_confusion, plot_confusion, plot_curves, plot_embeddings, read_metrics, subsample
+from fermetric.reports.plots import (
+    find_confusion,
+    plot_confusion,
+    plot_curves,
+    plot_embeddings,
+    read_metrics,
+    subsample,
+)
 
 
 def assert_png(path, min_size=(300, 200)):
@@ -22,10 +29,20 @@ def assert_png(path, min_size=(300, 200)):
 
 def write_metrics(path, epochs=4):
     """metrics.jsonl as engine/train.py writes it (plus a partial last line from a killed run)."""
-    lines = [json.dumps({"epoch": e, "step": 10 * e, "train": {"loss": 2.0 / e, "ce": 1.5 / e, "metric": 0.5 / e},
-                         "val": {"accuracy": 0.3 + 0.1 * e, "macro_f1": 0.2 + 0.1 * e, "n": 50}, "lr": 0.1,
-                         "seconds": 1.0}) for e in range(1, epochs + 1)]
-    path.write_text("\n".join(lines) + "\n{\"epoch\": 5, \"tra")
+    lines = [
+        json.dumps(
+            {
+                "epoch": e,
+                "step": 10 * e,
+                "train": {"loss": 2.0 / e, "ce": 1.5 / e, "metric": 0.5 / e},
+                "val": {"accuracy": 0.3 + 0.1 * e, "macro_f1": 0.2 + 0.1 * e, "n": 50},
+                "lr": 0.1,
+                "seconds": 1.0,
+            }
+        )
+        for e in range(1, epochs + 1)
+    ]
+    path.write_text("\n".join(lines) + '\n{"epoch": 5, "tra')
     return path
 
 
@@ -62,7 +79,9 @@ def test_plot_embeddings(tmp_path):
     centres = rng.normal(size=(3, 8)) * 4
     labels = np.repeat([0, 1, 2, -1], 12)
     embeddings = centres[np.maximum(labels, 0)] + rng.normal(size=(48, 8))
-    assert_png(plot_embeddings(embeddings, labels, ["neutral", "happy", "sad"], "tsne", tmp_path / "e.png", max_points=40))
+    assert_png(
+        plot_embeddings(embeddings, labels, ["neutral", "happy", "sad"], "tsne", tmp_path / "e.png", max_points=40)
+    )
     with pytest.raises(DataError):
         plot_embeddings(embeddings[:2], labels[:2], ["neutral"], "tsne", tmp_path / "x.png")
     try:
@@ -81,9 +100,14 @@ def test_subsample_is_uniform_sorted_and_seeded():
 
 
 def testfind_confusion_in_results_json():
-    results = {"classes": ["a", "b"], "recipe_config": {"data": {"x": 1}},
-               "metrics": {"val": {"confusion": [[1, 0], [0, 1]], "classes": ["a", "b"]},
-                           "test": {"confusion": [[2, 1], [0, 3]], "classes": ["a", "b"]}}}
+    results = {
+        "classes": ["a", "b"],
+        "recipe_config": {"data": {"x": 1}},
+        "metrics": {
+            "val": {"confusion": [[1, 0], [0, 1]], "classes": ["a", "b"]},
+            "test": {"confusion": [[2, 1], [0, 3]], "classes": ["a", "b"]},
+        },
+    }
     assert find_confusion(results) == ([[2, 1], [0, 3]], ["a", "b"])  # test preferred over val
     assert find_confusion({"metrics": {}}) is None
 
@@ -92,7 +116,9 @@ def test_cli_curves_and_confusion_from_a_run(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     write_metrics(run / "metrics.jsonl")
-    (run / "results.json").write_text(json.dumps({"metrics": {"test": {"confusion": [[3, 1], [1, 3]], "classes": ["happy", "sad"]}}}))
+    (run / "results.json").write_text(
+        json.dumps({"metrics": {"test": {"confusion": [[3, 1], [1, 3]], "classes": ["happy", "sad"]}}})
+    )
     assert main(["plot", "curves", "--run", str(run), "--out", str(tmp_path / "curves.png")]) == 0
     assert main(["plot", "confusion", "--run", str(run), "--out", str(tmp_path / "confusion.png")]) == 0
     assert_png(tmp_path / "curves.png")

@@ -38,15 +38,31 @@ def test_video_frames_are_timed_budgeted_and_summarised(tiny_checkpoint, face_vi
     assert [r["face"] is None for r in records] == [False] * 4 + [True] * 2
     label = records[0]["label"]
     assert f"{face_video}: 6 frames analysed; {label} 67%, no face 33%" in err.splitlines()
-    assert main(["predict", str(face_video), "--checkpoint", str(tiny_checkpoint), "--json", "--every", "1",
-                 "--max-frames", "3"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(face_video),
+                "--checkpoint",
+                str(tiny_checkpoint),
+                "--json",
+                "--every",
+                "1",
+                "--max-frames",
+                "3",
+            ]
+        )
+        == 0
+    )
     assert [json.loads(line)["frame"] for line in capsys.readouterr().out.splitlines()] == [0, 1, 2]
 
 
 def test_annotated_video_out(tiny_checkpoint, face_video, tmp_path, capsys):
     out = tmp_path / "annotated.mp4"
-    assert main(["predict", str(face_video), "--checkpoint", str(tiny_checkpoint), "--every", "3",
-                 "--annotate", str(out)]) == 0
+    assert (
+        main(["predict", str(face_video), "--checkpoint", str(tiny_checkpoint), "--every", "3", "--annotate", str(out)])
+        == 0
+    )
     capture = cv2.VideoCapture(str(out))
     frames = []
     while True:
@@ -75,8 +91,9 @@ def test_a_camera_index_is_read_like_a_video(tiny_checkpoint, face_video, monkey
         return real(str(face_video)) if source == 0 else real(source, *args)
 
     monkeypatch.setattr(cv2, "VideoCapture", fake_camera)
-    assert main(["predict", "0", "--checkpoint", str(tiny_checkpoint), "--json", "--every", "1",
-                 "--max-frames", "2"]) == 0
+    assert (
+        main(["predict", "0", "--checkpoint", str(tiny_checkpoint), "--json", "--every", "1", "--max-frames", "2"]) == 0
+    )
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert opened == [0] and [r["frame"] for r in records] == [0, 1] and records[0]["path"] == "0"
     assert main(["predict", "rtsp://127.0.0.1:9/none", "--checkpoint", str(tiny_checkpoint)]) == 2

@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from reliability_helpers import CLASSES, INPUT_SIZE, RUN_CLASSES, TINY_TRAIN, CliResult
 
 from fermetric.assets import example_photo
-
-from reliability_helpers import CLASSES, INPUT_SIZE, RUN_CLASSES, TINY_TRAIN, CliResult
 
 
 @pytest.fixture
@@ -84,8 +83,9 @@ def dataset_root(tmp_path_factory) -> Path:
     """A tiny synthetic FER2013-layout dataset (4 classes, train/val/test)."""
     from fermetric.data.synthetic import make_synthetic_faces
 
-    return make_synthetic_faces(tmp_path_factory.mktemp("fer2013"), layout="fer2013", n_per_class=4, size=48, seed=0,
-                                classes=RUN_CLASSES)
+    return make_synthetic_faces(
+        tmp_path_factory.mktemp("fer2013"), layout="fer2013", n_per_class=4, size=48, seed=0, classes=RUN_CLASSES
+    )
 
 
 @pytest.fixture(scope="session")
@@ -97,8 +97,21 @@ def trained_run(tmp_path_factory, dataset_root) -> Path:
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        code = main(["train", "--recipe", "ce", "--data", f"fer2013={dataset_root}", "--out", str(out),
-                     "--epochs", "2", "--quiet", *TINY_TRAIN])
+        code = main(
+            [
+                "train",
+                "--recipe",
+                "ce",
+                "--data",
+                f"fer2013={dataset_root}",
+                "--out",
+                str(out),
+                "--epochs",
+                "2",
+                "--quiet",
+                *TINY_TRAIN,
+            ]
+        )
     finally:
         torch.set_num_threads(previous)
     assert code == 0

@@ -8,9 +8,21 @@ from dataclasses import dataclass
 INPUT_SIZE = 32
 CLASSES = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "angry")
 # A tiny recipe for CLI training runs (4 classes of 48 px synthetic faces, 16 px inputs).
-TINY_TRAIN = ["--set", "model.backbone=tiny", "--set", "model.embedding_dim=16", "--set", "data.input_size=16",
-              "--set", "data.batch_size=8", "--device", "cpu", "--threads", "1",
-              "--deterministic"]
+TINY_TRAIN = [
+    "--set",
+    "model.backbone=tiny",
+    "--set",
+    "model.embedding_dim=16",
+    "--set",
+    "data.input_size=16",
+    "--set",
+    "data.batch_size=8",
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
+    "--deterministic",
+]
 RUN_CLASSES = ("neutral", "happy", "sad", "surprise")
 
 

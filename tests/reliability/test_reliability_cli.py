@@ -15,7 +15,6 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
-
 from reliability_helpers import TINY_TRAIN, assert_one_line_error
 
 
@@ -26,23 +25,55 @@ def data_commands(checkpoint, data, out):
         "train": ["train", "--recipe", "ce", "--data", data, "--out", out / "run", *TINY_TRAIN],
         "eval": ["eval", "--checkpoint", checkpoint, "--data", data, "--device", "cpu"],
         "audit-data": ["audit-data", data],
-        "index build": ["index", "build", "--checkpoint", checkpoint, "--data", data, "--out", out / "index",
-                        "--device", "cpu"],
-        "subclasses": ["subclasses", "--checkpoint", checkpoint, "--data", data, "--out", out / "sub", "--device", "cpu"],
-        "plot": ["plot", "embeddings", "--checkpoint", checkpoint, "--data", data, "--out", out / "e.png",
-                 "--device", "cpu"],
+        "index build": [
+            "index",
+            "build",
+            "--checkpoint",
+            checkpoint,
+            "--data",
+            data,
+            "--out",
+            out / "index",
+            "--device",
+            "cpu",
+        ],
+        "subclasses": [
+            "subclasses",
+            "--checkpoint",
+            checkpoint,
+            "--data",
+            data,
+            "--out",
+            out / "sub",
+            "--device",
+            "cpu",
+        ],
+        "plot": [
+            "plot",
+            "embeddings",
+            "--checkpoint",
+            checkpoint,
+            "--data",
+            data,
+            "--out",
+            out / "e.png",
+            "--device",
+            "cpu",
+        ],
     }
 
 
-@pytest.mark.parametrize("dataset, hint", [("fer2013", "fer2013.csv"), ("ferplus", "FER2013Train"),
-                                           ("ckplus48", "S<subject>_<sequence>_<frame>.png")])
+@pytest.mark.parametrize(
+    "dataset, hint",
+    [("fer2013", "fer2013.csv"), ("ferplus", "FER2013Train"), ("ckplus48", "S<subject>_<sequence>_<frame>.png")],
+)
 def test_a_wrong_dataset_root_is_one_line_with_the_layout(dataset, hint, tmp_path, tiny_checkpoint, run_cli):
     wrong = tmp_path / "photos from the holidays"  # exists, holds images, but not in the dataset's layout
     (wrong / "2023").mkdir(parents=True)
     Image.fromarray(np.zeros((48, 48), np.uint8)).save(wrong / "2023" / "beach.png")
     missing = tmp_path / "no such root"
     for root in (wrong, missing):
-        for command, argv in data_commands(tiny_checkpoint, f"{dataset}={root}", tmp_path / "out").items():
+        for _command, argv in data_commands(tiny_checkpoint, f"{dataset}={root}", tmp_path / "out").items():
             assert_one_line_error(run_cli(*argv), str(root), hint)
     assert not (tmp_path / "out").exists()  # nothing written by any refused command
 
@@ -105,28 +136,66 @@ def checkpoint_commands(checkpoint, data, folder, out):
     return {
         "eval": ["eval", "--checkpoint", checkpoint, "--data", data, "--device", "cpu"],
         "predict": ["predict", folder, "--checkpoint", checkpoint],
-        "index build": ["index", "build", "--checkpoint", checkpoint, "--data", data, "--out", out / "index",
-                        "--device", "cpu"],
+        "index build": [
+            "index",
+            "build",
+            "--checkpoint",
+            checkpoint,
+            "--data",
+            data,
+            "--out",
+            out / "index",
+            "--device",
+            "cpu",
+        ],
         "export": ["export", "--checkpoint", checkpoint, "--out", out / "model.onnx"],
-        "subclasses": ["subclasses", "--checkpoint", checkpoint, "--data", data, "--out", out / "sub", "--device", "cpu"],
-        "plot": ["plot", "embeddings", "--checkpoint", checkpoint, "--data", data, "--out", out / "e.png",
-                 "--device", "cpu"],
+        "subclasses": [
+            "subclasses",
+            "--checkpoint",
+            checkpoint,
+            "--data",
+            data,
+            "--out",
+            out / "sub",
+            "--device",
+            "cpu",
+        ],
+        "plot": [
+            "plot",
+            "embeddings",
+            "--checkpoint",
+            checkpoint,
+            "--data",
+            data,
+            "--out",
+            out / "e.png",
+            "--device",
+            "cpu",
+        ],
     }
 
 
-@pytest.mark.parametrize("damage, reason", [
-    ("missing", "does not exist"),
-    ("truncated", "truncated or corrupt"),
-    ("empty", "empty"),
-    ("not a checkpoint", "truncated or corrupt"),
-    ("empty run directory", "holds no best.pt"),
-])
-def test_a_missing_or_broken_checkpoint_is_one_line(damage, reason, tmp_path, tiny_checkpoint, dataset_root,
-                                                    astronaut, run_cli):
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        ("missing", "does not exist"),
+        ("truncated", "truncated or corrupt"),
+        ("empty", "empty"),
+        ("not a checkpoint", "truncated or corrupt"),
+        ("empty run directory", "holds no best.pt"),
+    ],
+)
+def test_a_missing_or_broken_checkpoint_is_one_line(
+    damage, reason, tmp_path, tiny_checkpoint, dataset_root, astronaut, run_cli
+):
     data = tiny_checkpoint.read_bytes()
-    path = {"missing": tmp_path / "gone.safetensors", "truncated": tmp_path / "half.safetensors",
-            "empty": tmp_path / "best.pt", "not a checkpoint": tmp_path / "notes.pt",
-            "empty run directory": tmp_path / "run"}[damage]
+    path = {
+        "missing": tmp_path / "gone.safetensors",
+        "truncated": tmp_path / "half.safetensors",
+        "empty": tmp_path / "best.pt",
+        "not a checkpoint": tmp_path / "notes.pt",
+        "empty run directory": tmp_path / "run",
+    }[damage]
     if damage == "truncated":
         path.write_bytes(data[: len(data) // 2])
     elif damage == "empty":
@@ -138,7 +207,7 @@ def test_a_missing_or_broken_checkpoint_is_one_line(damage, reason, tmp_path, ti
     photos = tmp_path / "photos"
     photos.mkdir()
     astronaut.save(photos / "face.png")
-    for command, argv in checkpoint_commands(path, f"fer2013={dataset_root}", photos, tmp_path / "out").items():
+    for _command, argv in checkpoint_commands(path, f"fer2013={dataset_root}", photos, tmp_path / "out").items():
         assert_one_line_error(run_cli(*argv), str(path), reason)
     assert not (tmp_path / "out").exists()
 
@@ -148,8 +217,17 @@ def test_a_foreign_class_vocabulary_is_refused(tmp_path, tiny_checkpoint, run_cl
 
     ck_root = make_synthetic_faces(tmp_path / "ck", layout="ckplus48", n_per_class=2, size=48, seed=0)
     # the 7-class FER2013 model was never trained on CK+'s "contempt": its accuracy would be meaningless
-    result = run_cli("eval", "--checkpoint", tiny_checkpoint, "--data", f"ckplus48={ck_root}", "--split", "all",
-                     "--out", tmp_path / "report")
+    result = run_cli(
+        "eval",
+        "--checkpoint",
+        tiny_checkpoint,
+        "--data",
+        f"ckplus48={ck_root}",
+        "--split",
+        "all",
+        "--out",
+        tmp_path / "report",
+    )
     assert_one_line_error(result, "['contempt']", "not trained on")
     assert not (tmp_path / "report").exists()
 
@@ -166,8 +244,12 @@ def test_an_index_refuses_a_model_with_other_preprocessing(tmp_path, tiny_checkp
     for i in range(3):
         Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(crops / f"{i}.png")
     index = tmp_path / "faces.index"
-    assert run_cli("index", "build", "--checkpoint", model_file, "--data", crops.parent, "--out", index,
-                   "--device", "cpu").code == 0
+    assert (
+        run_cli(
+            "index", "build", "--checkpoint", model_file, "--data", crops.parent, "--out", index, "--device", "cpu"
+        ).code
+        == 0
+    )
     query = ["index", "query", index, crops / "0.png", "-k", "2", "--no-detect", "--json"]
     assert run_cli(*query).code == 0
     tensors, meta = load_weights(model_file)
@@ -195,21 +277,24 @@ def test_index_on_empty_folders_and_unreadable_queries(tmp_path, tiny_checkpoint
 
 
 # ---------------------------------------------------------------------------------- recipes
-@pytest.mark.parametrize("argv, needles", [
-    (["--recipe", "resnet-magic"], ["unknown recipe 'resnet-magic'", "tcl-full"]),
-    (["--recipe", "ce", "--set", "optim.lr"], ["'optim.lr'", "key.sub=value"]),
-    (["--recipe", "ce", "--set", "optim.lr=fast"], ["recipe.optim.lr", "number", "'fast'"]),
-    (["--recipe", "ce", "--set", "optim.momentun=0.9"], ["'momentun'", "momentum"]),
-    (["--recipe", "ce", "--set", "data.input_size=[48"], ["'data.input_size=[48'", "YAML"]),
-    (["--recipe", "ce", "--set", "data.input_size=4.5"], ["recipe.data.input_size", "integer"]),
-    (["--recipe", "ce", "--set", "optim=5"], ["recipe.optim", "mapping"]),
-    (["--recipe", "ce", "--set", "optim.lr.warmup=1"], ["optim.lr is not a group"]),
-    (["--recipe", "ce", "--set", "data.augment.scale=[0.9]"], ["recipe.data.augment.scale", "2 values"]),
-    (["--recipe", "ce", "--set", "amp=sometimes"], ["recipe.amp", "true or false"]),
-    (["--recipe", "ce", "--set", "model.backbone=resnet9000"], ["unknown backbone 'resnet9000'"]),
-    (["--recipe", "ce", "--set", "loss.name=magic"], ["magic"]),
-    (["--recipe", "ce", "--epochs", "0"], ["epochs", ">= 1"]),
-])
+@pytest.mark.parametrize(
+    "argv, needles",
+    [
+        (["--recipe", "resnet-magic"], ["unknown recipe 'resnet-magic'", "tcl-full"]),
+        (["--recipe", "ce", "--set", "optim.lr"], ["'optim.lr'", "key.sub=value"]),
+        (["--recipe", "ce", "--set", "optim.lr=fast"], ["recipe.optim.lr", "number", "'fast'"]),
+        (["--recipe", "ce", "--set", "optim.momentun=0.9"], ["'momentun'", "momentum"]),
+        (["--recipe", "ce", "--set", "data.input_size=[48"], ["'data.input_size=[48'", "YAML"]),
+        (["--recipe", "ce", "--set", "data.input_size=4.5"], ["recipe.data.input_size", "integer"]),
+        (["--recipe", "ce", "--set", "optim=5"], ["recipe.optim", "mapping"]),
+        (["--recipe", "ce", "--set", "optim.lr.warmup=1"], ["optim.lr is not a group"]),
+        (["--recipe", "ce", "--set", "data.augment.scale=[0.9]"], ["recipe.data.augment.scale", "2 values"]),
+        (["--recipe", "ce", "--set", "amp=sometimes"], ["recipe.amp", "true or false"]),
+        (["--recipe", "ce", "--set", "model.backbone=resnet9000"], ["unknown backbone 'resnet9000'"]),
+        (["--recipe", "ce", "--set", "loss.name=magic"], ["magic"]),
+        (["--recipe", "ce", "--epochs", "0"], ["epochs", ">= 1"]),
+    ],
+)
 def test_bad_recipes_and_overrides_are_refused_before_any_work(argv, needles, tmp_path, dataset_root, run_cli):
     out = tmp_path / "run"
     result = run_cli("train", *argv, "--data", f"fer2013={dataset_root}", "--out", out, "--device", "cpu", "--quiet")
@@ -218,19 +303,30 @@ def test_bad_recipes_and_overrides_are_refused_before_any_work(argv, needles, tm
 
 
 def test_a_broken_recipe_file_is_one_line(tmp_path, dataset_root, run_cli):
-    cases = {"syntax.yaml": "epochs: [60\n", "list.yaml": "- ce\n- mtdml\n", "loop.yaml": f"base: {tmp_path / 'loop.yaml'}\n"}
+    cases = {
+        "syntax.yaml": "epochs: [60\n",
+        "list.yaml": "- ce\n- mtdml\n",
+        "loop.yaml": f"base: {tmp_path / 'loop.yaml'}\n",
+    }
     for name, text in cases.items():
         (tmp_path / name).write_text(text)
     for name, needle in {"syntax.yaml": "not valid YAML", "list.yaml": "mapping", "loop.yaml": "inherits"}.items():
-        result = run_cli("train", "--recipe", tmp_path / name, "--data", f"fer2013={dataset_root}",
-                         "--out", tmp_path / "run", "--quiet")
+        result = run_cli(
+            "train",
+            "--recipe",
+            tmp_path / name,
+            "--data",
+            f"fer2013={dataset_root}",
+            "--out",
+            tmp_path / "run",
+            "--quiet",
+        )
         assert_one_line_error(result, name, needle)
 
 
 # --------------------------------------------------------------------------- the last resort
 def test_unexpected_failures_are_one_line_unless_debug(tmp_path, run_cli, monkeypatch):
-    from fermetric.cli import info
-    from fermetric.cli import main
+    from fermetric.cli import info, main
 
     def broken(args):
         raise TypeError("unsupported operand type(s) for +: 'int' and 'str'\n(second line)")
@@ -258,14 +354,22 @@ def test_a_real_process_prints_no_traceback_and_no_stray_warning(tmp_path, tiny_
     (folder / "zero.jpg").write_bytes(b"")
     (folder / "notes.jpg").write_text("not a photo")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default"}
-    done = subprocess.run([sys.executable, "-m", "fermetric", "predict", str(folder), "--checkpoint",
-                           str(tiny_checkpoint), "--json"], capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "fermetric", "predict", str(folder), "--checkpoint", str(tiny_checkpoint), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "Warning" not in done.stderr, done.stderr
     records = [json.loads(line) for line in done.stdout.splitlines()]
     assert [r["path"] for r in records] == [str(folder / "face.jpg")]
-    assert done.stderr.splitlines()[-3:] == ["skipped 2:", f"  {folder / 'notes.jpg'}: not an image file (unknown or "
-                                             "damaged format)", f"  {folder / 'zero.jpg'}: empty file (0 bytes)"]
+    assert done.stderr.splitlines()[-3:] == [
+        "skipped 2:",
+        f"  {folder / 'notes.jpg'}: not an image file (unknown or damaged format)",
+        f"  {folder / 'zero.jpg'}: empty file (0 bytes)",
+    ]
 
 
 # ------------------------------------------------------------------ datasets with bad images
@@ -273,8 +377,9 @@ def test_a_broken_image_in_a_dataset_is_named_and_can_be_skipped(tmp_path, tiny_
     from fermetric.data.base import DataWarning
     from fermetric.data.synthetic import make_synthetic_faces
 
-    root = make_synthetic_faces(tmp_path / "fer", layout="fer2013", n_per_class=2, size=48, seed=0,
-                                classes=("happy", "sad"))
+    root = make_synthetic_faces(
+        tmp_path / "fer", layout="fer2013", n_per_class=2, size=48, seed=0, classes=("happy", "sad")
+    )
     broken = root / "test" / "happy" / "zz_cut.jpg"
     good = next((root / "test" / "happy").iterdir()).read_bytes()
     broken.write_bytes(good[: len(good) // 2])
@@ -293,8 +398,11 @@ def test_warnings_are_one_line_too(run_cli, monkeypatch):
     from fermetric.data.base import DataWarning
 
     def warns(args):
-        print(warnings.formatwarning("3 images\nskipped", DataWarning, "/x/loader.py", 142, "warn(...)"),
-              end="", file=sys.stderr)
+        print(
+            warnings.formatwarning("3 images\nskipped", DataWarning, "/x/loader.py", 142, "warn(...)"),
+            end="",
+            file=sys.stderr,
+        )
         return 0
 
     monkeypatch.setattr(info, "run", warns)

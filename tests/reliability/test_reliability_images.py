@@ -18,15 +18,18 @@ import warnings
 import numpy as np
 import pytest
 from PIL import Image
-
 from reliability_helpers import assert_one_line_error, json_records
 
 ORIENTATION = 0x0112
 # EXIF orientation -> the transpose that, applied to the upright photo, gives the stored pixels
 # (so a viewer that honours the tag shows the upright photo again).
 STORED_AS = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_270,
 }
 
@@ -55,7 +58,11 @@ def assert_same_record(record: dict, expected: dict) -> None:
     together share one batch, whose reductions may differ in the last bits from a batch of one)."""
     assert record.keys() == expected.keys()
     assert (record["face"], record["box"], record["score"], record["label"]) == (
-        expected["face"], expected["box"], expected["score"], expected["label"])
+        expected["face"],
+        expected["box"],
+        expected["score"],
+        expected["label"],
+    )
     assert record["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-6)
     assert record["embedding_norm"] == pytest.approx(expected["embedding_norm"], rel=1e-5)
 
@@ -94,18 +101,23 @@ def test_an_unreadable_input_is_one_line_naming_it(name, tmp_path, astronaut, ti
         assert result.out == ""
 
 
-def test_folder_run_goes_on_past_bad_files_and_lists_them(tmp_path, astronaut, reference, tiny_checkpoint, run_cli,
-                                                          monkeypatch):
+def test_folder_run_goes_on_past_bad_files_and_lists_them(
+    tmp_path, astronaut, reference, tiny_checkpoint, run_cli, monkeypatch
+):
     monkeypatch.setenv("COLUMNS", "80")  # a narrow, non-terminal console: nothing may be cut or wrapped
     folder = tmp_path / "photos"
     reasons = write_bad_files(folder, astronaut)
     astronaut.save(folder / "b_face.png")
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 300, 3), dtype=np.uint8)).save(folder / "c_noise.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 300, 3), dtype=np.uint8)).save(
+        folder / "c_noise.png"
+    )
     result = run_cli("predict", folder, "--checkpoint", tiny_checkpoint)
     assert result.code == 0 and result.err == ""
     lines = result.out.splitlines()
     assert "files read: 2; images/frames analysed: 2; faces found: 1" in lines
-    assert f"no face found in 1: {folder / 'c_noise.png'} (images that are face crops already: use --no-detect)" in lines
+    assert (
+        f"no face found in 1: {folder / 'c_noise.png'} (images that are face crops already: use --no-detect)" in lines
+    )
     assert f"skipped {len(reasons)}:" in lines
     for name, reason in reasons.items():  # each bad file: one whole line with its reason
         (line,) = [line for line in lines if line.startswith(f"  {folder / name}: ")]
@@ -225,7 +237,9 @@ def test_unwritable_outputs_fail_before_any_work(tmp_path, astronaut, tiny_check
     monkeypatch.setattr(predict.Predictor, "predict_paths", lambda *a, **k: work.append(1))
     result = run_cli("predict", tmp_path / "face.png", "--checkpoint", tiny_checkpoint, "--csv", blocker / "out.csv")
     assert_one_line_error(result, "--csv", str(blocker / "out.csv"))
-    result = run_cli("predict", tmp_path / "face.png", "--checkpoint", tiny_checkpoint, "--annotate", blocker / "annotated")
+    result = run_cli(
+        "predict", tmp_path / "face.png", "--checkpoint", tiny_checkpoint, "--annotate", blocker / "annotated"
+    )
     assert_one_line_error(result, "--annotate", str(blocker / "annotated"))
     assert work == []  # refused before a single image was analysed
     assert not (tmp_path / "out.csv").exists()
@@ -236,9 +250,11 @@ def huge_jpeg(tmp_path_factory):
     """The photo upscaled to 12000 x 12000 (144 Mpx) as JPEG, written by a PIL-only child process
     so that this process never holds it at full size."""
     path = tmp_path_factory.mktemp("huge") / "huge.jpg"
-    code = ("import sys; from PIL import Image; from fermetric.assets import example_photo; "
-            "Image.open(example_photo()).convert('RGB').resize((12000, 12000), Image.Resampling.BILINEAR)"
-            ".save(sys.argv[1], quality=80)")
+    code = (
+        "import sys; from PIL import Image; from fermetric.assets import example_photo; "
+        "Image.open(example_photo()).convert('RGB').resize((12000, 12000), Image.Resampling.BILINEAR)"
+        ".save(sys.argv[1], quality=80)"
+    )
     subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=120)
     return path
 

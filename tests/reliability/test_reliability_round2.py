@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from reliability_helpers import CLASSES, TINY_TRAIN, assert_one_line_error, json_records
 
 
 @contextlib.contextmanager
 def fails_instead_of_hanging(seconds: int = 60):
     """A blocking open() (a FIFO without writer) becomes a test failure, not a hung suite."""
+
     def alarm(signum, frame):
         raise TimeoutError(f"blocked for {seconds} s")
 
@@ -52,8 +52,18 @@ def test_a_fifo_in_a_folder_is_skipped_with_its_reason(tmp_path, astronaut, tiny
             assert result.code == 0, result.err
             text = result.out + result.err
             assert f"  {folder / 'fifo.jpg'}: is a FIFO, not a regular file" in text.splitlines()
-        index = run_cli("index", "build", "--checkpoint", tiny_checkpoint, "--data", folder, "--out",
-                        tmp_path / "index", "--device", "cpu")
+        index = run_cli(
+            "index",
+            "build",
+            "--checkpoint",
+            tiny_checkpoint,
+            "--data",
+            folder,
+            "--out",
+            tmp_path / "index",
+            "--device",
+            "cpu",
+        )
         assert index.code == 0, index.err
         assert "indexed 1 faces" in index.out
 
@@ -73,8 +83,9 @@ def test_symlinked_class_folders_are_followed_and_loops_reported(tmp_path, astro
     from fermetric.data.synthetic import make_synthetic_faces
     from fermetric.predict import expand_paths
 
-    real = make_synthetic_faces(tmp_path / "real", layout="fer2013", n_per_class=2, size=48, seed=0,
-                                classes=("happy", "sad"))
+    real = make_synthetic_faces(
+        tmp_path / "real", layout="fer2013", n_per_class=2, size=48, seed=0, classes=("happy", "sad")
+    )
     linked = tmp_path / "linked"
     (linked / "train").mkdir(parents=True)
     for class_folder in (real / "train").iterdir():
@@ -177,8 +188,9 @@ def test_json_keeps_a_record_for_an_image_without_a_face(tmp_path, astronaut, ti
 # ----------------------------------------------------------------------------------- smaller
 def test_json_and_csv_together(tmp_path, astronaut, tiny_checkpoint, run_cli):
     astronaut.save(tmp_path / "face.png")
-    result = run_cli("predict", tmp_path / "face.png", "--checkpoint", tiny_checkpoint, "--json",
-                     "--csv", tmp_path / "faces.csv")
+    result = run_cli(
+        "predict", tmp_path / "face.png", "--checkpoint", tiny_checkpoint, "--json", "--csv", tmp_path / "faces.csv"
+    )
     assert result.code == 0, result.err
     assert len(json_records(result.out)) == 1
     assert len((tmp_path / "faces.csv").read_text().splitlines()) == 2  # header + the face
@@ -197,8 +209,18 @@ def test_an_animated_gif_says_only_its_first_frame_is_read(tmp_path):
 
 def test_a_failed_run_leaves_no_empty_output_folder(tmp_path, dataset_root, run_cli):
     out = tmp_path / "never"
-    result = run_cli("train", "--recipe", "ce", "--data", f"fer2013={dataset_root}", "--out", out, *TINY_TRAIN,
-                     "--set", "model.backbone=nosuchnet")
+    result = run_cli(
+        "train",
+        "--recipe",
+        "ce",
+        "--data",
+        f"fer2013={dataset_root}",
+        "--out",
+        out,
+        *TINY_TRAIN,
+        "--set",
+        "model.backbone=nosuchnet",
+    )
     assert_one_line_error(result, "nosuchnet")
     assert not out.exists()
 
@@ -207,8 +229,9 @@ def test_the_ck_fold_error_names_the_train_option(tmp_path, run_cli):
     from fermetric.data.synthetic import make_synthetic_faces
 
     root = make_synthetic_faces(tmp_path / "ck", layout="ckplus48", n_per_class=3, size=48, seed=0)
-    line = assert_one_line_error(run_cli("train", "--recipe", "ce", "--data", f"ckplus48={root}", "--out",
-                                         tmp_path / "run", *TINY_TRAIN))
+    line = assert_one_line_error(
+        run_cli("train", "--recipe", "ce", "--data", f"ckplus48={root}", "--out", tmp_path / "run", *TINY_TRAIN)
+    )
     assert "--fold" in line and "split 'all'" not in line
 
 
@@ -232,8 +255,26 @@ def test_threads_option_is_applied_and_restored(tmp_path, dataset_root, monkeypa
         return real(self)
 
     monkeypatch.setattr(train_module.Trainer, "run", spy)
-    assert main(["train", "--recipe", "ce", "--data", f"fer2013={dataset_root}", "--out", str(tmp_path / "r"),
-                 "--epochs", "1", "--max-steps", "1", "--quiet", *TINY_TRAIN]) == 0  # TINY_TRAIN: --threads 1
+    assert (
+        main(
+            [
+                "train",
+                "--recipe",
+                "ce",
+                "--data",
+                f"fer2013={dataset_root}",
+                "--out",
+                str(tmp_path / "r"),
+                "--epochs",
+                "1",
+                "--max-steps",
+                "1",
+                "--quiet",
+                *TINY_TRAIN,
+            ]
+        )
+        == 0
+    )  # TINY_TRAIN: --threads 1
     assert seen == [1] and torch.get_num_threads() == 2
 
 

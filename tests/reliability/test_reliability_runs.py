@@ -15,15 +15,14 @@ import warnings
 
 import numpy as np
 import pytest
+from reliability_helpers import RUN_CLASSES, TINY_TRAIN, assert_one_line_error
+from training_faults import nan_losses_at
 
 from fermetric import __version__
 from fermetric.config import load_recipe
 from fermetric.engine import checkpoint as ckpt
 from fermetric.engine import rundir
 from fermetric.engine import train as train_module
-from training_faults import nan_losses_at
-
-from reliability_helpers import RUN_CLASSES, TINY_TRAIN, assert_one_line_error
 
 SETS = [value for flag, value in zip(TINY_TRAIN, TINY_TRAIN[1:]) if flag == "--set"]
 
@@ -71,8 +70,9 @@ def test_a_truncated_best_checkpoint_is_a_clear_error_for_eval(run_copy, dataset
         result = run_cli("eval", "--checkpoint", source, "--data", f"fer2013={dataset_root}", "--device", "cpu")
         assert_one_line_error(result, str(best), "truncated or corrupt", "use another checkpoint")
     # the intact last.pt of the same run still evaluates
-    result = run_cli("eval", "--checkpoint", run_copy / "last.pt", "--data", f"fer2013={dataset_root}",
-                     "--device", "cpu", "--json")
+    result = run_cli(
+        "eval", "--checkpoint", run_copy / "last.pt", "--data", f"fer2013={dataset_root}", "--device", "cpu", "--json"
+    )
     assert result.code == 0 and json.loads(result.out)["n"] == len(RUN_CLASSES) * 2
 
 
@@ -87,11 +87,14 @@ def test_resume_with_every_checkpoint_damaged_is_refused(run_copy, dataset_root,
     assert {p.name: p.read_bytes() for p in run_copy.iterdir()} == before  # nothing overwritten
 
 
-@pytest.mark.parametrize("change, needle", [
-    (["--set", "data.input_size=24"], "data.input_size"),
-    (["--set", "data.mean=0.4"], "data.mean"),
-    (["--seed", "1"], "seed 0"),
-])
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        (["--set", "data.input_size=24"], "data.input_size"),
+        (["--set", "data.mean=0.4"], "data.mean"),
+        (["--seed", "1"], "seed 0"),
+    ],
+)
 def test_resume_with_other_preprocessing_or_seed_is_refused(change, needle, run_copy, dataset_root, run_cli):
     before = (run_copy / "last.pt").read_bytes()
     result = run_cli(*train_args(dataset_root, run_copy, "--quiet", "--resume", *change))
@@ -102,8 +105,12 @@ def test_resume_with_other_preprocessing_or_seed_is_refused(change, needle, run_
 def test_resume_removes_temp_files_left_by_a_kill(run_copy, dataset_root, run_cli):
     """A kill during an atomic write leaves a hidden temp file; the resumed run cleans it up."""
     (run_copy / "results.json").unlink()
-    leftovers = [run_copy / ".last.pt.k1ll3d.tmp", run_copy / ".best.pt.x7y8z9.tmp",
-                 run_copy / ".model.safetensors.abc123.tmp", run_copy / ".metrics.jsonl.q1w2e3.tmp"]
+    leftovers = [
+        run_copy / ".last.pt.k1ll3d.tmp",
+        run_copy / ".best.pt.x7y8z9.tmp",
+        run_copy / ".model.safetensors.abc123.tmp",
+        run_copy / ".metrics.jsonl.q1w2e3.tmp",
+    ]
     for path in leftovers:
         path.write_bytes(b"\0" * 1000)
     keep = run_copy / "notes.txt"  # anything else in the folder is the user's

@@ -71,60 +71,107 @@ def _library_log(quiet: bool):
 
 
 def _data_options(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--data", required=required, metavar="DATASET=ROOT",
-                   help="dataset name and root, e.g. fer2013=../shared/data/fer2013 (see `fermetric info`)")
-    p.add_argument("--fold", type=int, default=None,
-                   help="test fold of a subject-independent k-fold protocol (CK+: 0-9)")
-    p.add_argument("--label-mode", default=None, choices=["majority", "plurality", "probability"],
-                   help="FER+ label mode (default majority)")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="leave out images that cannot be decoded (listed in one warning) instead of stopping")
+    p.add_argument(
+        "--data",
+        required=required,
+        metavar="DATASET=ROOT",
+        help="dataset name and root, e.g. fer2013=../shared/data/fer2013 (see `fermetric info`)",
+    )
+    p.add_argument(
+        "--fold", type=int, default=None, help="test fold of a subject-independent k-fold protocol (CK+: 0-9)"
+    )
+    p.add_argument(
+        "--label-mode",
+        default=None,
+        choices=["majority", "plurality", "probability"],
+        help="FER+ label mode (default majority)",
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave out images that cannot be decoded (listed in one warning) instead of stopping",
+    )
 
 
 def _precision_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                   help="auto (default): bf16 on CUDA and on CPUs with native bf16 (AMX/AVX512-BF16), else fp32")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        default="auto",
+        help="auto (default): bf16 on CUDA and on CPUs with native bf16 (AMX/AVX512-BF16), else fp32",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="fermetric", description="Facial expression recognition with deep metric learning (MT-DML, DMSL, TCL, PI&DML).")
+        prog="fermetric",
+        description="Facial expression recognition with deep metric learning (MT-DML, DMSL, TCL, PI&DML).",
+    )
     parser.add_argument("--version", action="version", version=f"fermetric {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a recipe on a dataset")
-    p.add_argument("--recipe", required=True, help="recipe name (ce, mtdml, dmsl, tcl-full, tcl-semi, tcl-pred, pidml) or YAML path")
+    p.add_argument(
+        "--recipe",
+        required=True,
+        help="recipe name (ce, mtdml, dmsl, tcl-full, tcl-semi, tcl-pred, pidml) or YAML path",
+    )
     _data_options(p)
     p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl, results)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in --out")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe field, e.g. --set optim.lr=0.05 (repeatable)")
-    p.add_argument("--on-nan", choices=["stop", "skip"], default="stop",
-                   help="on a NaN/Inf loss: stop (keep the last good checkpoint) or skip the batch")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe field, e.g. --set optim.lr=0.05 (repeatable)",
+    )
+    p.add_argument(
+        "--on-nan",
+        choices=["stop", "skip"],
+        default="stop",
+        help="on a NaN/Inf loss: stop (keep the last good checkpoint) or skip the batch",
+    )
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps (smoke runs)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _precision_option(p)
-    p.add_argument("--deterministic", action="store_true",
-                   help="deterministic algorithms: bit-exact repeats and resume (slower; default off)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads (default: the available cores, shared by torchrun's local processes)")
+    p.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="deterministic algorithms: bit-exact repeats and resume (slower; default off)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: the available cores, shared by torchrun's local processes)",
+    )
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on a dataset split")
     p.add_argument("--checkpoint", required=True, help="checkpoint path or 'default' (the shipped model)")
     _data_options(p)
     p.add_argument("--split", default="test")
     p.add_argument("--tta", choices=["none", "flip"], default="none")
-    p.add_argument("--reference", choices=["auto", "train", "none"], default="auto",
-                   help="embeddings k-NN and nearest-centroid accuracy compare against: the train split "
-                        "(auto: when the dataset has one and --split is not train), or none (leave-one-out "
-                        "k-NN; no centroid accuracy, whose centroids would leak the evaluated labels)")
-    p.add_argument("--classes", choices=["all", "shared"], default="all",
-                   help="shared: score only the classes the model and the dataset both have (says how many "
-                        "images were left out); all (default): refuse a dataset class the model lacks")
+    p.add_argument(
+        "--reference",
+        choices=["auto", "train", "none"],
+        default="auto",
+        help="embeddings k-NN and nearest-centroid accuracy compare against: the train split "
+        "(auto: when the dataset has one and --split is not train), or none (leave-one-out "
+        "k-NN; no centroid accuracy, whose centroids would leak the evaluated labels)",
+    )
+    p.add_argument(
+        "--classes",
+        choices=["all", "shared"],
+        default="all",
+        help="shared: score only the classes the model and the dataset both have (says how many "
+        "images were left out); all (default): refuse a dataset class the model lacks",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", default=None, help="also write metrics.json and confusion.png here")
@@ -135,33 +182,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     sub.add_parser("info", help="versions, device, backbones, recipes and datasets").add_argument(
-        "--json", action="store_true")
+        "--json", action="store_true"
+    )
 
     p = sub.add_parser("demo", help="the shipped model on the shipped example photo")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("predict", help="expressions of the faces in photos, folders, videos, streams and cameras")
-    p.add_argument("paths", nargs="+", metavar="PATH",
-                   help="photos, folders, videos, a camera index (0) or a stream URL (rtsp://...)")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="photos, folders, videos, a camera index (0) or a stream URL (rtsp://...)",
+    )
     p.add_argument("--checkpoint", default="default")
     p.add_argument("--json", action="store_true", help="print JSON lines, one per face")
     p.add_argument("--csv", default=None, metavar="FILE")
-    p.add_argument("--annotate", default=None, metavar="DIR|VIDEO",
-                   help="write copies with boxes and labels into DIR, or the analysed video frames into VIDEO (.mp4)")
+    p.add_argument(
+        "--annotate",
+        default=None,
+        metavar="DIR|VIDEO",
+        help="write copies with boxes and labels into DIR, or the analysed video frames into VIDEO (.mp4)",
+    )
     p.add_argument("--no-detect", action="store_true", help="inputs are already face crops")
     p.add_argument("--detector", default="haar", help="face detector (haar; mtcnn, mediapipe when installed)")
-    p.add_argument("--min-face", type=int, default=None, metavar="PX",
-                   help="smallest face side in px (haar 40, mtcnn 20); lower finds smaller faces, slower")
-    p.add_argument("--tta", default="none", choices=("none", "flip"),
-                   help="flip: average with the mirrored face (twice the model time)")
+    p.add_argument(
+        "--min-face",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="smallest face side in px (haar 40, mtcnn 20); lower finds smaller faces, slower",
+    )
+    p.add_argument(
+        "--tta",
+        default="none",
+        choices=("none", "flip"),
+        help="flip: average with the mirrored face (twice the model time)",
+    )
     p.add_argument("--embeddings", action="store_true", help="--json records also carry each face's raw embedding")
-    p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
-                   help="onnx: the model exported once (cached) and run by onnxruntime on the CPU (2-3x faster "
-                        "than torch there, benchmarks/predict_backends.py); auto: onnx on the CPU when onnxruntime "
-                        "is installed, else torch")
+    p.add_argument(
+        "--backend",
+        choices=["auto", "torch", "onnx"],
+        default="auto",
+        help="onnx: the model exported once (cached) and run by onnxruntime on the CPU (2-3x faster "
+        "than torch there, benchmarks/predict_backends.py); auto: onnx on the CPU when onnxruntime "
+        "is installed, else torch",
+    )
     p.add_argument("--every", type=int, default=10, help="videos and streams: analyse every N-th frame (default 10)")
-    p.add_argument("--max-frames", type=int, default=None,
-                   help="videos and streams: analyse at most N frames of each (default: all; a camera needs it)")
+    p.add_argument(
+        "--max-frames",
+        type=int,
+        default=None,
+        help="videos and streams: analyse at most N frames of each (default: all; a camera needs it)",
+    )
     p.add_argument("--device", default="auto")
     _precision_option(p)
 
@@ -197,8 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a checkpoint (ONNX graph or safetensors weights)")
     p.add_argument("--checkpoint", default="default")
     p.add_argument("--format", choices=["onnx", "safetensors"], default="onnx")
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
-                   help="safetensors: storage type of the weights (float16 halves the file)")
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "float16", "bfloat16"],
+        default=None,
+        help="safetensors: storage type of the weights (float16 halves the file)",
+    )
     p.add_argument("--out", required=True)
 
     p = sub.add_parser("subclasses", help="DMSL sub-class discovery ('mitosis') on a trained model")
@@ -251,7 +328,8 @@ def document_options(parser: argparse.ArgumentParser) -> None:
             continue
         if not action.help:
             name = next((o for o in action.option_strings if o.startswith("--")), None) or (
-                action.option_strings[0] if action.option_strings else action.dest)
+                action.option_strings[0] if action.option_strings else action.dest
+            )
             action.help = COMMON_HELP.get(name, action.dest.replace("_", " "))
         shown = action.default not in (None, False, [], argparse.SUPPRESS) and not action.required
         if shown and "default" not in action.help:
@@ -269,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     formatwarning = warnings.formatwarning
     if not args.debug:  # warnings too are one line ("path:line: Category: ..." plus source line with --debug)
         warnings.formatwarning = lambda message, category, *rest, **kw: (
-            f"fermetric {args.command}: warning: {' '.join(str(message).split())}\n")
+            f"fermetric {args.command}: warning: {' '.join(str(message).split())}\n"
+        )
     try:
         handler = getattr(importlib.import_module(module_name), function_name)
         with _library_log(quiet=bool(getattr(args, "quiet", False) or getattr(args, "json", False))):
@@ -289,8 +368,11 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(err, OSError):  # full disk, permissions, a vanished file: the user's to fix
             print(f"fermetric {args.command}: error: {reason}", file=sys.stderr)
             return 2
-        print(f"fermetric {args.command}: internal error: {type(err).__name__}: {reason} "
-              "(rerun with --debug for the traceback, and please report it)", file=sys.stderr)
+        print(
+            f"fermetric {args.command}: internal error: {type(err).__name__}: {reason} "
+            "(rerun with --debug for the traceback, and please report it)",
+            file=sys.stderr,
+        )
         return 1
     finally:
         warnings.formatwarning = formatwarning

@@ -25,8 +25,12 @@ def _print_table(report: dict) -> None:
     for c in classes:
         table.add_column(c, justify="right")
     for split, info in report["splits"].items():
-        table.add_row(split, str(info["images"]), "x".join(map(str, info["image_size"])),
-                      *(str(info["classes"].get(c, 0)) for c in classes))
+        table.add_row(
+            split,
+            str(info["images"]),
+            "x".join(map(str, info["image_size"])),
+            *(str(info["classes"].get(c, 0)) for c in classes),
+        )
     console.print(table)
 
     dup = report["exact_duplicates"]
@@ -40,20 +44,36 @@ def _print_table(report: dict) -> None:
     checks.add_row("exact duplicate groups", str(dup["groups"]), f"{dup['images']} images ({dup['method']})")
     checks.add_row("  across splits", str(dup["across_splits"]), pairs)
     checks.add_row("  conflicting labels", str(dup["conflicting_labels"]), "")
-    checks.add_row("pixel-identical groups", str(pix["groups"]),
-                   f"{pix['across_splits']} across splits, {pix['conflicting_labels']} conflicting")
+    checks.add_row(
+        "pixel-identical groups",
+        str(pix["groups"]),
+        f"{pix['across_splits']} across splits, {pix['conflicting_labels']} conflicting",
+    )
     blank = report["near_blank"]
-    checks.add_row("near-blank images", str(blank["count"]),
-                   escape(f"max-min <= {blank['threshold']}: " + ", ".join(i["path"] for i in blank["items"][:3])
-                          + (" ..." if blank["count"] > 3 else "")))
+    checks.add_row(
+        "near-blank images",
+        str(blank["count"]),
+        escape(
+            f"max-min <= {blank['threshold']}: "
+            + ", ".join(i["path"] for i in blank["items"][:3])
+            + (" ..." if blank["count"] > 3 else "")
+        ),
+    )
     bad = report["unreadable"]
-    checks.add_row("unreadable images", str(bad["count"]),
-                   escape(", ".join(f"{i['path']} ({i['reason']})" for i in bad["items"][:2])
-                          + (" ..." if bad["count"] > 2 else "")))
+    checks.add_row(
+        "unreadable images",
+        str(bad["count"]),
+        escape(
+            ", ".join(f"{i['path']} ({i['reason']})" for i in bad["items"][:2]) + (" ..." if bad["count"] > 2 else "")
+        ),
+    )
     console.print(checks)
     for group in dup["members"][:5]:
-        console.print("  duplicate: " + "  ==  ".join(f"{m['split']}:{m['path']} ({m['label']})" for m in group),
-                      markup=False, highlight=False)
+        console.print(
+            "  duplicate: " + "  ==  ".join(f"{m['split']}:{m['path']} ({m['label']})" for m in group),
+            markup=False,
+            highlight=False,
+        )
     for message in report["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False)
 

@@ -18,12 +18,23 @@ from .common import load_model, load_split, preprocessing_of
 
 def format_table(result: dict, title: str = "") -> str:
     """A plain-text report: headline metrics, per-class recall, confusion matrix."""
+
     def fmt(value):
         return "-" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
 
     lines = [title] if title else []
-    keys = ("n", "accuracy", "macro_f1", "knn_accuracy", "centroid_accuracy", "precision_at_1", "map_at_r", "nmi",
-            "tta", "reference")
+    keys = (
+        "n",
+        "accuracy",
+        "macro_f1",
+        "knn_accuracy",
+        "centroid_accuracy",
+        "precision_at_1",
+        "map_at_r",
+        "nmi",
+        "tta",
+        "reference",
+    )
     for key in keys:
         if key in result:
             label = f"knn_accuracy (k={result.get('knn_k')})" if key == "knn_accuracy" else key
@@ -34,7 +45,9 @@ def format_table(result: dict, title: str = "") -> str:
         lines.append("  per-class recall / confusion (rows: true, columns: predicted)")
         lines.append("  " + " " * width + f"{'recall':>8} " + "".join(f"{c[:7]:>8}" for c in classes))
         for name, row in zip(classes, result.get("confusion", [])):
-            lines.append(f"  {name:<{width}}{fmt(result['per_class_recall'].get(name)):>8} " + "".join(f"{v:>8}" for v in row))
+            lines.append(
+                f"  {name:<{width}}{fmt(result['per_class_recall'].get(name)):>8} " + "".join(f"{v:>8}" for v in row)
+            )
     return "\n".join(lines)
 
 
@@ -49,11 +62,27 @@ def run(args) -> int:
         reference, _, _, _ = load_split(args, meta, split="train", classes=args.classes)
     total = len(imageset) + (len(reference) if reference is not None else 0)
     with progress_bar(f"eval {name}/{args.split}", total=total, enabled=not args.json) as progress:
-        result = evaluate(model, imageset, preprocessing, device=device, tta=args.tta, reference=reference,
-                          space=space_of_meta(meta), precision=args.precision, progress=progress)
-    result.update({"checkpoint": str(args.checkpoint), "dataset": name, "split": args.split,
-                   "precision": resolve_precision(args.precision, device),
-                   "recipe": meta["recipe"].get("name"), "model_classes": list(meta["classes"])})
+        result = evaluate(
+            model,
+            imageset,
+            preprocessing,
+            device=device,
+            tta=args.tta,
+            reference=reference,
+            space=space_of_meta(meta),
+            precision=args.precision,
+            progress=progress,
+        )
+    result.update(
+        {
+            "checkpoint": str(args.checkpoint),
+            "dataset": name,
+            "split": args.split,
+            "precision": resolve_precision(args.precision, device),
+            "recipe": meta["recipe"].get("name"),
+            "model_classes": list(meta["classes"]),
+        }
+    )
     if left_out is not None:
         result["left_out"] = left_out
     if args.out:
@@ -61,15 +90,21 @@ def run(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(result, indent=2, default=json_default) + "\n")
         accuracy = "-" if result["accuracy"] is None else f"{result['accuracy']:.4f}"
-        plot_confusion(result["confusion"], result["classes"], out / "confusion.png",
-                       title=f"{name}/{args.split}: accuracy {accuracy}")
+        plot_confusion(
+            result["confusion"],
+            result["classes"],
+            out / "confusion.png",
+            title=f"{name}/{args.split}: accuracy {accuracy}",
+        )
     if args.json:
         sys.stdout.write(json.dumps(result, default=json_default) + "\n")
     else:
         print(format_table(result, title=f"{args.checkpoint} on {name}/{args.split} (tta={args.tta})"))
         if left_out and left_out["images"]:
-            print(f"  left out {left_out['images']} images of class(es) the model does not know: "
-                  f"{', '.join(left_out['classes'])} (--classes shared)")
+            print(
+                f"  left out {left_out['images']} images of class(es) the model does not know: "
+                f"{', '.join(left_out['classes'])} (--classes shared)"
+            )
         if args.out:
             print(f"  wrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'confusion.png'}")
     return 0

@@ -11,8 +11,10 @@ def run(args) -> int:
     dtype = getattr(args, "dtype", None)
     if args.format == "safetensors":
         out = export_weights(args.checkpoint, args.out, dtype or "float32")
-        print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {dtype or 'float32'} weights); "
-              f"load it with fermetric.load({str(out)!r}) or --checkpoint {out}")
+        print(
+            f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {dtype or 'float32'} weights); "
+            f"load it with fermetric.load({str(out)!r}) or --checkpoint {out}"
+        )
         return 0
     if args.format != "onnx":
         raise ConfigError(f"unknown export format {args.format!r}; use onnx or safetensors")
@@ -21,7 +23,9 @@ def run(args) -> int:
     out = export_onnx(args.checkpoint, args.out)
     meta = read_onnx_meta(out)
     shape = meta["input"]["shape"]
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): input {INPUT_NAME} float32 [N, {shape[1]}, {shape[2]}, {shape[3]}] "
-          f"normalised with {meta['preprocessing']}; outputs logits [N, {len(meta['classes'])}] "
-          f"({', '.join(meta['classes'])}) and embedding")
+    print(
+        f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): input {INPUT_NAME} float32 [N, {shape[1]}, {shape[2]}, {shape[3]}] "
+        f"normalised with {meta['preprocessing']}; outputs logits [N, {len(meta['classes'])}] "
+        f"({', '.join(meta['classes'])}) and embedding"
+    )
     return 0

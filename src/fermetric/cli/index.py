@@ -17,15 +17,24 @@ from .common import dataset_options
 def run_build(args) -> int:
     """``fermetric index build --checkpoint C --data DATASET=ROOT|FOLDER --split S --out INDEX``."""
     with progress_bar("index build") as progress:
-        index = EmbeddingIndex.build(args.checkpoint, args.data, split=args.split, device=args.device,
-                                     detect=getattr(args, "detect", False), precision=args.precision,
-                                     progress=progress, **dataset_options(args))
+        index = EmbeddingIndex.build(
+            args.checkpoint,
+            args.data,
+            split=args.split,
+            device=args.device,
+            detect=getattr(args, "detect", False),
+            precision=args.precision,
+            progress=progress,
+            **dataset_options(args),
+        )
     index.save(args.out)
     known = int((index.labels >= 0).sum())
     data = index.meta["data"]
     where = f"{data['name']}/{data['split']}" if data["kind"] == "dataset" else data["root"]
-    print(f"indexed {len(index)} faces from {where} ({known} labelled, classes: {', '.join(index.classes) or 'none'}); "
-          f"{index.dim}-d embeddings of {index.meta['checkpoint']}; wrote {args.out}")
+    print(
+        f"indexed {len(index)} faces from {where} ({known} labelled, classes: {', '.join(index.classes) or 'none'}); "
+        f"{index.dim}-d embeddings of {index.meta['checkpoint']}; wrote {args.out}"
+    )
     return 0
 
 
@@ -55,8 +64,11 @@ def run_query(args) -> int:
         if result.label:
             votes[result.label] = votes.get(result.label, 0) + 1
     if votes:
-        console.print("neighbours' labels: " + ", ".join(f"{c} {n}" for c, n in sorted(votes.items(), key=lambda kv: -kv[1])),
-                      highlight=False, markup=False)
+        console.print(
+            "neighbours' labels: " + ", ".join(f"{c} {n}" for c, n in sorted(votes.items(), key=lambda kv: -kv[1])),
+            highlight=False,
+            markup=False,
+        )
     if args.sheet:
         console.print(f"wrote {args.sheet}", highlight=False, markup=False)
     return 0

@@ -19,8 +19,11 @@ def format_info(info: dict) -> str:
         device_text = f"CPU ({device.get('threads', '?')} threads)"
     default = info["default_model"]
     if default.get("shipped"):
-        default_text = f"shipped ({default.get('recipe')} on {default.get('dataset')})" if "error" not in default \
+        default_text = (
+            f"shipped ({default.get('recipe')} on {default.get('dataset')})"
+            if "error" not in default
             else f"shipped but unreadable: {default['error']}"
+        )
     else:
         default_text = "not shipped"
     lines = [f"fermetric {info['fermetric']} (python {info['python']}, {info['platform']})"]

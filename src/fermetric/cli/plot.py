@@ -39,16 +39,26 @@ def run(args) -> int:
         preprocessing = preprocessing_of(meta)
         if args.kind == "confusion":
             result = evaluate(model, imageset, preprocessing, device=device, embedding_metrics=False)
-            out = plot_confusion(result["confusion"], result["classes"], args.out,
-                                 title=f"{name}/{args.split}: accuracy {result['accuracy']:.4f}")
+            out = plot_confusion(
+                result["confusion"],
+                result["classes"],
+                args.out,
+                title=f"{name}/{args.split}: accuracy {result['accuracy']:.4f}",
+            )
         else:
             keep = subsample(len(imageset), args.max_points)  # embed only what is plotted
             subset = imageset.subset(keep)
             space = space_of_meta(meta)
             _, embeddings = embed(model, subset, preprocessing, device)
             embeddings = space(embeddings)
-            out = plot_embeddings(embeddings, subset.labels, subset.classes, args.method, args.out,
-                                  max_points=args.max_points,
-                                  title=f"{args.method} of {name}/{args.split} ({len(subset)} faces, {space.kind} space)")
+            out = plot_embeddings(
+                embeddings,
+                subset.labels,
+                subset.classes,
+                args.method,
+                args.out,
+                max_points=args.max_points,
+                title=f"{args.method} of {name}/{args.split} ({len(subset)} faces, {space.kind} space)",
+            )
     print(f"wrote {out}")
     return 0

@@ -20,15 +20,35 @@ from .common import write_json_line
 
 
 def _csv_header(classes: tuple[str, ...]) -> list[str]:
-    return ["path", "frame", "time", "face", "x0", "y0", "x1", "y1", "score", "label",
-            *[f"p_{c}" for c in classes], "embedding_norm"]
+    return [
+        "path",
+        "frame",
+        "time",
+        "face",
+        "x0",
+        "y0",
+        "x1",
+        "y1",
+        "score",
+        "label",
+        *[f"p_{c}" for c in classes],
+        "embedding_norm",
+    ]
 
 
 def _csv_row(record: dict, classes: tuple[str, ...]) -> list:
     empty = lambda v: "" if v is None else v  # noqa: E731
-    return [record["path"], empty(record["frame"]), empty(record["time"]), record["face"], *record["box"],
-            empty(record["score"]), record["label"], *[f"{record['probabilities'][c]:.6f}" for c in classes],
-            f"{record['embedding_norm']:.6f}"]
+    return [
+        record["path"],
+        empty(record["frame"]),
+        empty(record["time"]),
+        record["face"],
+        *record["box"],
+        empty(record["score"]),
+        record["label"],
+        *[f"{record['probabilities'][c]:.6f}" for c in classes],
+        f"{record['embedding_norm']:.6f}",
+    ]
 
 
 def _video_summary(report: PredictionReport, video: str) -> str:
@@ -39,7 +59,9 @@ def _video_summary(report: PredictionReport, video: str) -> str:
         if record["path"] == video:
             x0, y0, x1, y1 = record["box"]
             best = largest.get(record["frame"])
-            if best is None or (x1 - x0) * (y1 - y0) > (best["box"][2] - best["box"][0]) * (best["box"][3] - best["box"][1]):
+            if best is None or (x1 - x0) * (y1 - y0) > (best["box"][2] - best["box"][0]) * (
+                best["box"][3] - best["box"][1]
+            ):
                 largest[record["frame"]] = record
     without = sum(1 for path, _ in report.no_face if path == video)
     total = len(largest) + without
@@ -78,7 +100,9 @@ def _check_output_folder(folder: Path, option: str) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as err:
-        raise ConfigError(f"{option} {folder}: cannot write there ({err.strerror or err}); choose another folder") from None
+        raise ConfigError(
+            f"{option} {folder}: cannot write there ({err.strerror or err}); choose another folder"
+        ) from None
 
 
 def _check_output_file(target: Path, option: str) -> None:
@@ -99,8 +123,14 @@ def run(args) -> int:
     """``fermetric predict PATH... [--checkpoint] [--json | --csv FILE] [--annotate DIR] [--no-detect]
     [--detector haar] [--min-face PX] [--tta none|flip] [--every N] [--device]``."""
     detector = create_detector(args.detector, **detector_options(args.detector, args.min_face, args.device))
-    predictor = Predictor.load(args.checkpoint, device=args.device, detector=detector, tta=args.tta,
-                               precision=args.precision, backend=args.backend)
+    predictor = Predictor.load(
+        args.checkpoint,
+        device=args.device,
+        detector=detector,
+        tta=args.tta,
+        precision=args.precision,
+        backend=args.backend,
+    )
     predictor.with_embeddings = args.embeddings
     # Outputs are checked before any work, so an unwritable target does not waste the whole run.
     if args.csv:
@@ -115,9 +145,16 @@ def run(args) -> int:
     on_record = write_json_line if args.json else None
 
     with progress_bar("predict", unit="file", enabled=not args.json) as progress:
-        report = predictor.predict_paths(args.paths, detect=not args.no_detect, every=args.every,
-                                         annotate=args.annotate, on_record=on_record, progress=progress,
-                                         on_no_face=on_record, max_frames=args.max_frames)
+        report = predictor.predict_paths(
+            args.paths,
+            detect=not args.no_detect,
+            every=args.every,
+            annotate=args.annotate,
+            on_record=on_record,
+            progress=progress,
+            on_no_face=on_record,
+            max_frames=args.max_frames,
+        )
     if not report.files:
         reasons = "; ".join(f"{path}: {reason}" for path, reason in report.skipped[:2]) or "no input"
         more = f" (and {len(report.skipped) - 2} more)" if len(report.skipped) > 2 else ""
@@ -135,8 +172,11 @@ def run(args) -> int:
         table = Table(show_lines=False)
         for column in ("file", "frame", "face", "box (x0, y0, x1, y1)", "expression", "p", "detector score"):
             # fold, never truncate, the file name (a narrow or piped console would show "/tmp/pho…")
-            table.add_column(column, justify="right" if column in ("frame", "face", "p", "detector score") else "left",
-                             overflow="fold" if column == "file" else "ellipsis")
+            table.add_column(
+                column,
+                justify="right" if column in ("frame", "face", "p", "detector score") else "left",
+                overflow="fold" if column == "file" else "ellipsis",
+            )
         rows = {}
         for record in report.records:
             rows.setdefault((record["path"], record["frame"]), []).append(record)
@@ -148,10 +188,15 @@ def run(args) -> int:
             if not records:
                 table.add_row(name, "" if frame is None else str(frame), "", "no face found", "", "", "")
             for r in records:
-                table.add_row(name, "" if frame is None else str(frame), str(r["face"]),
-                              ", ".join(f"{v:.0f}" for v in r["box"]), r["label"],
-                              f"{r['probabilities'][r['label']]:.2f}",
-                              "" if r["score"] is None else f"{r['score']:.2f}")
+                table.add_row(
+                    name,
+                    "" if frame is None else str(frame),
+                    str(r["face"]),
+                    ", ".join(f"{v:.0f}" for v in r["box"]),
+                    r["label"],
+                    f"{r['probabilities'][r['label']]:.2f}",
+                    "" if r["score"] is None else f"{r['score']:.2f}",
+                )
         console.print(table)
     for line in _summary_lines(report, detect=not args.no_detect):
         console.print(line, highlight=False, markup=False, soft_wrap=True)  # one line per file, even when piped
@@ -160,9 +205,13 @@ def run(args) -> int:
     if args.annotate:
         console.print(f"annotated copies in {args.annotate}", highlight=False, markup=False, soft_wrap=True)
         if report.downscaled:
-            console.print(f"{len(report.downscaled)} annotated copies are smaller than their originals (decoded at "
-                          f"most {MAX_DECODE_SIDE} px); boxes in the table, --json and --csv are in original pixels",
-                          highlight=False, markup=False, soft_wrap=True)
+            console.print(
+                f"{len(report.downscaled)} annotated copies are smaller than their originals (decoded at "
+                f"most {MAX_DECODE_SIDE} px); boxes in the table, --json and --csv are in original pixels",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
     return 0
 
 

@@ -8,8 +8,15 @@ from pathlib import Path
 from ..engine.progress import progress_bar
 from ..errors import DataError
 from ..losses.space import space_of_meta
-from ..methods.subclasses import (SubclassAssignment, contact_sheet, discover_subclasses, embed_set, exemplars,
-                                  summary_dict, write_assignment_csv)
+from ..methods.subclasses import (
+    SubclassAssignment,
+    contact_sheet,
+    discover_subclasses,
+    embed_set,
+    exemplars,
+    summary_dict,
+    write_assignment_csv,
+)
 from .common import load_model, load_split, preprocessing_of
 
 
@@ -17,9 +24,11 @@ def format_summary(assignment: SubclassAssignment, title: str = "") -> str:
     """A readable, aligned text summary: per class, its sub-classes and their sizes."""
     width = max([len(c) for c in assignment.classes] + [5])
     lines = [title] if title else []
-    lines.append(f"{len(assignment.classes)} classes -> {assignment.num_subclasses} sub-classes "
-                 f"(at most {assignment.options.get('max_components')} per class, "
-                 f"classes of >= {assignment.options.get('min_samples')} images split)")
+    lines.append(
+        f"{len(assignment.classes)} classes -> {assignment.num_subclasses} sub-classes "
+        f"(at most {assignment.options.get('max_components')} per class, "
+        f"classes of >= {assignment.options.get('min_samples')} images split)"
+    )
     for c, name in enumerate(assignment.classes):
         subs = assignment.subclasses_of(c)
         n = int(assignment.counts[subs].sum())
@@ -34,18 +43,35 @@ def run(args) -> int:
     device, model, meta = load_model(args)
     imageset, name, root, _ = load_split(args, meta, align=False)
     if not (imageset.labels >= 0).any():
-        raise DataError(f"{name} split {args.split!r} has no labelled image; choose a labelled split (e.g. --split train)")
+        raise DataError(
+            f"{name} split {args.split!r} has no labelled image; choose a labelled split (e.g. --split train)"
+        )
     preprocessing = preprocessing_of(meta)
     space = space_of_meta(meta)
     with progress_bar(f"embed {name}/{args.split}", total=len(imageset)) as progress:
         _, z = embed_set(model, imageset, preprocessing, device, space, precision=args.precision, progress=progress)
-    assignment = discover_subclasses(z, imageset.labels, imageset.num_classes, max_components=args.max_components,
-                                     min_samples=args.min_samples, classes=imageset.classes)
+    assignment = discover_subclasses(
+        z,
+        imageset.labels,
+        imageset.num_classes,
+        max_components=args.max_components,
+        min_samples=args.min_samples,
+        classes=imageset.classes,
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     nearest = exemplars(z, assignment)
-    summary = summary_dict(assignment, imageset.paths, nearest, checkpoint=str(args.checkpoint), dataset=name,
-                           root=str(root), split=args.split, n=len(imageset), embedding_space=space.to_dict())
+    summary = summary_dict(
+        assignment,
+        imageset.paths,
+        nearest,
+        checkpoint=str(args.checkpoint),
+        dataset=name,
+        root=str(root),
+        split=args.split,
+        n=len(imageset),
+        embedding_space=space.to_dict(),
+    )
     (out / "subclasses.json").write_text(json.dumps(summary, indent=2))
     write_assignment_csv(out / "assignment.csv", assignment, imageset)
     contact_sheet(out / "contact_sheet.png", imageset.images, assignment, nearest)

@@ -24,12 +24,26 @@ def run(args) -> int:
     val_set = load_dataset(name, root, "val", **options) if "val" in splits else None
     test_set = load_dataset(name, root, "test", **options) if "test" in splits else None
     label = name + "".join(f" {k}={v}" for k, v in options.items())
-    results = train(recipe, train_set, val_set, args.out, device=args.device, seed=args.seed, resume=args.resume,
-                    on_nan=args.on_nan, max_steps=args.max_steps, progress=not args.quiet, test_set=test_set,
-                    dataset=label, precision=args.precision, deterministic=args.deterministic,
-                    threads=args.threads or (None if dist_utils.env_world()[1] > 1 else available_cores()))
+    results = train(
+        recipe,
+        train_set,
+        val_set,
+        args.out,
+        device=args.device,
+        seed=args.seed,
+        resume=args.resume,
+        on_nan=args.on_nan,
+        max_steps=args.max_steps,
+        progress=not args.quiet,
+        test_set=test_set,
+        dataset=label,
+        precision=args.precision,
+        deterministic=args.deterministic,
+        threads=args.threads or (None if dist_utils.env_world()[1] > 1 else available_cores()),
+    )
     if not args.quiet and dist_utils.env_world()[0] == 0:
-        scores = ", ".join(f"{split} accuracy {metrics['accuracy']:.4f}"
-                           for split, metrics in results["metrics"].items() if metrics)
+        scores = ", ".join(
+            f"{split} accuracy {metrics['accuracy']:.4f}" for split, metrics in results["metrics"].items() if metrics
+        )
         print(f"{results['selection']}: {scores}; wrote {Path(args.out) / RESULTS_FILE}")
     return 0

@@ -57,8 +57,10 @@ def parse_data_arg(text: str) -> tuple[str, Path]:
     name, sep, root = str(text).partition("=")
     name, root = name.strip(), root.strip()
     if not sep or not name or not root:
-        raise ConfigError(f"--data {text!r} must look like DATASET=ROOT, e.g. fer2013=../shared/data/fer2013; "
-                          f"datasets: {', '.join(DATASETS.names())}")
+        raise ConfigError(
+            f"--data {text!r} must look like DATASET=ROOT, e.g. fer2013=../shared/data/fer2013; "
+            f"datasets: {', '.join(DATASETS.names())}"
+        )
     DATASETS.get(name)  # unknown name -> ConfigError listing the known ones
     return name, Path(root).expanduser()
 

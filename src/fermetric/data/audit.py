@@ -80,8 +80,9 @@ def _duplicate_report(keys: list[str], items: list[dict], method: str) -> dict:
     }
 
 
-def audit(name: str, root: str | Path, blank_threshold: int = DEFAULT_BLANK_THRESHOLD,
-          workers: int | None = None, **options) -> dict:
+def audit(
+    name: str, root: str | Path, blank_threshold: int = DEFAULT_BLANK_THRESHOLD, workers: int | None = None, **options
+) -> dict:
     """Audit every image of a dataset once (see the module docstring for the report's keys)."""
     reader = DATASETS.get(name)()
     root = Path(root).expanduser()
@@ -112,8 +113,9 @@ def audit(name: str, root: str | Path, blank_threshold: int = DEFAULT_BLANK_THRE
     lo_hi = np.concatenate(ranges) if ranges else np.zeros((0, 2), np.uint8)
 
     blank = np.flatnonzero(lo_hi[:, 1].astype(int) - lo_hi[:, 0].astype(int) <= blank_threshold)
-    unreadable = [{"split": split, "path": p, "reason": why}
-                  for split, s in sets.items() for p, why in s.info.get("skipped", [])]
+    unreadable = [
+        {"split": split, "path": p, "reason": why} for split, s in sets.items() for p, why in s.info.get("skipped", [])
+    ]
     first = next(iter(sets.values()))
     return {
         "dataset": name,
@@ -126,10 +128,13 @@ def audit(name: str, root: str | Path, blank_threshold: int = DEFAULT_BLANK_THRE
             for split, s in sets.items()
         },
         "exact_duplicates": _duplicate_report(
-            file_keys if from_files else pixel_keys, items,
-            "md5 of file bytes" if from_files else "md5 of decoded pixels"),
-        "pixel_duplicates": {k: v for k, v in _duplicate_report(pixel_keys, items, "md5 of decoded pixels").items()
-                             if k != "members"},
+            file_keys if from_files else pixel_keys,
+            items,
+            "md5 of file bytes" if from_files else "md5 of decoded pixels",
+        ),
+        "pixel_duplicates": {
+            k: v for k, v in _duplicate_report(pixel_keys, items, "md5 of decoded pixels").items() if k != "members"
+        },
         "near_blank": {
             "threshold": blank_threshold,
             "count": int(len(blank)),

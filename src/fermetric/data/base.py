@@ -60,15 +60,17 @@ class ImageSet:
     def image_size(self) -> tuple[int, int]:
         return tuple(self.images.shape[1:3])  # type: ignore[return-value]
 
-    def subset(self, index) -> "ImageSet":
+    def subset(self, index) -> ImageSet:
         """A new ImageSet with the items at ``index`` (bool mask or integer indices)."""
         index = np.asarray(index)
         if index.dtype == bool:
             index = np.flatnonzero(index)
         n = len(self)
         # per-item arrays in ``info`` (FER+ votes, CK+ sequence ids...) follow their items
-        info = {k: v[index] if isinstance(v, np.ndarray) and v.ndim >= 1 and len(v) == n else v
-                for k, v in self.info.items()}
+        info = {
+            k: v[index] if isinstance(v, np.ndarray) and v.ndim >= 1 and len(v) == n else v
+            for k, v in self.info.items()
+        }
         return replace(
             self,
             images=np.ascontiguousarray(self.images[index]),
@@ -97,4 +99,4 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 
 def is_image_name(name: str) -> bool:
     """True for a visible file whose extension is an image extension."""
-    return not name.startswith(".") and "." in name and name[name.rfind("."):].lower() in IMAGE_EXTENSIONS
+    return not name.startswith(".") and "." in name and name[name.rfind(".") :].lower() in IMAGE_EXTENSIONS

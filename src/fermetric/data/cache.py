@@ -31,9 +31,10 @@ import os
 import warnings
 import zlib
 from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -82,15 +83,16 @@ def fingerprint_files(root: Path, relpaths: Sequence[str], workers: int | None =
     return digest.hexdigest()
 
 
-def map_chunks(fn: Callable[[Sequence], Any], items: Sequence, workers: int | None = None,
-                min_chunk: int = 256) -> list:
+def map_chunks(
+    fn: Callable[[Sequence], Any], items: Sequence, workers: int | None = None, min_chunk: int = 256
+) -> list:
     """``[fn(chunk) for chunk in chunks(items)]`` on a thread pool, results in order.
 
     Chunks rather than one task per item: the per-task overhead would dominate tiny files.
     """
     workers = workers or default_workers()
     chunk = max(min_chunk, len(items) // (workers * 8) + 1)
-    chunks = [items[s:s + chunk] for s in range(0, len(items), chunk)]
+    chunks = [items[s : s + chunk] for s in range(0, len(items), chunk)]
     if workers == 1 or len(chunks) <= 1:
         return [fn(c) for c in chunks]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fermetric-data") as pool:
@@ -119,7 +121,7 @@ class ArrayCache:
         self.directory = Path(directory) if directory is not None else None
 
     @classmethod
-    def default(cls) -> "ArrayCache":
+    def default(cls) -> ArrayCache:
         return cls(default_cache_dir())
 
     @staticmethod
@@ -177,13 +179,18 @@ class ArrayCache:
             atomic_write(npy, writer=lambda f: np.save(f, array, allow_pickle=False))
             atomic_write(meta_path, json.dumps(meta).encode())
         except OSError as err:
-            warnings.warn(f"cannot write the data cache in {self.directory} ({err.strerror or err}); "
-                          f"set {CACHE_ENV} to a writable folder", DataWarning, stacklevel=3)
+            warnings.warn(
+                f"cannot write the data cache in {self.directory} ({err.strerror or err}); "
+                f"set {CACHE_ENV} to a writable folder",
+                DataWarning,
+                stacklevel=3,
+            )
             return array
         return np.load(npy, mmap_mode="r", allow_pickle=False)
 
-    def get_or_build(self, parts: Mapping[str, Any], label: str,
-                     build: Callable[[], tuple[np.ndarray, dict]]) -> tuple[np.ndarray, dict]:
+    def get_or_build(
+        self, parts: Mapping[str, Any], label: str, build: Callable[[], tuple[np.ndarray, dict]]
+    ) -> tuple[np.ndarray, dict]:
         """The cached entry for ``parts``, building and storing it with ``build()`` on a miss."""
         hit = self.load(parts, label)
         if hit is not None:
@@ -243,8 +250,11 @@ def stack_images(images: Sequence[np.ndarray], size: tuple[int, int] | None) -> 
     return out, resized
 
 
-def decode_files(root: Path, relpaths: Sequence[str], workers: int | None = None,
-                 ) -> tuple[list[np.ndarray | None], list[tuple[str, str]]]:
+def decode_files(
+    root: Path,
+    relpaths: Sequence[str],
+    workers: int | None = None,
+) -> tuple[list[np.ndarray | None], list[tuple[str, str]]]:
     """Decode files as grey in a thread pool; returns (images with None where failed, failures).
 
     A failure is ``(relpath, reason)`` with the one-line :class:`ImageError` message's reason.
@@ -261,7 +271,7 @@ def decode_files(root: Path, relpaths: Sequence[str], workers: int | None = None
                 results[i] = read_image(path, mode="grey")
             except ImageError as err:
                 text, prefix = str(err), f"{path}: "
-                failed.append((i, text[len(prefix):] if text.startswith(prefix) else text))
+                failed.append((i, text[len(prefix) :] if text.startswith(prefix) else text))
         return failed
 
     for failed in map_chunks(work, range(len(relpaths)), workers, min_chunk=64):
@@ -270,9 +280,16 @@ def decode_files(root: Path, relpaths: Sequence[str], workers: int | None = None
     return results, [(relpaths[i], reason) for i, reason in failures]
 
 
-def decode_split(dataset: str, split: str, root: Path, relpaths: Sequence[str], *,
-                 size=None, cache: bool = True, workers: int | None = None,
-                 ) -> tuple[np.ndarray, list[tuple[str, str]], int]:
+def decode_split(
+    dataset: str,
+    split: str,
+    root: Path,
+    relpaths: Sequence[str],
+    *,
+    size=None,
+    cache: bool = True,
+    workers: int | None = None,
+) -> tuple[np.ndarray, list[tuple[str, str]], int]:
     """Decode a split's files through the cache.
 
     Returns ``(images, failures, resized)``: ``images`` ``[M, H, W]`` holds the files that decoded,

@@ -35,8 +35,10 @@ class CKPlus48(DatasetReader):
 
     name = "ckplus48"
     options = {"fold": None, "num_folds": 10}
-    layout_hint = ("expected class folders (anger, contempt, disgust, fear, happy, sadness, surprise) "
-                   "of S<subject>_<sequence>_<frame>.png images")
+    layout_hint = (
+        "expected class folders (anger, contempt, disgust, fear, happy, sadness, surprise) "
+        "of S<subject>_<sequence>_<frame>.png images"
+    )
 
     def splits(self, root: Path) -> list[str]:
         if not root.is_dir() or not any(alias_class(p.name) for p in root.iterdir() if p.is_dir()):
@@ -49,8 +51,10 @@ class CKPlus48(DatasetReader):
     def list_split(self, root: Path, split: str, opts: dict) -> Listing:
         found = scan_class_folders(root, root, alias_class)
         if found.unknown:
-            raise DataError(f"{root}: unknown class folder(s) {listed(found.unknown)} for ckplus48; "
-                            f"known spellings: {', '.join(sorted(vocab.ALIASES))}")
+            raise DataError(
+                f"{root}: unknown class folder(s) {listed(found.unknown)} for ckplus48; "
+                f"known spellings: {', '.join(sorted(vocab.ALIASES))}"
+            )
         if found.empty:
             warn(f"{root}: empty class folder(s) in ckplus48: {listed(found.empty)}")
         classes = vocab.ordered(found.files)
@@ -78,8 +82,10 @@ class CKPlus48(DatasetReader):
         if split != "all" and items:
             fold = opts["fold"]
             if fold is None:
-                raise ConfigError(f"ckplus48 split {split!r} needs a fold (fold=0..{opts['num_folds'] - 1}, "
-                                  f"CLI --fold N); `eval`, `index build` and `subclasses` can also read --split all")
+                raise ConfigError(
+                    f"ckplus48 split {split!r} needs a fold (fold=0..{opts['num_folds'] - 1}, "
+                    f"CLI --fold N); `eval`, `index build` and `subclasses` can also read --split all"
+                )
             train, test = fold_split(groups, int(fold), int(opts["num_folds"]))
             listing.select = train if split == "train" else test
             listing.info.update({"fold": int(fold), "num_folds": int(opts["num_folds"])})

@@ -43,8 +43,8 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -97,7 +97,7 @@ class Face:
     def center(self) -> tuple[float, float]:
         return ((self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2)
 
-    def scaled(self, factor: float) -> "Face":
+    def scaled(self, factor: float) -> Face:
         """The same face with coordinates multiplied by ``factor`` (image resizing)."""
         box = tuple(float(v) * factor for v in self.box)
         landmarks = None if self.landmarks is None else np.asarray(self.landmarks, np.float64) * factor
@@ -154,7 +154,9 @@ class FaceDetector:
         """Faces in an RGB ``[H, W, 3]`` or grey ``[H, W]`` uint8 image, in its pixel coordinates."""
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
-            raise ImageError(f"face detection needs a uint8 RGB [H,W,3] or grey [H,W] image, got {image.dtype} {image.shape}")
+            raise ImageError(
+                f"face detection needs a uint8 RGB [H,W,3] or grey [H,W] image, got {image.dtype} {image.shape}"
+            )
         height, width = image.shape[:2]
         scale = min(1.0, self.max_side / max(height, width))
         small = image
@@ -202,8 +204,10 @@ class HaarDetector(FaceDetector):
     ) -> None:
         super().__init__(max_side, min_score)
         if scale_factor <= 1.0 or min_neighbors < 0 or min_face < 1:
-            raise ConfigError(f"Haar settings need scale_factor > 1, min_neighbors >= 0 and min_face >= 1; got "
-                              f"{scale_factor}, {min_neighbors}, {min_face}")
+            raise ConfigError(
+                f"Haar settings need scale_factor > 1, min_neighbors >= 0 and min_face >= 1; got "
+                f"{scale_factor}, {min_neighbors}, {min_face}"
+            )
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
         self.min_face = int(min_face)
@@ -218,8 +222,10 @@ class HaarDetector(FaceDetector):
         self.cascade = cascade
 
     def __repr__(self) -> str:
-        return (f"HaarDetector(cascade={self.cascade!r}, scale_factor={self.scale_factor}, "
-                f"min_neighbors={self.min_neighbors}, min_face={self.min_face}, max_side={self.max_side})")
+        return (
+            f"HaarDetector(cascade={self.cascade!r}, scale_factor={self.scale_factor}, "
+            f"min_neighbors={self.min_neighbors}, min_face={self.min_face}, max_side={self.max_side})"
+        )
 
     def _detect(self, image: np.ndarray) -> list[Face]:
         grey = to_grey(image)
@@ -260,13 +266,16 @@ class MTCNNDetector(FaceDetector):
     name = "mtcnn"
     crop_margin = 0.0
 
-    def __init__(self, max_side: int = 1024, min_score: float | None = 0.9, device: str = "cpu",
-                 min_face: int = 20) -> None:
+    def __init__(
+        self, max_side: int = 1024, min_score: float | None = 0.9, device: str = "cpu", min_face: int = 20
+    ) -> None:
         super().__init__(max_side, min_score)
         try:
             from facenet_pytorch import MTCNN
         except ImportError:
-            raise ConfigError("face detector 'mtcnn' needs facenet-pytorch: pip install --no-deps facenet-pytorch") from None
+            raise ConfigError(
+                "face detector 'mtcnn' needs facenet-pytorch: pip install --no-deps facenet-pytorch"
+            ) from None
         self._mtcnn = MTCNN(keep_all=True, device=device, min_face_size=int(min_face))
 
     def _detect(self, image: np.ndarray) -> list[Face]:
@@ -301,7 +310,9 @@ class MediaPipeDetector(FaceDetector):
             raise ConfigError(
                 "face detector 'mediapipe' needs mediapipe with bundled models: pip install mediapipe==0.10.21"
             ) from None
-        self._detector = solution.FaceDetection(model_selection=model_selection, min_detection_confidence=min_score or 0.5)
+        self._detector = solution.FaceDetection(
+            model_selection=model_selection, min_detection_confidence=min_score or 0.5
+        )
 
     def _detect(self, image: np.ndarray) -> list[Face]:
         rgb = _to_rgb(image)
@@ -319,7 +330,7 @@ class MediaPipeDetector(FaceDetector):
         return faces
 
 
-def create_detector(detector: "str | FaceDetector" = "haar", **options) -> FaceDetector:
+def create_detector(detector: str | FaceDetector = "haar", **options) -> FaceDetector:
     """A detector by registry name (``haar``, ``mtcnn``, ``mediapipe``) built with ``options``
     (e.g. ``min_face=24``), or the instance given."""
     if isinstance(detector, FaceDetector):
@@ -330,12 +341,13 @@ def create_detector(detector: "str | FaceDetector" = "haar", **options) -> FaceD
     accepted = set(inspect.signature(factory).parameters)
     unknown = sorted(set(options) - accepted)
     if unknown:
-        raise ConfigError(f"face detector {detector!r} has no option {', '.join(unknown)}; "
-                          f"its options: {', '.join(sorted(accepted))}")
+        raise ConfigError(
+            f"face detector {detector!r} has no option {', '.join(unknown)}; its options: {', '.join(sorted(accepted))}"
+        )
     return factory(**options)
 
 
-def detect_faces(image: np.ndarray, detector: "str | FaceDetector" = "haar") -> list[Face]:
+def detect_faces(image: np.ndarray, detector: str | FaceDetector = "haar") -> list[Face]:
     """Faces in an RGB (or grey) uint8 image, left to right; ``[]`` when there is none."""
     return create_detector(detector)(image)
 
@@ -383,7 +395,7 @@ def align_face(grey: np.ndarray, face: Face, size: int = 48, margin: float = 0.0
 
 def crop_faces(
     image: np.ndarray,
-    detector: "str | FaceDetector" = "haar",
+    detector: str | FaceDetector = "haar",
     size: int = 48,
     margin: float | None = None,
 ) -> list[tuple[Face, np.ndarray]]:

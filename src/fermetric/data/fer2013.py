@@ -27,8 +27,16 @@ from .. import vocab
 from ..errors import DataError
 from .base import ImageSet
 from .cache import ArrayCache, fingerprint_file, normalise_size, stack_images
-from .loader import (DATASETS, DatasetReader, Listing, alias_class, listed, listing_from_folders,
-                     scan_class_folders, split_folders)
+from .loader import (
+    DATASETS,
+    DatasetReader,
+    Listing,
+    alias_class,
+    listed,
+    listing_from_folders,
+    scan_class_folders,
+    split_folders,
+)
 
 FER2013_CSV_EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # csv ids 0..6
 FER2013_CLASSES = vocab.ordered(FER2013_CSV_EMOTIONS)
@@ -77,9 +85,11 @@ class FER2013(DatasetReader):
 
         found = scan_class_folders(root, folder, fer_class)
         if found.unknown:
-            raise DataError(f"{folder}: unknown class folder(s) {listed(found.unknown)} for fer2013 "
-                            f"(expected {', '.join(sorted(FER2013_CSV_EMOTIONS))}); "
-                            f"use the 'folder' dataset for other class sets")
+            raise DataError(
+                f"{folder}: unknown class folder(s) {listed(found.unknown)} for fer2013 "
+                f"(expected {', '.join(sorted(FER2013_CSV_EMOTIONS))}); "
+                f"use the 'folder' dataset for other class sets"
+            )
         return listing_from_folders(found, FER2013_CLASSES, folder, self.name)
 
     # -- csv ---------------------------------------------------------------------------------------
@@ -128,8 +138,10 @@ def _parse_csv(csv_file: Path) -> tuple[np.ndarray, dict]:
             columns = {name.strip().lower(): i for i, name in enumerate(header or [])}
             missing = [c for c in ("emotion", "pixels", "usage") if c not in columns]
             if missing:
-                raise DataError(f"{csv_file}: not a FER2013 csv: needs the columns emotion, pixels, Usage "
-                                f"(found: {', '.join((header or [])[:6]) or 'nothing'})")
+                raise DataError(
+                    f"{csv_file}: not a FER2013 csv: needs the columns emotion, pixels, Usage "
+                    f"(found: {', '.join((header or [])[:6]) or 'nothing'})"
+                )
             ie, ip, iu = columns["emotion"], columns["pixels"], columns["usage"]
             for row, fields in enumerate(reader):
                 if not fields or all(not x.strip() for x in fields):

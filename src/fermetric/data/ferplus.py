@@ -44,8 +44,7 @@ from .. import vocab
 from ..errors import ConfigError, DataError
 from .loader import DATASETS, DatasetReader, Listing, listed, warn
 
-VOTE_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt",
-                "unknown", "NF")
+VOTE_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF")
 NUM_EMOTIONS = 8  # the first 8 vote columns are emotions; then unknown and NF
 FERPLUS_CLASSES = vocab.ordered(vocab.canonical(c) for c in VOTE_COLUMNS[:NUM_EMOTIONS])
 COLUMN_TO_CLASS = np.array([FERPLUS_CLASSES.index(vocab.canonical(c)) for c in VOTE_COLUMNS[:NUM_EMOTIONS]])
@@ -110,8 +109,11 @@ class FERPlus(DatasetReader):
         if base is None:
             raise self.not_found(root)
         has_master = self.master_csv(base) is not None
-        return [s for s, folder in SPLIT_FOLDERS.items()
-                if (base / folder).is_dir() and ((base / folder / "label.csv").is_file() or has_master)]
+        return [
+            s
+            for s, folder in SPLIT_FOLDERS.items()
+            if (base / folder).is_dir() and ((base / folder / "label.csv").is_file() or has_master)
+        ]
 
     def list_split(self, root: Path, split: str, opts: dict) -> Listing:
         mode = opts["label_mode"]
@@ -126,8 +128,14 @@ class FERPlus(DatasetReader):
             label_file = self.master_csv(base)
             rows, bad = _read_master_csv(label_file, split)
         if not rows:  # every row broken: one clear error instead of "split has no images"
-            what = (f"none of its {len(bad)} {split} row(s) has an image name, a box and 10 vote counts "
-                    f"(12 columns; malformed lines {listed(bad)})") if bad else f"it holds no {split} label rows"
+            what = (
+                (
+                    f"none of its {len(bad)} {split} row(s) has an image name, a box and 10 vote counts "
+                    f"(12 columns; malformed lines {listed(bad)})"
+                )
+                if bad
+                else f"it holds no {split} label rows"
+            )
             raise DataError(f"{label_file}: {what}; fix or regenerate the label file")
         names, votes = _clean_rows(rows, bad, folder, label_file)
         labels, soft = vote_labels(votes, mode) if len(votes) else (np.zeros(0, np.int64), None)
@@ -208,8 +216,10 @@ def _read_master_csv(path: Path, split: str) -> tuple[list[tuple[int, str, list[
 def _clean_rows(rows, bad, folder: Path, label_file: Path) -> tuple[list[str], np.ndarray]:
     """Drop malformed, nameless, ambiguous-duplicate and missing-file rows, warning once per kind."""
     if bad:
-        warn(f"{label_file}: skipped {len(bad)} malformed row(s) (expected name, box and 10 vote counts): "
-             f"lines {listed(bad)}")
+        warn(
+            f"{label_file}: skipped {len(bad)} malformed row(s) (expected name, box and 10 vote counts): "
+            f"lines {listed(bad)}"
+        )
     nameless = [line for line, name, _ in rows if not name]
     if nameless:
         warn(f"{label_file}: skipped {len(nameless)} row(s) without an image name: lines {listed(nameless)}")
@@ -223,9 +233,11 @@ def _clean_rows(rows, bad, folder: Path, label_file: Path) -> tuple[list[str], n
     repeated = [n for n in order if len(by_name[n]) > 1]
     conflicting = {n for n in repeated if any(v != by_name[n][0] for v in by_name[n][1:])}
     if repeated:
-        warn(f"{label_file}: {len(repeated)} image name(s) occur more than once "
-             f"({len(repeated) - len(conflicting)} identical, kept once; {len(conflicting)} with different votes, "
-             f"dropped): {listed(repeated)}")
+        warn(
+            f"{label_file}: {len(repeated)} image name(s) occur more than once "
+            f"({len(repeated) - len(conflicting)} identical, kept once; {len(conflicting)} with different votes, "
+            f"dropped): {listed(repeated)}"
+        )
     existing = set(os.listdir(folder)) if folder.is_dir() else set()
     missing = [n for n in order if n not in conflicting and n not in existing]
     if missing:

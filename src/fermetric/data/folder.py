@@ -16,8 +16,18 @@ from pathlib import Path
 
 from .. import vocab
 from ..errors import DataError
-from .loader import (DATASETS, ClassFolders, DatasetReader, Listing, alias_class, listed,
-                     listing_from_folders, scan_class_folders, split_folders, warn)
+from .loader import (
+    DATASETS,
+    ClassFolders,
+    DatasetReader,
+    Listing,
+    alias_class,
+    listed,
+    listing_from_folders,
+    scan_class_folders,
+    split_folders,
+    warn,
+)
 
 
 @DATASETS.register("folder")
@@ -44,8 +54,10 @@ class ImageFolder(DatasetReader):
     def _scan(self, root: Path, folder: Path) -> ClassFolders:
         found = scan_class_folders(root, folder, alias_class)
         if found.unknown:
-            raise DataError(f"{folder}: folder name(s) {listed(found.unknown)} are not emotions; "
-                            f"rename them to one of: {', '.join(sorted(vocab.ALIASES))}")
+            raise DataError(
+                f"{folder}: folder name(s) {listed(found.unknown)} are not emotions; "
+                f"rename them to one of: {', '.join(sorted(vocab.ALIASES))}"
+            )
         return found
 
     def list_split(self, root: Path, split: str, opts: dict) -> Listing:
@@ -53,8 +65,9 @@ class ImageFolder(DatasetReader):
         if not folders:
             found = self._scan(root, root)
             return listing_from_folders(found, vocab.ordered(found.files), root, self.name)
-        others = sorted(p.name for p in root.iterdir()
-                        if p.is_dir() and not p.name.startswith(".") and p not in folders.values())
+        others = sorted(
+            p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p not in folders.values()
+        )
         if others:
             warn(f"{root}: ignored folder(s) beside the split folders: {listed(others)}")
         # classes over every split, so that a label means the same class in train and test

@@ -83,8 +83,12 @@ def non_regular_kind(path: str | os.PathLike) -> str | None:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         return None
-    for test, kind in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
-                       (stat.S_ISBLK, "block device")):
+    for test, kind in (
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    ):
         if test(mode):
             return kind
     return None
@@ -144,15 +148,20 @@ def decode_image_bytes(
     except UnidentifiedImageError:
         raise _fail(source, "not an image file (unknown or damaged format)") from None
     except Image.DecompressionBombError:
-        raise _fail(source, "image is absurdly large (over twice PIL.Image.MAX_IMAGE_PIXELS); "
-                            "raise that limit if the file is trusted") from None
+        raise _fail(
+            source,
+            "image is absurdly large (over twice PIL.Image.MAX_IMAGE_PIXELS); raise that limit if the file is trusted",
+        ) from None
     except Exception as err:  # PIL raises many types on malformed headers
         raise _fail(source, f"not a readable image ({type(err).__name__}: {err})") from None
     with image:
         frames = getattr(image, "n_frames", 1)
         if frames > 1:  # animated GIF/WebP/APNG, multi-page TIFF: say what is analysed
-            warnings.warn(f"{source}: holds {frames} frames (animated or multi-page); only the first is read",
-                          ImageWarning, stacklevel=2)
+            warnings.warn(
+                f"{source}: holds {frames} frames (animated or multi-page); only the first is read",
+                ImageWarning,
+                stacklevel=2,
+            )
         try:
             return _to_uint8(_load_reduced(image, max_side), mode, max_side)
         except ImageError as err:  # our own reasons (unsupported mode...): name the source
@@ -181,11 +190,11 @@ def _jpeg_frame(data: bytes) -> tuple[int, int, int, int] | None:
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
             pos += 2
             continue
-        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
         if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
             bits = data[pos + 4]
-            height = int.from_bytes(data[pos + 5:pos + 7], "big")
-            width = int.from_bytes(data[pos + 7:pos + 9], "big")
+            height = int.from_bytes(data[pos + 5 : pos + 7], "big")
+            width = int.from_bytes(data[pos + 7 : pos + 9], "big")
             return width, height, data[pos + 9], bits
         if marker == 0xDA or length < 2:  # start of scan before any frame header: malformed
             return None
@@ -289,9 +298,11 @@ def _to_uint8(image: Image.Image, mode: Mode, max_side: int) -> np.ndarray:
         if pil_mode.startswith("I;16"):
             image = image.convert("I")  # native-endian int32 view of any I;16 variant
         image = Image.fromarray(_scale_wide(np.asarray(image), kind))  # 2-D uint8 -> "L"
-    elif pil_mode in ("RGBA", "LA", "La", "RGBa", "PA") or (
-        pil_mode == "P" and "transparency" in image.info
-    ) or (pil_mode in ("L", "RGB") and "transparency" in image.info):
+    elif (
+        pil_mode in ("RGBA", "LA", "La", "RGBa", "PA")
+        or (pil_mode == "P" and "transparency" in image.info)
+        or (pil_mode in ("L", "RGB") and "transparency" in image.info)
+    ):
         image = _flatten_alpha(image)
     elif pil_mode not in ("L", "RGB"):
         try:
@@ -306,8 +317,9 @@ def _to_uint8(image: Image.Image, mode: Mode, max_side: int) -> np.ndarray:
     return np.array(image, dtype=np.uint8)  # a writable copy, detached from PIL
 
 
-def to_array(image, mode: Mode = "grey", channel_order: Literal["rgb", "bgr"] = "rgb",
-             max_side: int = DEFAULT_MAX_SIDE) -> np.ndarray:
+def to_array(
+    image, mode: Mode = "grey", channel_order: Literal["rgb", "bgr"] = "rgb", max_side: int = DEFAULT_MAX_SIDE
+) -> np.ndarray:
     """Anything a user may hand the prediction API -> uint8 ``[H,W]`` grey or ``[H,W,3]`` RGB.
 
     Accepts a path (``str``/``PathLike``), encoded ``bytes``, a ``PIL.Image`` or a numpy array

@@ -25,8 +25,15 @@ from ..errors import ConfigError
 from .loader import DATASETS, DatasetReader, Listing, list_images, listed, warn
 from .splits import fold_split
 
-EXPRESSION_CODES = {"NE": "neutral", "HA": "happy", "SA": "sad", "SU": "surprise", "AN": "angry",
-                    "DI": "disgust", "FE": "fear"}
+EXPRESSION_CODES = {
+    "NE": "neutral",
+    "HA": "happy",
+    "SA": "sad",
+    "SU": "surprise",
+    "AN": "angry",
+    "DI": "disgust",
+    "FE": "fear",
+}
 JAFFE_CLASSES = vocab.ordered(EXPRESSION_CODES.values())
 NAME = re.compile(r"^([A-Za-z]{2})\.([A-Za-z]{2})\d*\.(\d+)\.(tiff?|png|jpe?g|bmp)$", re.IGNORECASE)
 
@@ -54,8 +61,10 @@ class JAFFE(DatasetReader):
                 continue
             items.append((rel, subject, EXPRESSION_CODES[code]))
         if unknown_codes:
-            warn(f"{root}: skipped {len(unknown_codes)} file(s) with an unknown expression code "
-                 f"(known: {', '.join(EXPRESSION_CODES)}): {listed(unknown_codes)}")
+            warn(
+                f"{root}: skipped {len(unknown_codes)} file(s) with an unknown expression code "
+                f"(known: {', '.join(EXPRESSION_CODES)}): {listed(unknown_codes)}"
+            )
         if not items:
             raise self.not_found(root, "no file named like KA.AN1.39.tiff")
         return items
@@ -95,8 +104,10 @@ class JAFFE(DatasetReader):
             train, test = fold_split(groups, int(fold), int(opts["num_folds"]))
             listing.info.update({"fold": int(fold), "num_folds": int(opts["num_folds"])})
         else:
-            raise ConfigError(f"jaffe split {split!r} needs subject= (one of {', '.join(subjects)}) or fold=; "
-                              f"`eval`, `index build` and `subclasses` can also read --split all")
+            raise ConfigError(
+                f"jaffe split {split!r} needs subject= (one of {', '.join(subjects)}) or fold=; "
+                f"`eval`, `index build` and `subclasses` can also read --split all"
+            )
         listing.select = train if split == "train" else test
         return listing
 
@@ -109,4 +120,6 @@ class JAFFE(DatasetReader):
                 return int(subject)
         elif str(subject).upper() in subjects:
             return subjects.index(str(subject).upper())
-        raise ConfigError(f"jaffe has no subject {subject!r}; subjects: {', '.join(subjects)} (or 0..{len(subjects) - 1})")
+        raise ConfigError(
+            f"jaffe has no subject {subject!r}; subjects: {', '.join(subjects)} (or 0..{len(subjects) - 1})"
+        )

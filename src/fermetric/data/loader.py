@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -35,7 +36,7 @@ from ..registry import Registry
 from .base import DataWarning, ImageSet, is_image_name
 from .cache import decode_split, stack_images
 
-DATASETS: Registry[type["DatasetReader"]] = Registry("dataset")
+DATASETS: Registry[type[DatasetReader]] = Registry("dataset")
 
 COMMON_OPTIONS: dict[str, Any] = {"size": None, "skip_bad": False, "cache": True, "workers": None}
 MAX_LISTED = 5  # names quoted in one warning / error line before "... and N more"
@@ -114,8 +115,9 @@ class DatasetReader:
         given = {k: v for k, v in options.items() if v is not None}
         unknown = sorted(set(given) - set(allowed))
         if unknown:
-            raise ConfigError(f"dataset {self.name!r} has no option {', '.join(unknown)}; "
-                              f"its options: {', '.join(sorted(allowed))}")
+            raise ConfigError(
+                f"dataset {self.name!r} has no option {', '.join(unknown)}; its options: {', '.join(sorted(allowed))}"
+            )
         return {**allowed, **given}
 
     def load(self, root: Path, split: str, **options) -> ImageSet:
@@ -137,12 +139,26 @@ class DatasetReader:
         if not listing.relpaths:
             raise DataError(f"{root}: split {split!r} of {self.name} has no images; {self.layout_hint}")
         images, failures, resized = decode_split(
-            self.name, listing.cache_split or split, root, listing.relpaths,
-            size=opts["size"], cache=opts["cache"], workers=opts["workers"])
+            self.name,
+            listing.cache_split or split,
+            root,
+            listing.relpaths,
+            size=opts["size"],
+            cache=opts["cache"],
+            workers=opts["workers"],
+        )
         return self.assemble(root, split, listing, images, failures, resized, opts)
 
-    def assemble(self, root: Path, split: str, listing: Listing, images: np.ndarray,
-                 failures: list[tuple[str, str]], resized: int, opts: dict) -> ImageSet:
+    def assemble(
+        self,
+        root: Path,
+        split: str,
+        listing: Listing,
+        images: np.ndarray,
+        failures: list[tuple[str, str]],
+        resized: int,
+        opts: dict,
+    ) -> ImageSet:
         n = len(listing.relpaths)
         ok = np.ones(n, dtype=bool)
         if failures:
@@ -156,13 +172,19 @@ class DatasetReader:
         if bad_in_split and not opts["skip_bad"]:
             rel, why = bad_in_split[0]
             more = f" (and {len(bad_in_split) - 1} more bad images)" if len(bad_in_split) > 1 else ""
-            raise DataError(f"{Path(root) / rel}: {why}{more}; fix or delete it, or load with skip_bad=True (--skip-bad)")
+            raise DataError(
+                f"{Path(root) / rel}: {why}{more}; fix or delete it, or load with skip_bad=True (--skip-bad)"
+            )
         if bad_in_split:
-            warn(f"{root}: skipped {len(bad_in_split)} unreadable image(s) in {self.name} {split}: "
-                 f"{listed([rel for rel, _ in bad_in_split])}")
+            warn(
+                f"{root}: skipped {len(bad_in_split)} unreadable image(s) in {self.name} {split}: "
+                f"{listed([rel for rel, _ in bad_in_split])}"
+            )
         if resized:
-            warn(f"{root}: {self.name} {split}: {resized} image(s) differ in size from the rest and were "
-                 f"resized to {images.shape[1]}x{images.shape[2]} (pass size= to choose)")
+            warn(
+                f"{root}: {self.name} {split}: {resized} image(s) differ in size from the rest and were "
+                f"resized to {images.shape[1]}x{images.shape[2]} (pass size= to choose)"
+            )
         image_row = np.cumsum(ok) - 1  # row of each decoded file in `images`
         select = select[ok[select]]
         if len(select) == 0:
@@ -183,7 +205,8 @@ class DatasetReader:
             classes=tuple(listing.classes),
             paths=[listing.relpaths[i] for i in select],
             groups=None if listing.groups is None else np.asarray(listing.groups, dtype=np.int64)[select],
-            soft_labels=None if listing.soft_labels is None
+            soft_labels=None
+            if listing.soft_labels is None
             else np.asarray(listing.soft_labels, dtype=np.float32)[select],
             name=self.name,
             split=split,
@@ -217,8 +240,10 @@ def concat_imagesets(sets: Sequence[ImageSet], split: str = "all") -> ImageSet:
         name=first.name,
         split=split,
         root=first.root,
-        info={"splits": [s.split for s in sets],
-              "split_of_item": np.concatenate([np.full(len(s), s.split) for s in sets])},
+        info={
+            "splits": [s.split for s in sets],
+            "split_of_item": np.concatenate([np.full(len(s), s.split) for s in sets]),
+        },
     )
 
 

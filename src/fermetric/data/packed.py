@@ -39,21 +39,25 @@ import json
 import lzma
 import os
 from collections import OrderedDict
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
+from .._version import __version__
 from ..errors import ConfigError, DataError
 from ..fileio import atomic_write
 from .base import ImageSet
+from .cache import normalise_size, stack_images
 from .loader import DATASETS, DatasetReader, Listing
+from .splits import fold_split
 
 FORMAT = "fermetric-pack/1"
 CODEC = "xz-delta"
 DEFAULT_PRESET = 6
-_DECODED: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+_DECODED: OrderedDict[tuple, np.ndarray] = OrderedDict()
 _DECODED_KEEP = 2
 
 
@@ -65,7 +69,9 @@ def _jsonable_info(info: Mapping[str, Any]) -> dict:
     for key, value in (info or {}).items():
         if isinstance(value, np.generic):
             value = value.item()
-        if isinstance(value, scalar) or (isinstance(value, (list, tuple)) and all(isinstance(v, scalar) for v in value)):
+        if isinstance(value, scalar) or (
+            isinstance(value, (list, tuple)) and all(isinstance(v, scalar) for v in value)
+        ):
             kept[str(key)] = list(value) if isinstance(value, tuple) else value
     return kept
 
@@ -83,21 +89,27 @@ def _distinct_rows(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _compress(images: np.ndarray, preset: int) -> bytes:
     width = images.shape[-1]
     filters = [{"id": lzma.FILTER_DELTA, "dist": width}, {"id": lzma.FILTER_LZMA2, "preset": preset}]
-    return lzma.compress(np.ascontiguousarray(images).tobytes(), format=lzma.FORMAT_XZ,
-                         check=lzma.CHECK_CRC64, filters=filters)
+    return lzma.compress(
+        np.ascontiguousarray(images).tobytes(), format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, filters=filters
+    )
 
 
-def write_packed(path: str | os.PathLike, splits: Mapping[str, ImageSet], dataset: str, *,
-                 kfold: Mapping[str, Any] | None = None, options: Mapping[str, Any] | None = None,
-                 source_root: str = "", preset: int = DEFAULT_PRESET) -> dict:
+def write_packed(
+    path: str | os.PathLike,
+    splits: Mapping[str, ImageSet],
+    dataset: str,
+    *,
+    kfold: Mapping[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None,
+    source_root: str = "",
+    preset: int = DEFAULT_PRESET,
+) -> dict:
     """Write ``splits`` (``{"train": ImageSet, ...}``) of ``dataset`` to one pack; returns its meta.
 
     All splits must share classes and image size. ``kfold={"num_folds": 10}`` marks a
     subject-fold dataset packed as split ``all`` (its ImageSet must carry ``groups``). The file
     is written to a temporary name beside ``path`` and renamed, so a pack is never half-written.
     """
-    from .._version import __version__
-
     if not splits:
         raise ConfigError(f"{path}: nothing to pack (no splits given)")
     sets = list(splits.values())
@@ -105,11 +117,15 @@ def write_packed(path: str | os.PathLike, splits: Mapping[str, ImageSet], datase
     shape = tuple(sets[0].images.shape[1:])
     for name, imageset in splits.items():
         if tuple(imageset.classes) != classes:
-            raise DataError(f"{dataset} split {name!r} has classes {list(imageset.classes)} but "
-                            f"{list(classes)} elsewhere; pack splits of one dataset only")
+            raise DataError(
+                f"{dataset} split {name!r} has classes {list(imageset.classes)} but "
+                f"{list(classes)} elsewhere; pack splits of one dataset only"
+            )
         if tuple(imageset.images.shape[1:]) != shape:
-            raise DataError(f"{dataset} split {name!r} has {imageset.images.shape[1:]} images but {shape} "
-                            "elsewhere; load the dataset with size=... to pack it")
+            raise DataError(
+                f"{dataset} split {name!r} has {imageset.images.shape[1:]} images but {shape} "
+                "elsewhere; load the dataset with size=... to pack it"
+            )
     if kfold is not None and (set(splits) != {"all"} or splits["all"].groups is None):
         raise ConfigError(f"{dataset}: a k-fold pack holds split 'all' with subject groups only")
     if not 0 <= int(preset) <= 9:
@@ -123,7 +139,7 @@ def write_packed(path: str | os.PathLike, splits: Mapping[str, ImageSet], datase
     start = 0
     for name, imageset in splits.items():
         n = len(imageset)
-        arrays[f"{name}.index"] = index[start:start + n]
+        arrays[f"{name}.index"] = index[start : start + n]
         arrays[f"{name}.labels"] = np.asarray(imageset.labels, dtype=np.int64)
         arrays[f"{name}.paths"] = np.asarray(list(imageset.paths), dtype=str)
         if imageset.groups is not None:
@@ -141,9 +157,13 @@ def write_packed(path: str | os.PathLike, splits: Mapping[str, ImageSet], datase
         "kfold": dict(kfold) if kfold is not None else None,
         "options": {k: v for k, v in (options or {}).items() if v is not None},
         "source_root": str(source_root),
-        "codec": {"name": CODEC, "preset": int(preset), "distinct_images": int(len(distinct)),
-                  "total_images": int(len(all_images))},
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "codec": {
+            "name": CODEC,
+            "preset": int(preset),
+            "distinct_images": int(len(distinct)),
+            "total_images": int(len(all_images)),
+        },
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "fermetric_version": __version__,
     }
     arrays["meta"] = np.asarray(json.dumps(meta))
@@ -160,11 +180,15 @@ def _open(path: Path):
         archive = np.load(path, allow_pickle=False)
         meta = json.loads(str(archive["meta"]))
     except Exception as err:  # zip, npy or JSON damage: all mean "not a usable pack"
-        raise DataError(f"{path}: not a readable fermetric pack ({type(err).__name__}); re-create it with "
-                        "benchmarks/pack_dataset.py") from None
+        raise DataError(
+            f"{path}: not a readable fermetric pack ({type(err).__name__}); re-create it with "
+            "benchmarks/pack_dataset.py"
+        ) from None
     if meta.get("format") != FORMAT:
-        raise DataError(f"{path}: pack format {meta.get('format')!r} is not {FORMAT!r}; re-create it with "
-                        "benchmarks/pack_dataset.py")
+        raise DataError(
+            f"{path}: pack format {meta.get('format')!r} is not {FORMAT!r}; re-create it with "
+            "benchmarks/pack_dataset.py"
+        )
     return archive, meta
 
 
@@ -204,9 +228,15 @@ def pack_splits(meta: dict) -> list[str]:
     return ["train", "test", *stored] if meta.get("kfold") else stored
 
 
-def load_packed(path: str | os.PathLike, split: str = "train", *, fold: int | None = None,
-                num_folds: int | None = None, label_mode: str | None = None,
-                size: int | tuple[int, int] | None = None) -> ImageSet:
+def load_packed(
+    path: str | os.PathLike,
+    split: str = "train",
+    *,
+    fold: int | None = None,
+    num_folds: int | None = None,
+    label_mode: str | None = None,
+    size: int | tuple[int, int] | None = None,
+) -> ImageSet:
     """One split of a pack as an :class:`ImageSet` (``name`` is the packed dataset's name).
 
     ``fold``/``num_folds`` cut ``train``/``test`` of a subject-fold pack; ``label_mode`` is only
@@ -219,21 +249,26 @@ def load_packed(path: str | os.PathLike, split: str = "train", *, fold: int | No
         kfold = meta.get("kfold")
         packed_mode = meta["options"].get("label_mode")
         if label_mode is not None and label_mode != packed_mode:
-            raise ConfigError(f"{path} was packed with label_mode={packed_mode!r}; re-pack with "
-                              f"benchmarks/pack_dataset.py --label-mode {label_mode} to use {label_mode!r}")
+            raise ConfigError(
+                f"{path} was packed with label_mode={packed_mode!r}; re-pack with "
+                f"benchmarks/pack_dataset.py --label-mode {label_mode} to use {label_mode!r}"
+            )
         source = split
         select = None
         if kfold and split in ("train", "test"):
             if fold is None:
-                raise ConfigError(f"{path}: {meta['dataset']} split {split!r} needs a fold "
-                                  f"(fold=0..{(num_folds or kfold['num_folds']) - 1}, CLI --fold N); `eval`, `index build` and "
-                                  "`subclasses` can also read --split all")
+                raise ConfigError(
+                    f"{path}: {meta['dataset']} split {split!r} needs a fold "
+                    f"(fold=0..{(num_folds or kfold['num_folds']) - 1}, CLI --fold N); `eval`, `index build` and "
+                    "`subclasses` can also read --split all"
+                )
             source = "all"
         elif fold is not None:
             raise ConfigError(f"{path}: {meta['dataset']} has fixed splits; it takes no fold option")
         if source not in stored:
-            raise DataError(f"{path}: {meta['dataset']} pack has no split {split!r}; available: "
-                            f"{', '.join(pack_splits(meta))}")
+            raise DataError(
+                f"{path}: {meta['dataset']} pack has no split {split!r}; available: {', '.join(pack_splits(meta))}"
+            )
         images = _decoded_images(path, archive, meta)
         index = archive[f"{source}.index"]
         labels = archive[f"{source}.labels"]
@@ -243,8 +278,6 @@ def load_packed(path: str | os.PathLike, split: str = "train", *, fold: int | No
     info = dict(stored[source]["info"])
     info["packed"] = str(path)
     if source != split:
-        from .splits import fold_split
-
         folds = int(num_folds if num_folds is not None else kfold["num_folds"])
         train, test = fold_split(groups, int(fold), folds)
         select = train if split == "train" else test
@@ -258,14 +291,21 @@ def load_packed(path: str | os.PathLike, split: str = "train", *, fold: int | No
             info["subjects"] = int(len(np.unique(groups)))
     split_images = images[index]  # a fresh, writable array
     if size is not None:
-        from .cache import normalise_size, stack_images
-
         target = normalise_size(size)
         if target is not None and tuple(split_images.shape[1:]) != tuple(target):
             split_images, _ = stack_images(list(split_images), target)
-    return ImageSet(images=split_images, labels=np.asarray(labels, dtype=np.int64), classes=tuple(meta["classes"]),
-                    paths=paths, groups=groups, soft_labels=soft, name=meta["dataset"], split=split,
-                    root=str(path), info=info)
+    return ImageSet(
+        images=split_images,
+        labels=np.asarray(labels, dtype=np.int64),
+        classes=tuple(meta["classes"]),
+        paths=paths,
+        groups=groups,
+        soft_labels=soft,
+        name=meta["dataset"],
+        split=split,
+        root=str(path),
+        info=info,
+    )
 
 
 @DATASETS.register("packed")
@@ -287,5 +327,11 @@ class PackedDataset(DatasetReader):
         raise NotImplementedError("packed datasets are read whole by load_split")
 
     def load_split(self, root: Path, split: str, opts: dict) -> ImageSet:
-        return load_packed(root, split, fold=opts["fold"], num_folds=opts["num_folds"],
-                           label_mode=opts["label_mode"], size=opts["size"])
+        return load_packed(
+            root,
+            split,
+            fold=opts["fold"],
+            num_folds=opts["num_folds"],
+            label_mode=opts["label_mode"],
+            size=opts["size"],
+        )

@@ -38,8 +38,9 @@ class RAFDB(DatasetReader):
 
     name = "rafdb"
     options: dict = {}
-    layout_hint = ("expected EmoLabel/list_patition_label.txt with Image/aligned/, "
-                   "or DATASET/train|test/1..7/ image folders")
+    layout_hint = (
+        "expected EmoLabel/list_patition_label.txt with Image/aligned/, or DATASET/train|test/1..7/ image folders"
+    )
 
     @staticmethod
     def official(root: Path) -> Path | None:
@@ -99,11 +100,15 @@ class RAFDB(DatasetReader):
             relpaths.append(f"{prefix}/{name}")
             labels.append(index[RAF_LABELS[int(match.group(4))]])
         if bad:
-            warn(f"{label_file}: skipped {len(bad)} malformed line(s) (expected 'train_00001.jpg 5', labels 1..7): "
-                 f"lines {listed(bad)}")
+            warn(
+                f"{label_file}: skipped {len(bad)} malformed line(s) (expected 'train_00001.jpg 5', labels 1..7): "
+                f"lines {listed(bad)}"
+            )
         if missing:
-            warn(f"{base / ALIGNED}: skipped {len(missing)} labelled image(s) whose aligned file is missing: "
-                 f"{listed(missing)}")
+            warn(
+                f"{base / ALIGNED}: skipped {len(missing)} labelled image(s) whose aligned file is missing: "
+                f"{listed(missing)}"
+            )
         order = np.argsort(relpaths, kind="stable")
         return Listing(
             relpaths=[relpaths[i] for i in order],

@@ -57,14 +57,24 @@ def pk_shape(labels, batch_size: int, samples_per_class: int) -> tuple[int, int]
         p = num_classes
         k = batch_size // p
     if p < 2:
-        raise ConfigError(f"batch_size {batch_size} holds fewer than 2 classes of {k} samples; "
-                          f"use a larger batch_size or a smaller samples_per_class")
+        raise ConfigError(
+            f"batch_size {batch_size} holds fewer than 2 classes of {k} samples; "
+            f"use a larger batch_size or a smaller samples_per_class"
+        )
     return p, k
 
 
-def epoch_batches(labels, batch_size: int, mode: str = "random", samples_per_class: int = 16,
-                  seed: int = 0, epoch: int = 0, rank: int = 0, world_size: int = 1,
-                  drop_last: bool = True) -> list[np.ndarray]:
+def epoch_batches(
+    labels,
+    batch_size: int,
+    mode: str = "random",
+    samples_per_class: int = 16,
+    seed: int = 0,
+    epoch: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    drop_last: bool = True,
+) -> list[np.ndarray]:
     """This rank's batches (int64 index arrays into ``labels``) for one epoch."""
     labels = np.asarray(labels)
     n = len(labels)
@@ -78,9 +88,9 @@ def epoch_batches(labels, batch_size: int, mode: str = "random", samples_per_cla
         order = np.random.default_rng([int(seed), int(epoch)]).permutation(n).astype(np.int64)
         full = n // batch_size
         full -= full % world_size
-        batches = [order[i * batch_size:(i + 1) * batch_size] for i in range(full)]
+        batches = [order[i * batch_size : (i + 1) * batch_size] for i in range(full)]
         if not drop_last:  # what is left, cut into world_size equal (smaller) batches
-            rest = order[full * batch_size:]
+            rest = order[full * batch_size :]
             rest = rest[: len(rest) - len(rest) % world_size]
             if len(rest):
                 batches += np.split(rest, world_size)
@@ -90,8 +100,9 @@ def epoch_batches(labels, batch_size: int, mode: str = "random", samples_per_cla
     return _pk_batches(labels, batch_size, samples_per_class, seed, epoch, num_batches)[rank::world_size]
 
 
-def _pk_batches(labels: np.ndarray, batch_size: int, samples_per_class: int, seed: int, epoch: int,
-                num_batches: int) -> list[np.ndarray]:
+def _pk_batches(
+    labels: np.ndarray, batch_size: int, samples_per_class: int, seed: int, epoch: int, num_batches: int
+) -> list[np.ndarray]:
     from pytorch_metric_learning.samplers import MPerClassSampler
     from pytorch_metric_learning.utils import common_functions as c_f
 

@@ -16,7 +16,7 @@ smaller fold index wins. A test checks the result against ``GroupKFold``.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 from sklearn.model_selection import LeaveOneGroupOut

@@ -51,8 +51,7 @@ from .ferplus import VOTE_COLUMNS
 from .jaffe import EXPRESSION_CODES
 from .rafdb import RAF_LABELS
 
-LAYOUTS = ("fer2013", "fer2013-csv", "ferplus", "ckplus48", "jaffe", "rafdb", "rafdb-kaggle", "folder",
-           "folder-split")
+LAYOUTS = ("fer2013", "fer2013-csv", "ferplus", "ckplus48", "jaffe", "rafdb", "rafdb-kaggle", "folder", "folder-split")
 
 # expression geometry per class: mouth curvature (+ = corners up), mouth opening, mouth width,
 # asymmetry (+ = right corner up), eye openness, brow slant (+ = inner ends up), brow height
@@ -68,13 +67,21 @@ EXPRESSIONS: dict[str, dict[str, float]] = {
 }
 
 FER2013_FOLDERS = {vocab.canonical(c): c for c in FER2013_CSV_EMOTIONS}  # canonical -> Kaggle name
-CK_FOLDERS = {"angry": "anger", "contempt": "contempt", "disgust": "disgust", "fear": "fear", "happy": "happy",
-              "sad": "sadness", "surprise": "surprise"}
+CK_FOLDERS = {
+    "angry": "anger",
+    "contempt": "contempt",
+    "disgust": "disgust",
+    "fear": "fear",
+    "happy": "happy",
+    "sad": "sadness",
+    "surprise": "surprise",
+}
 JAFFE_SUBJECTS = ("KA", "KL", "KM", "KR", "MK", "NA", "NM", "TM", "UY", "YM")
 
 
-def draw_face(emotion: str, rng: np.random.Generator, size: int = 48, subject: dict | None = None,
-              intensity: float | None = None) -> np.ndarray:
+def draw_face(
+    emotion: str, rng: np.random.Generator, size: int = 48, subject: dict | None = None, intensity: float | None = None
+) -> np.ndarray:
     """One uint8 ``[size, size]`` cartoon face showing ``emotion`` (a canonical name)."""
     e = EXPRESSIONS[emotion]
     s = subject or random_subject(rng)
@@ -107,9 +114,10 @@ def draw_face(emotion: str, rng: np.random.Generator, size: int = 48, subject: d
     # mouth: upper lip curve y(t) and lower lip opened by `open`
     mouth_y, half_w = cy + fh * 0.5, fw * 0.42 * (1 + (e["width"] - 1) * k)
     ts = np.linspace(-1, 1, 25)
-    upper = [(cx + t * half_w,
-              mouth_y - e["curve"] * k * fh * 0.24 * t * t - e["asym"] * k * fh * 0.22 * max(t, 0.0) ** 2)
-             for t in ts]
+    upper = [
+        (cx + t * half_w, mouth_y - e["curve"] * k * fh * 0.24 * t * t - e["asym"] * k * fh * 0.22 * max(t, 0.0) ** 2)
+        for t in ts
+    ]
     opening = e["open"] * k * fh * 0.28
     if opening > big * 0.01:  # lips part around the lip line: a third up, two thirds down
         top = [(x, y - opening * 0.35 * (1 - t * t)) for (x, y), t in zip(upper, ts)]
@@ -143,8 +151,14 @@ def _save(array: np.ndarray, path: Path, rgb_tint: np.ndarray | None = None) -> 
     Image.fromarray(array).save(path, **kwargs)
 
 
-def make_synthetic_faces(root: str | Path, layout: str = "fer2013", n_per_class: int = 20, size: int = 48,
-                         seed: int = 0, classes: tuple[str, ...] | None = None) -> Path:
+def make_synthetic_faces(
+    root: str | Path,
+    layout: str = "fer2013",
+    n_per_class: int = 20,
+    size: int = 48,
+    seed: int = 0,
+    classes: tuple[str, ...] | None = None,
+) -> Path:
     """Write a synthetic dataset under ``root`` in ``layout``; returns the path to load it from.
 
     ``classes`` (canonical names) defaults to the real dataset's classes. Returns ``root``, or
@@ -262,7 +276,7 @@ def _raf_items(classes, counts, size, rng):
 
 def _write_rafdb(root, classes, counts, size, rng) -> Path:
     lines = []
-    for split, stem, label, face, tint in _raf_items(classes, counts, size, rng):
+    for _split, stem, label, face, tint in _raf_items(classes, counts, size, rng):
         _save(face, root / "Image" / "aligned" / f"{stem}_aligned.jpg", tint)
         lines.append(f"{stem}.jpg {label}")
     (root / "EmoLabel").mkdir(parents=True, exist_ok=True)

@@ -80,7 +80,7 @@ class Preprocessing:
         return {"size": int(self.size), "mean": float(self.mean), "std": float(self.std)}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Preprocessing":
+    def from_dict(cls, data: dict) -> Preprocessing:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -88,7 +88,7 @@ class Preprocessing:
         return cls(**data)
 
     @classmethod
-    def from_data_config(cls, data_cfg) -> "Preprocessing":
+    def from_data_config(cls, data_cfg) -> Preprocessing:
         """From a recipe's ``DataConfig`` (``input_size``, ``mean``, ``std``)."""
         return cls(size=int(data_cfg.input_size), mean=float(data_cfg.mean), std=float(data_cfg.std))
 
@@ -139,10 +139,13 @@ class GPUAugment(nn.Module):
         if cfg.hflip:
             flip = torch.where(torch.rand(batch, device=device, generator=generator) < 0.5, -flip, flip)
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-        theta = torch.stack([
-            torch.stack([cos * flip, -sin, shift[:, 0]], dim=1),
-            torch.stack([sin * flip, cos, shift[:, 1]], dim=1),
-        ], dim=1)
+        theta = torch.stack(
+            [
+                torch.stack([cos * flip, -sin, shift[:, 0]], dim=1),
+                torch.stack([sin * flip, cos, shift[:, 1]], dim=1),
+            ],
+            dim=1,
+        )
         return theta
 
     def affine(self, x: torch.Tensor, generator=None) -> torch.Tensor:
@@ -163,8 +166,12 @@ class GPUAugment(nn.Module):
         left = (torch.rand(batch, device=device, generator=generator) * (width - w + 1)).floor()
         rows = torch.arange(height, device=device).view(1, height, 1)
         cols = torch.arange(width, device=device).view(1, 1, width)
-        inside = ((rows >= top.view(-1, 1, 1)) & (rows < (top + h).view(-1, 1, 1))
-                  & (cols >= left.view(-1, 1, 1)) & (cols < (left + w).view(-1, 1, 1)))
+        inside = (
+            (rows >= top.view(-1, 1, 1))
+            & (rows < (top + h).view(-1, 1, 1))
+            & (cols >= left.view(-1, 1, 1))
+            & (cols < (left + w).view(-1, 1, 1))
+        )
         return (inside & apply.view(-1, 1, 1)).unsqueeze(1)
 
     def erase(self, x: torch.Tensor, generator=None) -> torch.Tensor:
@@ -175,5 +182,7 @@ class GPUAugment(nn.Module):
 
     def extra_repr(self) -> str:
         c = self.cfg
-        return (f"size={self.preprocessing.size}, scale={tuple(c.scale)}, rotation={c.rotation}, "
-                f"crop_padding={c.crop_padding}, hflip={c.hflip}, erasing={c.erasing}")
+        return (
+            f"size={self.preprocessing.size}, scale={tuple(c.scale)}, rotation={c.rotation}, "
+            f"crop_padding={c.crop_padding}, hflip={c.hflip}, erasing={c.erasing}"
+        )

@@ -33,7 +33,7 @@ import json
 import os
 import random
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -42,8 +42,10 @@ import numpy as np
 import torch
 
 from .._version import __version__
+from ..config import Recipe
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write, fsync_dir, temp_file_beside
+from ..models import create_model
 
 #: Payload format this fermetric writes and the newest one it reads.
 FORMAT_VERSION = 1
@@ -86,7 +88,9 @@ def save(path: str | os.PathLike, payload: dict) -> Path:
     try:
         return atomic_write(path, writer=lambda handle: torch.save(payload, handle))
     except OSError as err:
-        raise CheckpointError(f"cannot write checkpoint {path}: {err.strerror or err}; check free space and permissions") from err
+        raise CheckpointError(
+            f"cannot write checkpoint {path}: {err.strerror or err}; check free space and permissions"
+        ) from err
 
 
 def _first_line(err: BaseException) -> str:
@@ -111,8 +115,12 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> d
         raise CheckpointError(f"{path} is not a fermetric checkpoint (no meta/model entries)")
     check_meta(payload["meta"], path)
     digest = payload.get("digest")
-    if digest and (digest.get("model") != state_digest(payload["model"]) or digest.get("ema") != state_digest(payload.get("ema"))):
-        raise CheckpointError(f"checkpoint {path} is corrupt (its weights do not match their checksum); use another checkpoint")
+    if digest and (
+        digest.get("model") != state_digest(payload["model"]) or digest.get("ema") != state_digest(payload.get("ema"))
+    ):
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt (its weights do not match their checksum); use another checkpoint"
+        )
     return payload
 
 
@@ -149,7 +157,7 @@ def make_meta(recipe, classes, preprocessing, dataset: str = "", seed: int | Non
         "preprocessing": preprocessing_dict(preprocessing),
         "dataset": dataset,
         "seed": seed,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -169,8 +177,13 @@ def rng_state(generators: dict[str, torch.Generator] | None = None) -> dict:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": _to_lists(random.getstate()),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-                  "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
         "generators": {name: g.get_state() for name, g in (generators or {}).items()},
@@ -182,8 +195,15 @@ def set_rng_state(state: dict, generators: dict[str, torch.Generator] | None = N
     """Restore what :func:`rng_state` captured (CUDA states only when the device count matches)."""
     random.setstate(_to_tuples(state["python"]))
     np_state = state["numpy"]
-    np.random.set_state((np_state["kind"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
-                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    np.random.set_state(
+        (
+            np_state["kind"],
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached_gaussian"],
+        )
+    )
     torch.set_rng_state(state["torch"].cpu())
     cuda = state.get("cuda") or []
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
@@ -236,8 +256,9 @@ def save_training(out_dir: str | os.PathLike, payload: dict, is_best: bool = Fal
         if is_best:
             atomic_write(out_dir / BEST, data)
     except OSError as err:
-        raise CheckpointError(f"cannot write checkpoint in {out_dir}: {err.strerror or err}; "
-                              "check free space and permissions") from err
+        raise CheckpointError(
+            f"cannot write checkpoint in {out_dir}: {err.strerror or err}; check free space and permissions"
+        ) from err
     return last
 
 
@@ -272,7 +293,7 @@ def model_weights(payload: dict) -> dict[str, torch.Tensor]:
     ema = payload.get("ema")
     if ema:
         # AveragedModel keeps the copy under "module." plus an "n_averaged" counter.
-        return {k[len("module."):]: v for k, v in ema.items() if k.startswith("module.")}
+        return {k[len("module.") :]: v for k, v in ema.items() if k.startswith("module.")}
     return payload["model"]
 
 
@@ -336,7 +357,9 @@ def resolve_source(source: str | os.PathLike) -> Path:
             return weights[0]
         raise CheckpointError(f"run directory {path} holds no best.pt, last.pt or .safetensors file")
     if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist; pass a .pt/.safetensors file, a run directory or 'default'")
+        raise CheckpointError(
+            f"checkpoint {path} does not exist; pass a .pt/.safetensors file, a run directory or 'default'"
+        )
     return path
 
 
@@ -353,9 +376,6 @@ def read_source(source: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dic
 
 def build_model(meta: dict, where: Any = "checkpoint") -> torch.nn.Module:
     """An untrained model with the architecture that ``meta["recipe"]["model"]`` describes."""
-    from ..config import Recipe
-    from ..models import create_model
-
     try:
         recipe = Recipe.from_dict(meta["recipe"])
     except ConfigError as err:

@@ -72,8 +72,11 @@ class DistContext:
 def env_world() -> tuple[int, int, int]:
     """(rank, world_size, local_rank) from torchrun's environment, (0, 1, 0) without it."""
     try:
-        return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                int(os.environ.get("LOCAL_RANK", 0)))
+        return (
+            int(os.environ.get("RANK", 0)),
+            int(os.environ.get("WORLD_SIZE", 1)),
+            int(os.environ.get("LOCAL_RANK", 0)),
+        )
     except ValueError:
         raise ConfigError("RANK/WORLD_SIZE/LOCAL_RANK must be integers (set by torchrun)") from None
 

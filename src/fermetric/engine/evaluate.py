@@ -23,13 +23,13 @@ Decisions and defaults:
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
+from ..data.transforms import Preprocessing
 from ..errors import CheckpointError, ConfigError
-from . import metrics as M
 from ..losses.space import L2
+from . import metrics as M
 from .precision import autocast, resolve_precision
 
 TTA_MODES = ("none", "flip")
@@ -42,8 +42,16 @@ def check_tta(tta: str) -> str:
 
 
 @torch.no_grad()
-def embed(model: torch.nn.Module, imageset, preprocessing, device="cpu", batch_size: int = 512,
-          tta: str = "none", precision: str = "auto", progress=None) -> tuple[np.ndarray, np.ndarray]:
+def embed(
+    model: torch.nn.Module,
+    imageset,
+    preprocessing,
+    device="cpu",
+    batch_size: int = 512,
+    tta: str = "none",
+    precision: str = "auto",
+    progress=None,
+) -> tuple[np.ndarray, np.ndarray]:
     """``(logits [N,C], embeddings [N,D])`` as float32 numpy arrays, in the set's order.
 
     ``precision`` follows :func:`fermetric.engine.precision.resolve_precision` (``auto``: bf16 on
@@ -59,7 +67,7 @@ def embed(model: torch.nn.Module, imageset, preprocessing, device="cpu", batch_s
     logits_out, embeddings_out = [], []
     try:
         for start in range(0, len(images), batch_size):
-            chunk = np.ascontiguousarray(images[start:start + batch_size])
+            chunk = np.ascontiguousarray(images[start : start + batch_size])
             if not chunk.flags.writeable:  # a memory-mapped, read-only cache: torch warns on (and must not alias) it
                 chunk = chunk.copy()
             batch = torch.from_numpy(chunk).to(device, non_blocking=True)
@@ -82,9 +90,21 @@ def embed(model: torch.nn.Module, imageset, preprocessing, device="cpu", batch_s
     return torch.cat(logits_out).numpy(), torch.cat(embeddings_out).numpy()
 
 
-def evaluate(model: torch.nn.Module, imageset, preprocessing, device="cpu", tta: str = "none", reference=None,
-             batch_size: int = 512, knn_k: int = 5, embedding_metrics: bool = True, space=None,
-             precision: str = "auto", progress=None, keep_predictions: bool = False) -> dict:
+def evaluate(
+    model: torch.nn.Module,
+    imageset,
+    preprocessing,
+    device="cpu",
+    tta: str = "none",
+    reference=None,
+    batch_size: int = 512,
+    knn_k: int = 5,
+    embedding_metrics: bool = True,
+    space=None,
+    precision: str = "auto",
+    progress=None,
+    keep_predictions: bool = False,
+) -> dict:
     """The protocol's metrics of ``model`` on ``imageset`` (labels in the model's class order).
 
     Args:
@@ -119,8 +139,16 @@ def evaluate(model: torch.nn.Module, imageset, preprocessing, device="cpu", tta:
         )
     result = M.classification_metrics(labels, logits.argmax(axis=1) if len(labels) else labels, evaluated.classes)
     result["classes"] = list(evaluated.classes)
-    result.update({"knn_accuracy": None, "knn_k": knn_k, "centroid_accuracy": None,
-                   "precision_at_1": None, "map_at_r": None, "nmi": None})
+    result.update(
+        {
+            "knn_accuracy": None,
+            "knn_k": knn_k,
+            "centroid_accuracy": None,
+            "precision_at_1": None,
+            "map_at_r": None,
+            "nmi": None,
+        }
+    )
     reference_name = "leave-one-out"
     if embedding_metrics and len(labels):
         ref_x = ref_y = None
@@ -143,12 +171,18 @@ def evaluate(model: torch.nn.Module, imageset, preprocessing, device="cpu", tta:
     if keep_predictions:
         result["predictions"] = (logits.argmax(axis=1) if len(labels) else labels).astype(int).tolist()
         result["labels"] = labels.astype(int).tolist()
-    result.update({"n": int(len(labels)), "tta": tta, "reference": reference_name if embedding_metrics else None,
-                   "embedding_space": space.to_dict()})
+    result.update(
+        {
+            "n": int(len(labels)),
+            "tta": tta,
+            "reference": reference_name if embedding_metrics else None,
+            "embedding_space": space.to_dict(),
+        }
+    )
     return result
 
 
-def align_classes(imageset, model_classes) -> "object":
+def align_classes(imageset, model_classes) -> object:
     """``imageset`` relabelled into the model's class order (by canonical names).
 
     Identity when the lists are equal; a subset is remapped; a dataset class the model does not
@@ -177,7 +211,7 @@ def align_classes(imageset, model_classes) -> "object":
     return replace(imageset, labels=new_labels, classes=tuple(model_classes), soft_labels=soft)
 
 
-def restrict_to_classes(imageset, model_classes) -> tuple["object", dict]:
+def restrict_to_classes(imageset, model_classes) -> tuple[object, dict]:
     """``(imageset without the images of classes the model does not know, what was left out)``.
 
     For scoring a model on a dataset with extra classes (the shipped 7-class model on FER+ or CK+,
@@ -205,15 +239,17 @@ def restrict_to_classes(imageset, model_classes) -> tuple["object", dict]:
     soft = kept.soft_labels
     if soft is not None:
         soft = np.asarray(soft)[:, [list(imageset.classes).index(c) for c in keep_classes]]
-    kept = replace(kept, labels=np.where(old >= 0, mapping[np.clip(old, 0, None)], -1),
-                   classes=tuple(keep_classes), soft_labels=soft)
+    kept = replace(
+        kept,
+        labels=np.where(old >= 0, mapping[np.clip(old, 0, None)], -1),
+        classes=tuple(keep_classes),
+        soft_labels=soft,
+    )
     return kept, left_out
 
 
 def preprocessing_from_meta(meta: dict):
     """The eval ``Preprocessing`` a checkpoint was trained with."""
-    from ..data.transforms import Preprocessing
-
     spec = dict(meta["preprocessing"])
     if hasattr(Preprocessing, "from_dict"):
         return Preprocessing.from_dict(spec)

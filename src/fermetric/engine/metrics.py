@@ -22,6 +22,7 @@ import warnings
 
 import numpy as np
 
+from ..losses.dmsl import class_centroids, nearest_centroid_predict
 from ..losses.functional import l2_normalize
 
 __all__ = [
@@ -44,13 +45,15 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes) -> d
     y_pred = np.asarray(y_pred, dtype=np.int64)
     classes = list(classes)
     if len(y_true) == 0:
-        return {"accuracy": None, "macro_f1": None, "per_class_recall": {c: None for c in classes},
-                "confusion": [[0] * len(classes) for _ in classes]}
+        return {
+            "accuracy": None,
+            "macro_f1": None,
+            "per_class_recall": {c: None for c in classes},
+            "confusion": [[0] * len(classes) for _ in classes],
+        }
     confusion = confusion_matrix(y_true, y_pred, labels=np.arange(len(classes)))
     support = confusion.sum(axis=1)
-    recall = {
-        name: (float(confusion[i, i] / support[i]) if support[i] else None) for i, name in enumerate(classes)
-    }
+    recall = {name: (float(confusion[i, i] / support[i]) if support[i] else None) for i, name in enumerate(classes)}
     return {
         "accuracy": float(np.mean(y_true == y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
@@ -109,8 +112,9 @@ def _neighbours(query, reference, k: int, leave_one_out: bool) -> np.ndarray:
     return found[~own].reshape(len(query), k)
 
 
-def knn_accuracy(query, query_labels, reference=None, reference_labels=None, k: int = 5,
-                 normalize: bool = True) -> float | None:
+def knn_accuracy(
+    query, query_labels, reference=None, reference_labels=None, k: int = 5, normalize: bool = True
+) -> float | None:
     """Accuracy of a k-nearest-neighbour majority vote in the embedding."""
     query_labels = np.asarray(query_labels, dtype=np.int64)
     leave_one_out = reference is None
@@ -135,8 +139,9 @@ def knn_accuracy(query, query_labels, reference=None, reference_labels=None, k: 
     return float(np.mean(votes.argmax(axis=1) == query_labels))
 
 
-def centroid_accuracy(query, query_labels, reference=None, reference_labels=None,
-                      normalize: bool = True) -> float | None:
+def centroid_accuracy(
+    query, query_labels, reference=None, reference_labels=None, normalize: bool = True
+) -> float | None:
     """Accuracy of nearest class centroid (Euclidean); centroids are reference class means.
 
     The centroids and the nearest-centroid rule are DMSL's own (``losses/dmsl.py``), so this
@@ -152,21 +157,19 @@ def centroid_accuracy(query, query_labels, reference=None, reference_labels=None
         query, reference = _unit(query), _unit(reference)
     import torch
 
-    from ..losses.dmsl import class_centroids, nearest_centroid_predict
-
     num_classes = int(max(reference_labels.max(), query_labels.max())) + 1
-    centroids = class_centroids(torch.from_numpy(np.asarray(reference, np.float32)),
-                                torch.from_numpy(reference_labels), num_classes)
+    centroids = class_centroids(
+        torch.from_numpy(np.asarray(reference, np.float32)), torch.from_numpy(reference_labels), num_classes
+    )
     predicted = nearest_centroid_predict(torch.from_numpy(np.asarray(query, np.float32)), centroids).numpy()
     return float(np.mean(predicted == query_labels))
 
 
-def retrieval_metrics(query, query_labels, reference=None, reference_labels=None,
-                      normalize: bool = True) -> dict:
+def retrieval_metrics(query, query_labels, reference=None, reference_labels=None, normalize: bool = True) -> dict:
     """precision_at_1, map_at_r and nmi (k-means with one cluster per class) from PML."""
     import torch
-    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
     from pytorch_metric_learning.distances import LpDistance
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
     from pytorch_metric_learning.utils.inference import CustomKNN, FaissKMeans
 
     empty = {"precision_at_1": None, "map_at_r": None, "nmi": None}
@@ -181,17 +184,24 @@ def retrieval_metrics(query, query_labels, reference=None, reference_labels=None
         # warning on small sets; PML's default k-NN is faiss too.
         backends = {"kmeans_func": FaissKMeans(seed=1234, min_points_per_centroid=1)}
     else:
-        backends = {"kmeans_func": _SklearnKMeans(seed=1234),
-                    "knn_func": CustomKNN(LpDistance(normalize_embeddings=False), batch_size=1024)}
-    calculator = AccuracyCalculator(include=("precision_at_1", "mean_average_precision_at_r", "NMI"),
-                                    k="max_bin_count", device=torch.device("cpu"), **backends)
+        backends = {
+            "kmeans_func": _SklearnKMeans(seed=1234),
+            "knn_func": CustomKNN(LpDistance(normalize_embeddings=False), batch_size=1024),
+        }
+    calculator = AccuracyCalculator(
+        include=("precision_at_1", "mean_average_precision_at_r", "NMI"),
+        k="max_bin_count",
+        device=torch.device("cpu"),
+        **backends,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PML warns about classes with a single member, etc.
         if reference is None:
             result = calculator.get_accuracy(torch.from_numpy(query), torch.from_numpy(query_labels))
         else:
             result = calculator.get_accuracy(
-                torch.from_numpy(query), torch.from_numpy(query_labels),
+                torch.from_numpy(query),
+                torch.from_numpy(query_labels),
                 torch.from_numpy(np.asarray(reference, dtype=np.float32)),
                 torch.from_numpy(np.asarray(reference_labels, dtype=np.int64)),
                 ref_includes_query=False,
@@ -212,13 +222,19 @@ def paired_bootstrap(correct_a, correct_b, seed: int = 0, resamples: int = 10000
     """
     correct_a, correct_b = np.asarray(correct_a, float), np.asarray(correct_b, float)
     if correct_a.shape != correct_b.shape or correct_a.ndim != 1 or not len(correct_a):
-        raise ValueError(f"paired_bootstrap needs two equal, non-empty 1-D arrays, got shapes "
-                         f"{correct_a.shape} and {correct_b.shape}")
+        raise ValueError(
+            f"paired_bootstrap needs two equal, non-empty 1-D arrays, got shapes "
+            f"{correct_a.shape} and {correct_b.shape}"
+        )
     rng = np.random.default_rng(seed)
     differences = np.empty(resamples)
     for start in range(0, resamples, 500):  # chunks keep memory at 500 x n
         index = rng.integers(0, len(correct_a), size=(min(500, resamples - start), len(correct_a)))
-        differences[start:start + len(index)] = correct_a[index].mean(1) - correct_b[index].mean(1)
+        differences[start : start + len(index)] = correct_a[index].mean(1) - correct_b[index].mean(1)
     low, high = np.percentile(differences, [2.5, 97.5])
-    return {"difference": float(correct_a.mean() - correct_b.mean()), "ci95": [float(low), float(high)],
-            "resamples": int(resamples), "n": int(len(correct_a))}
+    return {
+        "difference": float(correct_a.mean() - correct_b.mean()),
+        "ci95": [float(low), float(high)],
+        "resamples": int(resamples),
+        "n": int(len(correct_a)),
+    }

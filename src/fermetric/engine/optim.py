@@ -19,17 +19,19 @@ def build_optimizer(model: torch.nn.Module, loss: torch.nn.Module | None, optim_
     for param in model.parameters():
         if param.requires_grad:
             (no_decay if param.ndim <= 1 else decay).append(param)
-    groups = [{"params": decay, "weight_decay": optim_cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": optim_cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     loss_params = [p for p in (loss.parameters() if loss is not None else []) if p.requires_grad]
     if loss_params:
-        groups.append({"params": loss_params, "weight_decay": 0.0,
-                       "lr": optim_cfg.lr * optim_cfg.loss_lr_multiplier})
+        groups.append({"params": loss_params, "weight_decay": 0.0, "lr": optim_cfg.lr * optim_cfg.loss_lr_multiplier})
     groups = [g for g in groups if g["params"]]
     name = optim_cfg.optimizer.lower()
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=optim_cfg.lr, momentum=optim_cfg.momentum,
-                               nesterov=bool(optim_cfg.nesterov and optim_cfg.momentum > 0))
+        return torch.optim.SGD(
+            groups,
+            lr=optim_cfg.lr,
+            momentum=optim_cfg.momentum,
+            nesterov=bool(optim_cfg.nesterov and optim_cfg.momentum > 0),
+        )
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=optim_cfg.lr)
     raise ConfigError(f"unknown optim.optimizer {optim_cfg.optimizer!r}; use sgd or adamw")
@@ -40,8 +42,13 @@ def build_scheduler(optimizer, optim_cfg, steps_per_epoch: int, epochs: int):
     name = optim_cfg.schedule.lower()
     if name == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total,
-            pct_start=0.2, anneal_strategy="cos", cycle_momentum=False)
+            optimizer,
+            max_lr=[g["lr"] for g in optimizer.param_groups],
+            total_steps=total,
+            pct_start=0.2,
+            anneal_strategy="cos",
+            cycle_momentum=False,
+        )
     if name == "cosine":
         warmup = min(total - 1, max(0, round(optim_cfg.warmup_epochs * steps_per_epoch)))
 

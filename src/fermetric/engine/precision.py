@@ -30,8 +30,16 @@ from ..errors import ConfigError
 
 PRECISIONS = ("auto", "bf16", "fp32")
 
-__all__ = ["PRECISIONS", "cpu_has_native_bf16", "resolve_precision", "autocast", "deterministic_mode",
-           "available_cores", "default_threads", "thread_count"]
+__all__ = [
+    "PRECISIONS",
+    "cpu_has_native_bf16",
+    "resolve_precision",
+    "autocast",
+    "deterministic_mode",
+    "available_cores",
+    "default_threads",
+    "thread_count",
+]
 
 
 def cpu_has_native_bf16() -> bool:

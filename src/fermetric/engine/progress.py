@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 Progress = Callable[[int], None]
 
 
 @contextlib.contextmanager
-def progress_bar(desc: str, total: int | None = None, enabled: bool = True,
-                 unit: str = "img") -> Iterator[Progress | None]:
+def progress_bar(
+    desc: str, total: int | None = None, enabled: bool = True, unit: str = "img"
+) -> Iterator[Progress | None]:
     """A ``progress`` callback drawing a bar on stderr, or ``None`` when disabled or not a terminal."""
     stream = sys.stderr
     if not enabled or not getattr(stream, "isatty", lambda: False)():

@@ -33,7 +33,9 @@ def check_output_dir(out_dir: Path, need_bytes: int = MIN_FREE_BYTES) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        raise TrainingError(f"output directory {out_dir} is not writable ({err.strerror or err}); choose another --out") from None
+        raise TrainingError(
+            f"output directory {out_dir} is not writable ({err.strerror or err}); choose another --out"
+        ) from None
     free = shutil.disk_usage(out_dir).free
     if free < need_bytes:
         raise TrainingError(

@@ -37,8 +37,9 @@ class TrainingTask(torch.nn.Module):
     def term_names(self) -> list[str]:
         return ["loss", "ce"] + (["metric"] if self.loss is not None else [])
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor, metric_labels: torch.Tensor,
-                target: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, labels: torch.Tensor, metric_labels: torch.Tensor, target: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         out = self.model(x)
         logits, embedding = out["logits"].float(), out["embedding"].float()
         with no_autocast(logits):

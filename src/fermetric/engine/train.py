@@ -53,7 +53,7 @@ import random
 import sys
 import time
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -70,11 +70,18 @@ from ..models import create_model
 from . import checkpoint as ckpt
 from . import distributed as dist_utils
 from .evaluate import align_classes, evaluate
-from .precision import autocast, deterministic_mode, resolve_precision, thread_count
 from .optim import build_optimizer, build_scheduler, ema_model
+from .precision import autocast, deterministic_mode, resolve_precision, thread_count
 from .progress import progress_bar
-from .rundir import (METRICS_FILE, RESULTS_FILE, WEIGHTS_FILE, check_output_dir, checkpoint_bytes_estimate,
-                     recipe_diff, remove_stale_temp_files)
+from .rundir import (
+    METRICS_FILE,
+    RESULTS_FILE,
+    WEIGHTS_FILE,
+    check_output_dir,
+    checkpoint_bytes_estimate,
+    recipe_diff,
+    remove_stale_temp_files,
+)
 from .task import TrainingTask
 
 log = logging.getLogger(__name__)  # epoch lines and resume notices (the CLI shows INFO on stderr)
@@ -92,7 +99,9 @@ def seed_everything(seed: int) -> None:
 
 def batch_seed(seed: int, epoch: int, batch: int, rank: int) -> int:
     """A well-mixed 63-bit seed for one batch's augmentation (independent of history)."""
-    return int(np.random.SeedSequence([seed % 2**32, epoch, batch, rank]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+    return int(
+        np.random.SeedSequence([seed % 2**32, epoch, batch, rank]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)
+    )
 
 
 @contextlib.contextmanager
@@ -113,9 +122,26 @@ def _fmt(value) -> str:
 class Trainer:
     """State and steps of one training run (see :func:`train`)."""
 
-    def __init__(self, recipe, train_set, val_set, out_dir, context, seed=0, resume=False, on_nan="stop",
-                 max_steps=None, progress=True, test_set=None, dataset=None, precision="auto", deterministic=False,
-                 metric_labels=None, metric_classes=None, init_from=None):
+    def __init__(
+        self,
+        recipe,
+        train_set,
+        val_set,
+        out_dir,
+        context,
+        seed=0,
+        resume=False,
+        on_nan="stop",
+        max_steps=None,
+        progress=True,
+        test_set=None,
+        dataset=None,
+        precision="auto",
+        deterministic=False,
+        metric_labels=None,
+        metric_classes=None,
+        init_from=None,
+    ):
         if on_nan not in ("stop", "skip"):
             raise ConfigError(f"on_nan must be 'stop' or 'skip', got {on_nan!r}")
         if max_steps is not None and max_steps < 1:
@@ -130,8 +156,9 @@ class Trainer:
         check_output_dir(self.out_dir)  # before anything expensive
         resuming = any((self.out_dir / n).exists() for n in (ckpt.LAST, ckpt.LAST_PREV))
         if resuming and not resume:
-            raise TrainingError(f"{self.out_dir} already holds a run (last.pt); "
-                                "pass --resume to continue it or choose another --out")
+            raise TrainingError(
+                f"{self.out_dir} already holds a run (last.pt); pass --resume to continue it or choose another --out"
+            )
         train_set, val_set, metric_labels = self._select_items(train_set, val_set, metric_labels, metric_classes)
         self.train_set, self.val_set, self.test_set = train_set, val_set, test_set
         # P x K batches group the metric loss's labels (the classifier's unless metric_labels)
@@ -177,8 +204,10 @@ class Trainer:
         if metric_labels is not None:
             metric_labels = np.asarray(metric_labels, dtype=np.int64)
             if metric_labels.shape != (len(train_set),) or metric_classes is None or metric_classes < 1:
-                raise ConfigError(f"metric_labels need one label per training image ({len(train_set)}) and "
-                                  f"metric_classes >= 1; got shape {metric_labels.shape}, {metric_classes}")
+                raise ConfigError(
+                    f"metric_labels need one label per training image ({len(train_set)}) and "
+                    f"metric_classes >= 1; got shape {metric_labels.shape}, {metric_classes}"
+                )
             labeled &= metric_labels >= 0
             metric_labels = metric_labels[labeled]
         if not labeled.all():  # supervised training: unlabeled items are not used
@@ -187,8 +216,10 @@ class Trainer:
             try:  # a validation split lacking some training classes is mapped onto them
                 val_set = align_classes(val_set, train_set.classes)
             except Exception:
-                raise ConfigError(f"validation classes {list(val_set.classes)} are not among the training "
-                                  f"classes {list(train_set.classes)}") from None
+                raise ConfigError(
+                    f"validation classes {list(val_set.classes)} are not among the training "
+                    f"classes {list(train_set.classes)}"
+                ) from None
         return train_set, val_set, metric_labels
 
     def _build_model(self, metric_labels, metric_classes, init_from) -> str:
@@ -199,11 +230,17 @@ class Trainer:
         self.model = create_model(recipe.model, num_classes=num_classes).to(self.device)
         self.loss_fn = None
         if recipe.loss.name:
-            self.loss_fn = create_loss(recipe.loss.name, int(metric_classes or num_classes), recipe.model.embedding_dim,
-                                       **dict(recipe.loss.options or {})).to(self.device)
+            self.loss_fn = create_loss(
+                recipe.loss.name,
+                int(metric_classes or num_classes),
+                recipe.model.embedding_dim,
+                **dict(recipe.loss.options or {}),
+            ).to(self.device)
         if self.loss_fn is not None and self.loss_fn.needs_logits and metric_labels is not None:
-            raise ConfigError(f"loss {recipe.loss.name!r} reads the classifier's logits, so it cannot train on "
-                              "labels other than the classifier's (metric_labels)")
+            raise ConfigError(
+                f"loss {recipe.loss.name!r} reads the classifier's logits, so it cannot train on "
+                "labels other than the classifier's (metric_labels)"
+            )
         init_classifier = self._warm_start(init_from) if init_from is not None else "kept"
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -224,11 +261,14 @@ class Trainer:
         try:
             missing, unexpected = self.model.load_state_dict(weights, strict=same_classes)
         except RuntimeError as err:
-            raise ConfigError(f"init_from {init_path}: its weights do not fit this recipe's model "
-                              f"({str(err).splitlines()[0][:200]})") from None
+            raise ConfigError(
+                f"init_from {init_path}: its weights do not fit this recipe's model ({str(err).splitlines()[0][:200]})"
+            ) from None
         if unexpected or any(not k.startswith(CLASSIFIER_PREFIX) for k in missing):
-            raise ConfigError(f"init_from {init_path}: its weights do not fit this recipe's model "
-                              f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
+            raise ConfigError(
+                f"init_from {init_path}: its weights do not fit this recipe's model "
+                f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"
+            )
         return "kept" if same_classes else "new"
 
     def _build_optimisation(self) -> None:
@@ -236,20 +276,20 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, self.loss_fn, recipe.optim)
         self.steps_per_epoch = len(self._batches(0))
         if self.steps_per_epoch == 0:
-            raise ConfigError(f"no training batches: {len(self.train_set)} images with batch size "
-                              f"{recipe.data.batch_size}")
+            raise ConfigError(
+                f"no training batches: {len(self.train_set)} images with batch size {recipe.data.batch_size}"
+            )
         self.scheduler = build_scheduler(self.optimizer, recipe.optim, self.steps_per_epoch, recipe.epochs)
 
     def _load_data(self, train_set, metric_labels) -> None:
         """The whole training split on the device, once: images, labels, metric labels, soft targets."""
         images = np.ascontiguousarray(train_set.images)
         if not images.flags.writeable:  # the read-only memory-mapped cache: copy (torch warns on, and a CPU
-            images = images.copy()      # tensor would alias, read-only memory)
+            images = images.copy()  # tensor would alias, read-only memory)
         self.images = torch.from_numpy(images).to(self.device)
         self.labels = torch.from_numpy(np.asarray(train_set.labels, dtype=np.int64)).to(self.device)
         # The metric loss's labels: the classifier's unless given (DMSL mitosis: sub-classes)
-        self.metric_labels = (self.labels if metric_labels is None
-                              else torch.from_numpy(metric_labels).to(self.device))
+        self.metric_labels = self.labels if metric_labels is None else torch.from_numpy(metric_labels).to(self.device)
         self.soft = None
         if train_set.soft_labels is not None and (train_set.info or {}).get("label_mode") == "probability":
             self.soft = torch.from_numpy(np.asarray(train_set.soft_labels, dtype=np.float32)).to(self.device)
@@ -258,9 +298,15 @@ class Trainer:
     def _batches(self, epoch: int) -> list[np.ndarray]:
         data = self.recipe.data
         batches = epoch_batches(
-            self.sampler_labels, data.batch_size, mode=data.sampler,
-            samples_per_class=data.samples_per_class, seed=self.seed, epoch=epoch,
-            rank=self.ctx.rank, world_size=self.ctx.world_size)
+            self.sampler_labels,
+            data.batch_size,
+            mode=data.sampler,
+            samples_per_class=data.samples_per_class,
+            seed=self.seed,
+            epoch=epoch,
+            rank=self.ctx.rank,
+            world_size=self.ctx.world_size,
+        )
         if self.ctx.enabled:  # every rank must run the same number of steps (DDP collectives)
             count = torch.tensor([len(batches)], device=self.device)
             dist_utils.all_reduce_min(count, self.ctx)
@@ -296,13 +342,20 @@ class Trainer:
         saved = payload["meta"]
         diff = recipe_diff(saved["recipe"], self.meta["recipe"])
         if diff:
-            raise TrainingError(f"{path} was trained with a different recipe ({', '.join(diff[:5])} differ); "
-                                "resume with the same options or choose another --out")
-        if (list(saved["classes"]) != self.classes or saved.get("seed") != self.seed
-                or payload.get("train_size", len(self.train_set)) != len(self.train_set)):
-            raise TrainingError(f"{path} belongs to a run with other data or seed ({saved.get('dataset')}, "
-                                f"{payload.get('train_size')} training images, seed {saved.get('seed')}); "
-                                "resume with the same --data and --seed or choose another --out")
+            raise TrainingError(
+                f"{path} was trained with a different recipe ({', '.join(diff[:5])} differ); "
+                "resume with the same options or choose another --out"
+            )
+        if (
+            list(saved["classes"]) != self.classes
+            or saved.get("seed") != self.seed
+            or payload.get("train_size", len(self.train_set)) != len(self.train_set)
+        ):
+            raise TrainingError(
+                f"{path} belongs to a run with other data or seed ({saved.get('dataset')}, "
+                f"{payload.get('train_size')} training images, seed {saved.get('seed')}); "
+                "resume with the same --data and --seed or choose another --out"
+            )
         self.meta = saved
         self.model.load_state_dict(payload["model"])
         if self.loss_fn is not None:
@@ -340,8 +393,11 @@ class Trainer:
         if self.best["epoch"] == payload["epoch"] and not payload.get("partial"):
             ckpt.save(best_path, payload)
         else:
-            warnings.warn(f"{best_path} does not match the resumed run (epoch {on_disk} vs {self.best['epoch']}); "
-                          "it will be rewritten at the next improvement", stacklevel=2)
+            warnings.warn(
+                f"{best_path} does not match the resumed run (epoch {on_disk} vs {self.best['epoch']}); "
+                "it will be rewritten at the next improvement",
+                stacklevel=2,
+            )
             if best_path.exists():
                 best_path.unlink()
             self.best = None
@@ -386,8 +442,14 @@ class Trainer:
         if self.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(batches), initial=start_batch, desc=f"epoch {epoch + 1}/{self.recipe.epochs}",
-                       leave=False, file=sys.stderr, dynamic_ncols=True)
+            bar = tqdm(
+                total=len(batches),
+                initial=start_batch,
+                desc=f"epoch {epoch + 1}/{self.recipe.epochs}",
+                leave=False,
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
         started = time.perf_counter()
         stopped = False
         try:
@@ -399,10 +461,13 @@ class Trainer:
                 if not self._finite(total):
                     if self.on_nan == "stop":
                         last = self.out_dir / ckpt.LAST
-                        kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
+                        kept = (
+                            f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
+                        )
                         raise TrainingError(
                             f"loss is {float(total.detach()):g} at epoch {epoch + 1}, step {self.step + 1} (batch {b + 1}); "
-                            f"{kept}; lower optim.lr or pass --on-nan skip")
+                            f"{kept}; lower optim.lr or pass --on-nan skip"
+                        )
                     counts["skipped"] += 1
                     self.skipped_total += 1
                     self.optimizer.zero_grad(set_to_none=True)
@@ -438,8 +503,14 @@ class Trainer:
 
     def _epoch_record(self, epoch: int, result: dict) -> dict:
         counts = result["counts"]
-        totals = torch.cat([result["sums"], torch.tensor(
-            [counts["batches"], counts["images"], counts["skipped"]], dtype=torch.float64, device=self.device)])
+        totals = torch.cat(
+            [
+                result["sums"],
+                torch.tensor(
+                    [counts["batches"], counts["images"], counts["skipped"]], dtype=torch.float64, device=self.device
+                ),
+            ]
+        )
         dist_utils.all_reduce_sum(totals, self.ctx)  # loss sums, batch and image counts of all ranks
         n_parts = len(result["names"])
         batches = float(totals[n_parts])  # optimizer steps taken (skipped batches excluded)
@@ -462,8 +533,15 @@ class Trainer:
         if self.val_set is None:
             return None
         with preserved_rng():
-            metrics = evaluate(self._eval_model(), self.val_set, self.preprocessing, self.device,
-                               tta="none", embedding_metrics=False, precision=self.precision)
+            metrics = evaluate(
+                self._eval_model(),
+                self.val_set,
+                self.preprocessing,
+                self.device,
+                tta="none",
+                embedding_metrics=False,
+                precision=self.precision,
+            )
         return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "n": metrics["n"]}
 
     # -------------------------------------------------------------------------------- run
@@ -512,8 +590,10 @@ class Trainer:
         val = record.get("val")
         val_text = f" | val acc {_fmt(val['accuracy'])}{' *' if is_best else ''}" if val else ""
         skipped = f" | skipped {record['skipped_batches']}" if record["skipped_batches"] else ""
-        log.info(f"epoch {record['epoch']}/{self.recipe.epochs} | {parts}{val_text} | "
-                 f"{record['images_per_second'] or 0:,.0f} img/s | {record['seconds']:.1f}s{skipped}")
+        log.info(
+            f"epoch {record['epoch']}/{self.recipe.epochs} | {parts}{val_text} | "
+            f"{record['images_per_second'] or 0:,.0f} img/s | {record['seconds']:.1f}s{skipped}"
+        )
 
     def _final_model(self) -> tuple[torch.nn.Module, str]:
         best_path = self.out_dir / ckpt.BEST
@@ -533,16 +613,33 @@ class Trainer:
         with preserved_rng(), progress_bar("final evaluation", enabled=self.progress) as progress:
             metrics = {}
             if self.val_set is not None:
-                metrics["val"] = evaluate(model, self.val_set, self.preprocessing, self.device, tta=tta,
-                                          reference=self.train_set, space=self.space, precision=self.precision,
-                                          progress=progress)
+                metrics["val"] = evaluate(
+                    model,
+                    self.val_set,
+                    self.preprocessing,
+                    self.device,
+                    tta=tta,
+                    reference=self.train_set,
+                    space=self.space,
+                    precision=self.precision,
+                    progress=progress,
+                )
             if self.test_set is not None:
                 test = self.test_set
                 if list(test.classes) != self.classes:
                     test = align_classes(test, self.classes)
-                metrics["test"] = evaluate(model, test, self.preprocessing, self.device, tta=tta,
-                                           reference=self.train_set, space=self.space, precision=self.precision,
-                                           progress=progress, keep_predictions=True)
+                metrics["test"] = evaluate(
+                    model,
+                    test,
+                    self.preprocessing,
+                    self.device,
+                    tta=tta,
+                    reference=self.train_set,
+                    space=self.space,
+                    precision=self.precision,
+                    progress=progress,
+                    keep_predictions=True,
+                )
         ckpt.save_weights(self.out_dir / WEIGHTS_FILE, model, self.meta)
         train_seconds = sum(r["seconds"] for r in self.history)
         images = sum((r.get("images_per_second") or 0) * r["seconds"] for r in self.history)
@@ -571,23 +668,40 @@ class Trainer:
             "torch_version": torch.__version__,
             "fermetric_version": __version__,
             "python_version": platform.python_version(),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "recipe_config": self.recipe.to_dict(),
             "out_dir": str(self.out_dir),
         }
         write_json_atomic(self.out_dir / RESULTS_FILE, results)
         if self.progress:
             for split, values in metrics.items():
-                log.info(f"{split}: accuracy {_fmt(values['accuracy'])} macro-F1 {_fmt(values['macro_f1'])} "
-                         f"(n={values['n']}, tta={tta}, {selection})")
+                log.info(
+                    f"{split}: accuracy {_fmt(values['accuracy'])} macro-F1 {_fmt(values['macro_f1'])} "
+                    f"(n={values['n']}, tta={tta}, {selection})"
+                )
         return results
 
 
-def train(recipe, train_set, val_set, out_dir, device="auto", seed: int = 0, resume: bool = False,
-          on_nan: str = "stop", max_steps: int | None = None, progress: bool = True, test_set=None,
-          dataset: str | None = None, precision: str = "auto", deterministic: bool = False,
-          threads: int | None = None, metric_labels=None, metric_classes: int | None = None,
-          init_from=None) -> dict:
+def train(
+    recipe,
+    train_set,
+    val_set,
+    out_dir,
+    device="auto",
+    seed: int = 0,
+    resume: bool = False,
+    on_nan: str = "stop",
+    max_steps: int | None = None,
+    progress: bool = True,
+    test_set=None,
+    dataset: str | None = None,
+    precision: str = "auto",
+    deterministic: bool = False,
+    threads: int | None = None,
+    metric_labels=None,
+    metric_classes: int | None = None,
+    init_from=None,
+) -> dict:
     """Train ``recipe`` on ``train_set``, select on ``val_set``, write everything to ``out_dir``.
 
     Args:
@@ -618,10 +732,25 @@ def train(recipe, train_set, val_set, out_dir, device="auto", seed: int = 0, res
     created = not Path(out_dir).exists()
     try:
         with deterministic_mode(context.device, deterministic), thread_count(threads):
-            trainer = Trainer(recipe, train_set, val_set, out_dir, context, seed=seed, resume=resume, on_nan=on_nan,
-                              max_steps=max_steps, progress=progress, test_set=test_set, dataset=dataset,
-                              precision=precision, deterministic=deterministic, metric_labels=metric_labels,
-                              metric_classes=metric_classes, init_from=init_from)
+            trainer = Trainer(
+                recipe,
+                train_set,
+                val_set,
+                out_dir,
+                context,
+                seed=seed,
+                resume=resume,
+                on_nan=on_nan,
+                max_steps=max_steps,
+                progress=progress,
+                test_set=test_set,
+                dataset=dataset,
+                precision=precision,
+                deterministic=deterministic,
+                metric_labels=metric_labels,
+                metric_classes=metric_classes,
+                init_from=init_from,
+            )
             return trainer.run()
     except BaseException:
         if created and context.is_main:  # a run that failed before writing anything leaves no empty folder

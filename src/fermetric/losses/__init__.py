@@ -15,6 +15,7 @@ import torch.nn as nn
 
 from ..errors import ConfigError
 from .base import LOSSES, MetricLoss
+
 # Each loss registers itself in LOSSES on import: adding one is its file plus one line here.
 from .dmsl import GaussianStructureLoss, class_centroids, nearest_centroid_predict
 from .emlf import ExpressionMetricLoss
@@ -56,15 +57,17 @@ def create_loss(name: str, num_classes: int, embedding_dim: int, /, **options) -
     if name.startswith(PML_PREFIX):
         clashing = sorted(set(options) & {"num_classes", "embedding_size"})
         if clashing:
-            raise ConfigError(f"loss {name!r}: {', '.join(clashing)} come from the dataset and model; "
-                              "remove them from loss.options")
-        return PMLLoss(name[len(PML_PREFIX):], num_classes, embedding_dim, **options)
+            raise ConfigError(
+                f"loss {name!r}: {', '.join(clashing)} come from the dataset and model; remove them from loss.options"
+            )
+        return PMLLoss(name[len(PML_PREFIX) :], num_classes, embedding_dim, **options)
     factory = LOSSES.get(name)
     accepted = inspect.signature(factory).parameters
     clashing = sorted(set(options) & set(_SIZES))
     if clashing:
-        raise ConfigError(f"loss {name!r}: {', '.join(clashing)} come from the dataset and model; "
-                          "remove them from loss.options")
+        raise ConfigError(
+            f"loss {name!r}: {', '.join(clashing)} come from the dataset and model; remove them from loss.options"
+        )
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         known = sorted(set(accepted) - set(_SIZES))

@@ -55,8 +55,9 @@ class MetricLoss(nn.Module):
         ``normalize``)."""
         raise NotImplementedError
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor,
-                logits: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor | None = None
+    ) -> torch.Tensor:
         check_inputs(self.loss_name, embeddings, labels, self.num_classes)
         self.check(embeddings, labels, logits)
         with no_autocast(embeddings):

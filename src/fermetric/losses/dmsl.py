@@ -14,7 +14,6 @@ from .functional import (
     squared_distances,
 )
 
-
 MIXUP_LABELS = ("soft", "authors")
 
 
@@ -51,15 +50,24 @@ class GaussianStructureLoss(MetricLoss):
     A one-class batch gives loss 0 (pi = y = 1); a singleton class has mu = z_i (well defined).
     """
 
-    def __init__(self, sigma: float = 0.5, mixup: bool = False, mixup_alpha: float = 2.0, normalize: bool = False,
-                 num_classes: int | None = None, mixup_labels: str = "soft") -> None:
+    def __init__(
+        self,
+        sigma: float = 0.5,
+        mixup: bool = False,
+        mixup_alpha: float = 2.0,
+        normalize: bool = False,
+        num_classes: int | None = None,
+        mixup_labels: str = "soft",
+    ) -> None:
         super().__init__()
         if not sigma > 0:
             raise ConfigError(f"dmsl option sigma={sigma!r} must be > 0")
         if mixup and not mixup_alpha > 0:
             raise ConfigError(f"dmsl option mixup_alpha={mixup_alpha!r} must be > 0")
         if mixup_labels not in MIXUP_LABELS:
-            raise ConfigError(f"dmsl option mixup_labels={mixup_labels!r} is unknown; use one of {', '.join(MIXUP_LABELS)}")
+            raise ConfigError(
+                f"dmsl option mixup_labels={mixup_labels!r} is unknown; use one of {', '.join(MIXUP_LABELS)}"
+            )
         if num_classes is not None and num_classes < 1:
             raise ConfigError(f"dmsl: num_classes={num_classes!r} must be a positive integer")
         self.sigma = float(sigma)
@@ -84,9 +92,13 @@ class GaussianStructureLoss(MetricLoss):
         present = counts > 0
         centroids = (targets.T @ z) / counts.clamp_min(1.0).unsqueeze(1)  # [C, D], batch class means
         if self.mixup and self.training and z.shape[0] > 1:
-            lam = torch.distributions.Beta(
-                torch.tensor(self.mixup_alpha, device=z.device), torch.tensor(self.mixup_alpha, device=z.device)
-            ).sample().to(z.dtype)
+            lam = (
+                torch.distributions.Beta(
+                    torch.tensor(self.mixup_alpha, device=z.device), torch.tensor(self.mixup_alpha, device=z.device)
+                )
+                .sample()
+                .to(z.dtype)
+            )
             perm = torch.randperm(z.shape[0], device=z.device)
             z = torch.cat([z, lam * z + (1 - lam) * z[perm]])
             if self.mixup_labels == "soft":
@@ -99,8 +111,10 @@ class GaussianStructureLoss(MetricLoss):
         return (responsibilities - targets).pow(2).sum(-1).sum() / max(z.shape[0], 1)
 
     def extra_repr(self) -> str:
-        return (f"sigma={self.sigma}, mixup={self.mixup}, mixup_alpha={self.mixup_alpha}, "
-                f"mixup_labels={self.mixup_labels!r}, normalize={self.normalize}")
+        return (
+            f"sigma={self.sigma}, mixup={self.mixup}, mixup_alpha={self.mixup_alpha}, "
+            f"mixup_labels={self.mixup_labels!r}, normalize={self.normalize}"
+        )
 
 
 @torch.no_grad()
@@ -112,8 +126,10 @@ def class_centroids(embeddings: torch.Tensor, labels: torch.Tensor, num_classes:
     set after training (``docs/METHODS.md``), not from batch means.
     """
     if embeddings.ndim != 2 or labels.shape != embeddings.shape[:1]:
-        raise LossInputError(f"class_centroids: need embeddings [N, D] and labels [N], got "
-                             f"{tuple(embeddings.shape)} and {tuple(labels.shape)}")
+        raise LossInputError(
+            f"class_centroids: need embeddings [N, D] and labels [N], got "
+            f"{tuple(embeddings.shape)} and {tuple(labels.shape)}"
+        )
     z = compute_dtype_tensor(embeddings)
     labels = labels.to(z.device).long()
     keep = (labels >= 0) & (labels < num_classes)
@@ -127,12 +143,15 @@ def class_centroids(embeddings: torch.Tensor, labels: torch.Tensor, num_classes:
 def nearest_centroid_predict(embeddings: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     """Index of the nearest (Euclidean) centroid per row, int64 ``[N]``; non-finite centroids are skipped."""
     if embeddings.ndim != 2 or centroids.ndim != 2 or embeddings.shape[1] != centroids.shape[1]:
-        raise LossInputError(f"nearest_centroid_predict: need embeddings [N, D] and centroids [C, D], got "
-                             f"{tuple(embeddings.shape)} and {tuple(centroids.shape)}")
+        raise LossInputError(
+            f"nearest_centroid_predict: need embeddings [N, D] and centroids [C, D], got "
+            f"{tuple(embeddings.shape)} and {tuple(centroids.shape)}"
+        )
     usable = torch.isfinite(centroids).all(1)
     if not bool(usable.any()):
-        raise LossInputError("nearest_centroid_predict: no class has a finite centroid; "
-                             "estimate centroids on a set with labelled items")
+        raise LossInputError(
+            "nearest_centroid_predict: no class has a finite centroid; estimate centroids on a set with labelled items"
+        )
     z = compute_dtype_tensor(embeddings)
     c = compute_dtype_tensor(centroids).to(device=z.device, dtype=z.dtype)
     with no_autocast(z):

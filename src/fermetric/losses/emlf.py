@@ -49,8 +49,16 @@ class ExpressionMetricLoss(MetricLoss):
     The separation sum runs over pairs, not their mean (as written in methods.md).
     """
 
-    def __init__(self, num_classes: int, embedding_dim: int, margin: float = 1.0, separation_weight: float = 0.5,
-                 momentum: float = 0.9, centers: str = "learnable", normalize: bool = True) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        embedding_dim: int,
+        margin: float = 1.0,
+        separation_weight: float = 0.5,
+        momentum: float = 0.9,
+        centers: str = "learnable",
+        normalize: bool = True,
+    ) -> None:
         super().__init__()
         if num_classes < 1 or embedding_dim < 1:
             raise ConfigError(f"emlf: num_classes={num_classes} and embedding_dim={embedding_dim} must be positive")
@@ -75,8 +83,10 @@ class ExpressionMetricLoss(MetricLoss):
 
     def check(self, embeddings, labels, logits) -> None:
         if embeddings.shape[1] != self.embedding_dim:
-            raise LossInputError(f"emlf: embedding dim {embeddings.shape[1]} != embedding_dim={self.embedding_dim}; "
-                                 "create the loss with the model's embedding_dim")
+            raise LossInputError(
+                f"emlf: embedding dim {embeddings.shape[1]} != embedding_dim={self.embedding_dim}; "
+                "create the loss with the model's embedding_dim"
+            )
 
     def compute(self, z: torch.Tensor, labels: torch.Tensor, logits=None) -> torch.Tensor:
         if self.center_mode == "learnable":
@@ -99,8 +109,9 @@ class ExpressionMetricLoss(MetricLoss):
         counts = members.sum(0)
         present = counts > 0
         batch_mean = (members.T @ z) / counts.clamp_min(1.0).unsqueeze(1)
-        blended = torch.where(seen.unsqueeze(1), self.momentum * running + (1.0 - self.momentum) * batch_mean,
-                              batch_mean)
+        blended = torch.where(
+            seen.unsqueeze(1), self.momentum * running + (1.0 - self.momentum) * batch_mean, batch_mean
+        )
         centers = torch.where(present.unsqueeze(1), blended, running)
         if self.training:
             with torch.no_grad():
@@ -109,6 +120,8 @@ class ExpressionMetricLoss(MetricLoss):
         return centers, present | seen
 
     def extra_repr(self) -> str:
-        return (f"num_classes={self.num_classes}, embedding_dim={self.embedding_dim}, margin={self.margin}, "
-                f"separation_weight={self.separation_weight}, momentum={self.momentum}, "
-                f"centers={self.center_mode!r}, normalize={self.normalize}")
+        return (
+            f"num_classes={self.num_classes}, embedding_dim={self.embedding_dim}, margin={self.margin}, "
+            f"separation_weight={self.separation_weight}, momentum={self.momentum}, "
+            f"centers={self.center_mode!r}, normalize={self.normalize}"
+        )

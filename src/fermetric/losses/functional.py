@@ -103,20 +103,25 @@ def _compiling() -> bool:
     return bool(compiler is not None and compiler.is_compiling())
 
 
-def check_inputs(loss_name: str, embeddings: torch.Tensor, labels: torch.Tensor,
-                 num_classes: int | None = None) -> None:
+def check_inputs(
+    loss_name: str, embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None
+) -> None:
     """Shapes and dtypes always; the label range (one host sync) only outside ``torch.compile``."""
     if embeddings.ndim != 2:
         raise LossInputError(f"{loss_name}: embeddings must be [batch, dim], got shape {tuple(embeddings.shape)}")
     if not embeddings.is_floating_point():
         raise LossInputError(f"{loss_name}: embeddings must be floating point, got {embeddings.dtype}")
     if labels.ndim != 1 or labels.shape[0] != embeddings.shape[0]:
-        raise LossInputError(f"{loss_name}: labels must be [batch]={embeddings.shape[0]}, got shape "
-                             f"{tuple(labels.shape)}; pass integer class indices, not one-hot")
+        raise LossInputError(
+            f"{loss_name}: labels must be [batch]={embeddings.shape[0]}, got shape "
+            f"{tuple(labels.shape)}; pass integer class indices, not one-hot"
+        )
     if labels.is_floating_point() or labels.dtype == torch.bool:
         raise LossInputError(f"{loss_name}: labels must be integer class indices, got {labels.dtype}")
     if num_classes is not None and labels.numel() and not _compiling():
         low, high = (int(v) for v in torch.stack([labels.min(), labels.max()]).tolist())
         if low < 0 or high >= num_classes:
-            raise LossInputError(f"{loss_name}: labels must lie in [0, {num_classes - 1}], got [{low}, {high}]; "
-                                 "drop unlabeled (-1) items or set num_classes to the dataset's class count")
+            raise LossInputError(
+                f"{loss_name}: labels must lie in [0, {num_classes - 1}], got [{low}, {high}]; "
+                "drop unlabeled (-1) items or set num_classes to the dataset's class count"
+            )

@@ -9,12 +9,12 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from .base import LOSSES, MetricLoss
-from .space import L2, RAW, EmbeddingSpace
 from .functional import (
     LossInputError,
     label_masks,
     pairwise_distances,
 )
+from .space import L2, RAW, EmbeddingSpace
 
 SPACINGS = ("linear", "geometric")
 DUAL_NEGATIVES = ("own", "shared")
@@ -57,9 +57,17 @@ class MultiThresholdTripletLoss(MetricLoss):
         embedding_dim: optional; when given, divisibility by ``num_slices`` is checked at once.
     """
 
-    def __init__(self, num_slices: int = 8, margin_range: tuple[float, float] = (0.1, 0.8), dual: bool = True,
-                 spacing: str = "linear", normalize: bool = True, dual_weight: float = 1.0,
-                 dual_negative: str = "own", embedding_dim: int | None = None) -> None:
+    def __init__(
+        self,
+        num_slices: int = 8,
+        margin_range: tuple[float, float] = (0.1, 0.8),
+        dual: bool = True,
+        spacing: str = "linear",
+        normalize: bool = True,
+        dual_weight: float = 1.0,
+        dual_negative: str = "own",
+        embedding_dim: int | None = None,
+    ) -> None:
         super().__init__()
         if not isinstance(num_slices, int) or num_slices < 1:
             raise ConfigError(f"mtdml option num_slices={num_slices!r} must be a positive integer")
@@ -67,14 +75,19 @@ class MultiThresholdTripletLoss(MetricLoss):
             raise ConfigError(f"mtdml option spacing={spacing!r} is unknown; use one of {', '.join(SPACINGS)}")
         low, high = (float(v) for v in margin_range)
         if not 0.0 <= low <= high or (spacing == "geometric" and low <= 0.0):
-            raise ConfigError(f"mtdml option margin_range={list(margin_range)} must be [min, max] with "
-                              f"0 {'<' if spacing == 'geometric' else '<='} min <= max")
+            raise ConfigError(
+                f"mtdml option margin_range={list(margin_range)} must be [min, max] with "
+                f"0 {'<' if spacing == 'geometric' else '<='} min <= max"
+            )
         if dual_negative not in DUAL_NEGATIVES:
-            raise ConfigError(f"mtdml option dual_negative={dual_negative!r} is unknown; use one of "
-                              f"{', '.join(DUAL_NEGATIVES)}")
+            raise ConfigError(
+                f"mtdml option dual_negative={dual_negative!r} is unknown; use one of {', '.join(DUAL_NEGATIVES)}"
+            )
         if embedding_dim is not None and embedding_dim % num_slices:
-            raise ConfigError(f"mtdml: embedding_dim={embedding_dim} is not divisible by num_slices={num_slices}; "
-                              "set model.embedding_dim to a multiple of it or change loss.options.num_slices")
+            raise ConfigError(
+                f"mtdml: embedding_dim={embedding_dim} is not divisible by num_slices={num_slices}; "
+                "set model.embedding_dim to a multiple of it or change loss.options.num_slices"
+            )
         self.num_slices = num_slices
         self.margin_range = (low, high)
         self.spacing = spacing
@@ -100,9 +113,11 @@ class MultiThresholdTripletLoss(MetricLoss):
 
     def check(self, embeddings, labels, logits) -> None:
         if embeddings.shape[1] % self.num_slices:
-            raise LossInputError(f"mtdml: embedding dim {embeddings.shape[1]} is not divisible by "
-                                 f"num_slices={self.num_slices}; set model.embedding_dim to a multiple of it or "
-                                 "change loss.options.num_slices")
+            raise LossInputError(
+                f"mtdml: embedding dim {embeddings.shape[1]} is not divisible by "
+                f"num_slices={self.num_slices}; set model.embedding_dim to a multiple of it or "
+                "change loss.options.num_slices"
+            )
 
     def compute(self, z: torch.Tensor, labels: torch.Tensor, logits=None) -> torch.Tensor:
         # z: each slice normalised already (embedding_space); slices become a batch axis
@@ -131,6 +146,8 @@ class MultiThresholdTripletLoss(MetricLoss):
         return per_slice.mean()
 
     def extra_repr(self) -> str:
-        return (f"num_slices={self.num_slices}, margin_range={self.margin_range}, spacing={self.spacing!r}, "
-                f"dual={self.dual}, dual_weight={self.dual_weight}, dual_negative={self.dual_negative!r}, "
-                f"normalize={self.normalize}")
+        return (
+            f"num_slices={self.num_slices}, margin_range={self.margin_range}, spacing={self.spacing!r}, "
+            f"dual={self.dual}, dual_weight={self.dual_weight}, dual_negative={self.dual_negative!r}, "
+            f"normalize={self.normalize}"
+        )

@@ -51,8 +51,10 @@ class PMLLoss(MetricLoss):
             raise ConfigError(f"pml:{name}: {err}") from None
         distance = getattr(self.loss, "distance", None)
         if distance is not None and not getattr(distance, "normalize_embeddings", True):
-            raise ConfigError(f"pml:{name}: a distance without normalize_embeddings is not supported "
-                              "(fermetric measures these losses on L2-normalised embeddings)")
+            raise ConfigError(
+                f"pml:{name}: a distance without normalize_embeddings is not supported "
+                "(fermetric measures these losses on L2-normalised embeddings)"
+            )
         self.name = name
         self.loss_name = f"pml:{name}"
         self.miner = None

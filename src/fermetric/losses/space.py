@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-
 from ..errors import ConfigError
 from .functional import l2_normalize
 
@@ -49,7 +48,7 @@ class EmbeddingSpace:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict | None) -> "EmbeddingSpace":
+    def from_dict(cls, data: dict | None) -> EmbeddingSpace:
         data = dict(data or {})
         return cls(kind=str(data.get("kind", "l2")), slices=int(data.get("slices", 1)))
 

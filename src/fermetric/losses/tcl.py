@@ -46,9 +46,16 @@ class TripletCenterLoss(MetricLoss):
     ``optim.loss_lr_multiplier`` scales their learning rate). Loss averaged over all samples.
     """
 
-    def __init__(self, num_classes: int, embedding_dim: int, margin: float = 0.5,
-                 negatives: str = "fully_synthesized", semi_mix: float = 0.5, distance: str = "euclidean",
-                 normalize: bool = True) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        embedding_dim: int,
+        margin: float = 0.5,
+        negatives: str = "fully_synthesized",
+        semi_mix: float = 0.5,
+        distance: str = "euclidean",
+        normalize: bool = True,
+    ) -> None:
         super().__init__()
         if num_classes < 2:
             raise ConfigError(f"tcl: num_classes={num_classes} must be >= 2 (a negative class is needed)")
@@ -81,12 +88,16 @@ class TripletCenterLoss(MetricLoss):
 
     def check(self, embeddings, labels, logits) -> None:
         if embeddings.shape[1] != self.embedding_dim:
-            raise LossInputError(f"tcl: embedding dim {embeddings.shape[1]} != embedding_dim={self.embedding_dim} "
-                                 "of the centres; create the loss with the model's embedding_dim")
+            raise LossInputError(
+                f"tcl: embedding dim {embeddings.shape[1]} != embedding_dim={self.embedding_dim} "
+                "of the centres; create the loss with the model's embedding_dim"
+            )
         if self.negatives == "prediction_based":
             if logits is None:
-                raise LossInputError("tcl: negatives='prediction_based' needs the classifier logits; "
-                                     "call loss(embeddings, labels, logits=logits)")
+                raise LossInputError(
+                    "tcl: negatives='prediction_based' needs the classifier logits; "
+                    "call loss(embeddings, labels, logits=logits)"
+                )
             if logits.shape != (embeddings.shape[0], self.num_classes):
                 expected = [embeddings.shape[0], self.num_classes]
                 raise LossInputError(f"tcl: logits must be [batch, num_classes]={expected}, got {list(logits.shape)}")
@@ -113,6 +124,8 @@ class TripletCenterLoss(MetricLoss):
         return F.relu(d_pos + self.margin - d_neg).sum() / max(z.shape[0], 1)
 
     def extra_repr(self) -> str:
-        return (f"num_classes={self.num_classes}, embedding_dim={self.embedding_dim}, margin={self.margin}, "
-                f"negatives={self.negatives!r}, semi_mix={self.semi_mix}, distance={self.distance!r}, "
-                f"normalize={self.normalize}")
+        return (
+            f"num_classes={self.num_classes}, embedding_dim={self.embedding_dim}, margin={self.margin}, "
+            f"negatives={self.negatives!r}, semi_mix={self.semi_mix}, distance={self.distance!r}, "
+            f"normalize={self.normalize}"
+        )

@@ -55,10 +55,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
 from ..engine.checkpoint import load_model
 from ..engine.evaluate import embed, preprocessing_from_meta
 from ..engine.train import WEIGHTS_FILE, train
+from ..errors import ConfigError, DataError
 from ..losses.dmsl import class_centroids, nearest_centroid_predict
 from ..losses.space import RAW, EmbeddingSpace, space_of_recipe
 from ..reports.sheets import image_grid
@@ -118,7 +118,8 @@ class SubclassAssignment:
         if bad.any():
             raise DataError(
                 f"sub-class id {int(sub[bad].flat[0])} is out of range [-1, {self.num_subclasses}); "
-                "use the assignment these ids came from")
+                "use the assignment these ids came from"
+            )
         return np.where(sub >= 0, self.parent[np.clip(sub, 0, None)], -1)
 
     def to_dict(self) -> dict:
@@ -134,7 +135,7 @@ class SubclassAssignment:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "SubclassAssignment":
+    def from_dict(cls, data: dict) -> SubclassAssignment:
         try:
             dim = len(data["means"][0]) if data["means"] else 0
             return cls(
@@ -157,12 +158,14 @@ class SubclassAssignment:
         return path
 
     @classmethod
-    def load(cls, path) -> "SubclassAssignment":
+    def load(cls, path) -> SubclassAssignment:
         path = Path(path)
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as err:
-            raise DataError(f"cannot read sub-class assignment {path}: {err}; write it with SubclassAssignment.save") from None
+            raise DataError(
+                f"cannot read sub-class assignment {path}: {err}; write it with SubclassAssignment.save"
+            ) from None
         return cls.from_dict(data)
 
 
@@ -185,13 +188,18 @@ def _check_inputs(embeddings, labels, num_classes: int) -> tuple[np.ndarray, np.
     return x.astype(np.float64), y.astype(np.int64)
 
 
-def _fit_mixture(x: np.ndarray, k: int, covariance_type: str, reg_covar: float,
-                 n_init: int, max_iter: int, seed: int):
+def _fit_mixture(x: np.ndarray, k: int, covariance_type: str, reg_covar: float, n_init: int, max_iter: int, seed: int):
     from sklearn.mixture import GaussianMixture
     from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
-    gmm = GaussianMixture(n_components=k, covariance_type=covariance_type, reg_covar=reg_covar,
-                          n_init=n_init, max_iter=max_iter, random_state=seed)
+    gmm = GaussianMixture(
+        n_components=k,
+        covariance_type=covariance_type,
+        reg_covar=reg_covar,
+        n_init=n_init,
+        max_iter=max_iter,
+        random_state=seed,
+    )
     # One BLAS/OpenMP thread: EM on one class's [n, D] matrices is small-matrix work where thread
     # hand-offs cost more than they save (FER2013-sized input: 12 s of CPU instead of 230 s).
     with warnings.catch_warnings(), threadpool_limits(limits=1):
@@ -238,7 +246,8 @@ def discover_subclasses(
     if max_components < 1 or min_samples < 1 or samples_per_component < 1:
         raise ConfigError(
             f"max_components, min_samples and samples_per_component must be >= 1, got "
-            f"{max_components}, {min_samples}, {samples_per_component}")
+            f"{max_components}, {min_samples}, {samples_per_component}"
+        )
     if select not in SELECT_MODES:
         raise ConfigError(f"select must be one of {SELECT_MODES}, got {select!r}")
     if covariance_type not in COVARIANCE_TYPES:
@@ -270,8 +279,9 @@ def discover_subclasses(
             most = max(1, min(n // samples_per_component, max_components))
         components = np.zeros(n, dtype=np.int64)
         if most > 1:
-            components = _split_class(x[members], most, class_name, record, covariance_type, select,
-                                      reg_covar, n_init, max_iter, seed)
+            components = _split_class(
+                x[members], most, class_name, record, covariance_type, select, reg_covar, n_init, max_iter, seed
+            )
         # Number the class's components by decreasing size (stable, so ties keep the fit's order)
         # and drop components that received no sample.
         sizes = np.bincount(components, minlength=components.max() + 1)
@@ -296,15 +306,33 @@ def discover_subclasses(
         means=np.asarray(means, dtype=np.float32).reshape(-1, dim),
         names=names,
         classes=classes,
-        options=dict(max_components=max_components, min_samples=min_samples,
-                     samples_per_component=samples_per_component, covariance_type=covariance_type,
-                     select=select, reg_covar=reg_covar, n_init=n_init, max_iter=max_iter, seed=seed),
+        options=dict(
+            max_components=max_components,
+            min_samples=min_samples,
+            samples_per_component=samples_per_component,
+            covariance_type=covariance_type,
+            select=select,
+            reg_covar=reg_covar,
+            n_init=n_init,
+            max_iter=max_iter,
+            seed=seed,
+        ),
         info=info,
     )
 
 
-def _split_class(x: np.ndarray, most: int, class_name: str, record: dict, covariance_type: str,
-                 select: str, reg_covar: float, n_init: int, max_iter: int, seed: int) -> np.ndarray:
+def _split_class(
+    x: np.ndarray,
+    most: int,
+    class_name: str,
+    record: dict,
+    covariance_type: str,
+    select: str,
+    reg_covar: float,
+    n_init: int,
+    max_iter: int,
+    seed: int,
+) -> np.ndarray:
     """Component index per sample of one class; a single component when no split can be fitted."""
     distinct = len(np.unique(x, axis=0))
     if distinct < most:
@@ -326,8 +354,12 @@ def _split_class(x: np.ndarray, most: int, class_name: str, record: dict, covari
         except (ValueError, np.linalg.LinAlgError) as err:
             # scikit-learn raises ValueError for ill-defined (singular) covariances.
             reason = f"Gaussian mixture with {k} components failed ({str(err).split('. ')[0].split(' (')[0]})"
-            warnings.warn(f"class {class_name!r}: {reason}; keeping one sub-class "
-                          "(raise reg_covar to regularise the covariances)", SubclassWarning, stacklevel=3)
+            warnings.warn(
+                f"class {class_name!r}: {reason}; keeping one sub-class "
+                "(raise reg_covar to regularise the covariances)",
+                SubclassWarning,
+                stacklevel=3,
+            )
             record["reason"] = reason
             return np.zeros(len(x), dtype=np.int64)
         if select == "bic":
@@ -350,8 +382,10 @@ def assign_to_subclasses(embeddings, labels, assignment: SubclassAssignment) -> 
     """
     x, y = _check_inputs(embeddings, labels, assignment.num_classes)
     if len(x) and x.shape[1] != assignment.means.shape[1]:
-        raise DataError(f"embeddings have {x.shape[1]} dimensions but the sub-centroids have "
-                        f"{assignment.means.shape[1]}; embed with the model the assignment came from")
+        raise DataError(
+            f"embeddings have {x.shape[1]} dimensions but the sub-centroids have "
+            f"{assignment.means.shape[1]}; embed with the model the assignment came from"
+        )
     out = np.full(len(y), -1, dtype=np.int64)
     if assignment.num_subclasses == 0:
         return out
@@ -364,7 +398,7 @@ def assign_to_subclasses(embeddings, labels, assignment: SubclassAssignment) -> 
     return out
 
 
-def subclass_imageset(imageset: "ImageSet", sublabels, assignment: SubclassAssignment) -> "ImageSet":
+def subclass_imageset(imageset: ImageSet, sublabels, assignment: SubclassAssignment) -> ImageSet:
     """A copy of ``imageset`` whose labels are sub-class ids and whose classes are sub-class names.
 
     ``soft_labels`` are dropped (they are per original class; mitosis trains on hard sub-labels).
@@ -378,8 +412,7 @@ def subclass_imageset(imageset: "ImageSet", sublabels, assignment: SubclassAssig
         labels=sublabels,
         classes=tuple(assignment.names),
         soft_labels=None,
-        info={**imageset.info, "parent": assignment.parent.tolist(),
-              "parent_classes": list(assignment.classes)},
+        info={**imageset.info, "parent": assignment.parent.tolist(), "parent_classes": list(assignment.classes)},
     )
 
 
@@ -390,12 +423,21 @@ def _to_numpy(array) -> np.ndarray:
     return np.asarray(array)
 
 
-def embed_set(model, imageset: "ImageSet", preprocessing, device, space: EmbeddingSpace,
-              batch_size: int = 256, tta: str = "none", precision: str = "auto",
-              progress=None) -> tuple[np.ndarray, np.ndarray]:
+def embed_set(
+    model,
+    imageset: ImageSet,
+    preprocessing,
+    device,
+    space: EmbeddingSpace,
+    batch_size: int = 256,
+    tta: str = "none",
+    precision: str = "auto",
+    progress=None,
+) -> tuple[np.ndarray, np.ndarray]:
     """``(logits, embeddings)`` of a whole set as float32 numpy, embeddings L2-normalised if asked."""
-    logits, embeddings = embed(model, imageset, preprocessing, device, batch_size=batch_size, tta=tta, precision=precision,
-                               progress=progress)
+    logits, embeddings = embed(
+        model, imageset, preprocessing, device, batch_size=batch_size, tta=tta, precision=precision, progress=progress
+    )
     embeddings = _to_numpy(embeddings).astype(np.float32)
     return _to_numpy(logits).astype(np.float32), space(embeddings)
 
@@ -410,9 +452,17 @@ def nearest_centroid(embeddings, centroids) -> np.ndarray:
 
 
 # ----------------------------------------------------------------- nearest-centroid prediction
-def fit_centroids(model, train_set: "ImageSet", preprocessing, device="cpu", labels=None,
-                  num_classes: int | None = None, space: EmbeddingSpace = RAW, batch_size: int = 256,
-                  tta: str = "none") -> np.ndarray:
+def fit_centroids(
+    model,
+    train_set: ImageSet,
+    preprocessing,
+    device="cpu",
+    labels=None,
+    num_classes: int | None = None,
+    space: EmbeddingSpace = RAW,
+    batch_size: int = 256,
+    tta: str = "none",
+) -> np.ndarray:
     """Class centroids ``[C, D]`` re-estimated on the whole training set (methods.md, design).
 
     DMSL predicts the nearest class centroid; the loss only ever sees batch means, so after
@@ -432,9 +482,17 @@ def fit_centroids(model, train_set: "ImageSet", preprocessing, device="cpu", lab
     return centroids.cpu().numpy().astype(np.float32)
 
 
-def predict_nearest_centroid(model, imageset: "ImageSet", preprocessing, centroids, device="cpu",
-                             parent=None, space: EmbeddingSpace = RAW, batch_size: int = 256,
-                             tta: str = "none") -> np.ndarray:
+def predict_nearest_centroid(
+    model,
+    imageset: ImageSet,
+    preprocessing,
+    centroids,
+    device="cpu",
+    parent=None,
+    space: EmbeddingSpace = RAW,
+    batch_size: int = 256,
+    tta: str = "none",
+) -> np.ndarray:
     """Predicted class per image: the nearest centroid, mapped through ``parent`` when given.
 
     With sub-class centroids (``assignment.means``) pass ``parent=assignment.parent`` to get
@@ -464,8 +522,8 @@ class MitosisResult:
 
 def mitosis(
     recipe,
-    train_set: "ImageSet",
-    val_set: "ImageSet | None",
+    train_set: ImageSet,
+    val_set: ImageSet | None,
     out_dir,
     rounds: int = 3,
     epochs_per_round: int | None = None,
@@ -514,7 +572,6 @@ def mitosis(
     """
     from dataclasses import replace as replace_dataclass
 
-
     if rounds < 1:
         raise ConfigError(f"mitosis rounds must be >= 1, got {rounds}")
     if max_components < 1:
@@ -524,8 +581,9 @@ def mitosis(
     if ce_labels not in ("parent", "subclasses"):
         raise ConfigError(f"mitosis ce_labels must be 'parent' or 'subclasses', got {ce_labels!r}")
     if warm_start and ce_labels == "subclasses":
-        raise ConfigError("mitosis warm_start needs ce_labels='parent': a classifier over the sub-classes "
-                          "changes size every round")
+        raise ConfigError(
+            "mitosis warm_start needs ce_labels='parent': a classifier over the sub-classes changes size every round"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     round_recipe = recipe if epochs_per_round is None else replace_dataclass(recipe, epochs=epochs_per_round)
@@ -543,8 +601,19 @@ def mitosis(
             extra = {"metric_labels": assignment.sublabels, "metric_classes": assignment.num_subclasses}
         if warm_start and previous_dir is not None:
             extra["init_from"] = previous_dir / WEIGHTS_FILE
-        summary = train(round_recipe, current_train, current_val, round_dir, device=device, seed=seed,
-                        resume=False, on_nan="stop", max_steps=max_steps, progress=progress, **extra)
+        summary = train(
+            round_recipe,
+            current_train,
+            current_val,
+            round_dir,
+            device=device,
+            seed=seed,
+            resume=False,
+            on_nan="stop",
+            max_steps=max_steps,
+            progress=progress,
+            **extra,
+        )
         previous_dir = round_dir
         # The engine's selected model (best validation epoch, else the last one).
         model, meta = load_model(round_dir / WEIGHTS_FILE, device)
@@ -552,30 +621,54 @@ def mitosis(
         _, z_train = embed_set(model, train_set, preprocessing, device, space, batch_size)
         k = min(2 + r, max_components)
         assignment = discover_subclasses(
-            z_train, train_set.labels, train_set.num_classes, max_components=k, min_samples=min_samples,
-            samples_per_component=samples_per_component, select=select, seed=seed, classes=train_set.classes)
+            z_train,
+            train_set.labels,
+            train_set.num_classes,
+            max_components=k,
+            min_samples=min_samples,
+            samples_per_component=samples_per_component,
+            select=select,
+            seed=seed,
+            classes=train_set.classes,
+        )
         assignment.save(round_dir / "subclasses.json")
-        record = {"round": r, "k": k, "num_subclasses": assignment.num_subclasses,
-                  "subclass_counts": dict(zip(assignment.names, assignment.counts.tolist())),
-                  "warm_start": bool(extra.get("init_from")), "train": _train_summary(summary)}
+        record = {
+            "round": r,
+            "k": k,
+            "num_subclasses": assignment.num_subclasses,
+            "subclass_counts": dict(zip(assignment.names, assignment.counts.tolist())),
+            "warm_start": bool(extra.get("init_from")),
+            "train": _train_summary(summary),
+        }
         if val_set is not None and len(val_set):
             logits, z_val = embed_set(model, val_set, preprocessing, device, space, batch_size)
             record["val_centroid_accuracy"] = _accuracy(
-                assignment.parent[nearest_centroid(z_val, assignment.means)], val_set.labels)
+                assignment.parent[nearest_centroid(z_val, assignment.means)], val_set.labels
+            )
             record["val_classifier_accuracy"] = _accuracy(trained_parent[logits.argmax(1)], val_set.labels)
             if ce_labels == "subclasses":
-                current_val = subclass_imageset(val_set, assign_to_subclasses(z_val, val_set.labels, assignment),
-                                                assignment)
+                current_val = subclass_imageset(
+                    val_set, assign_to_subclasses(z_val, val_set.labels, assignment), assignment
+                )
         history.append(record)
         if ce_labels == "subclasses":
             current_train = subclass_imageset(train_set, assignment.sublabels, assignment)
             trained_parent = assignment.parent
 
     assignment.save(out_dir / "subclasses.json")
-    options = dict(rounds=rounds, epochs_per_round=epochs_per_round, max_components=max_components,
-                   min_samples=min_samples, samples_per_component=samples_per_component, select=select,
-                   seed=seed, max_steps=max_steps, embedding_space=space.to_dict(), warm_start=warm_start,
-                   ce_labels=ce_labels)
+    options = dict(
+        rounds=rounds,
+        epochs_per_round=epochs_per_round,
+        max_components=max_components,
+        min_samples=min_samples,
+        samples_per_component=samples_per_component,
+        select=select,
+        seed=seed,
+        max_steps=max_steps,
+        embedding_space=space.to_dict(),
+        warm_start=warm_start,
+        ce_labels=ce_labels,
+    )
     (out_dir / "mitosis.json").write_text(json.dumps({"options": options, "history": history}, indent=2))
     return MitosisResult(assignment=assignment, model=model, meta=meta, history=history, out_dir=out_dir)
 
@@ -583,9 +676,13 @@ def mitosis(
 def _train_summary(results: dict) -> dict:
     """The few numbers of the engine's ``results.json`` that a mitosis round reports."""
     val = (results.get("metrics") or {}).get("val") or {}
-    return {"steps": results.get("steps"), "epochs_completed": results.get("epochs_completed"),
-            "selection": results.get("selection"), "val_subclass_accuracy": val.get("accuracy"),
-            "out_dir": results.get("out_dir")}
+    return {
+        "steps": results.get("steps"),
+        "epochs_completed": results.get("epochs_completed"),
+        "selection": results.get("selection"),
+        "val_subclass_accuracy": val.get("accuracy"),
+        "out_dir": results.get("out_dir"),
+    }
 
 
 # ------------------------------------------------------------------------------------- outputs
@@ -605,36 +702,44 @@ def summary_dict(assignment: SubclassAssignment, paths, nearest: list[np.ndarray
     classes = {}
     for c, name in enumerate(assignment.classes):
         subs = assignment.subclasses_of(c)
-        classes[name] = {"n": int(assignment.counts[subs].sum()),
-                         "subclasses": {assignment.names[s]: int(assignment.counts[s]) for s in subs},
-                         **({"note": assignment.info[name]["reason"]} if "reason" in assignment.info.get(name, {}) else {})}
+        classes[name] = {
+            "n": int(assignment.counts[subs].sum()),
+            "subclasses": {assignment.names[s]: int(assignment.counts[s]) for s in subs},
+            **({"note": assignment.info[name]["reason"]} if "reason" in assignment.info.get(name, {}) else {}),
+        }
     return {
         **context,
         "options": assignment.options,
         "num_subclasses": assignment.num_subclasses,
         "classes": classes,
         "subclasses": [
-            {"name": assignment.names[s], "parent": assignment.classes[assignment.parent[s]],
-             "count": int(assignment.counts[s]), "nearest": [paths[i] for i in nearest[s]]}
+            {
+                "name": assignment.names[s],
+                "parent": assignment.classes[assignment.parent[s]],
+                "count": int(assignment.counts[s]),
+                "nearest": [paths[i] for i in nearest[s]],
+            }
             for s in range(assignment.num_subclasses)
         ],
     }
 
 
-def write_assignment_csv(path, assignment: SubclassAssignment, imageset: "ImageSet") -> Path:
+def write_assignment_csv(path, assignment: SubclassAssignment, imageset: ImageSet) -> Path:
     """``path,label,subclass`` per image (names; empty for unlabelled images)."""
     path = Path(path)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "subclass"])
         for p, label, sub in zip(imageset.paths, imageset.labels, assignment.sublabels):
-            writer.writerow([p, imageset.classes[label] if label >= 0 else "",
-                             assignment.names[sub] if sub >= 0 else ""])
+            writer.writerow(
+                [p, imageset.classes[label] if label >= 0 else "", assignment.names[sub] if sub >= 0 else ""]
+            )
     return path
 
 
-def contact_sheet(path, images: np.ndarray, assignment: SubclassAssignment, nearest: list[np.ndarray],
-                  columns: int = 8) -> Path:
+def contact_sheet(
+    path, images: np.ndarray, assignment: SubclassAssignment, nearest: list[np.ndarray], columns: int = 8
+) -> Path:
     """A PNG grid: one row per sub-class, its images nearest the sub-centroid; the row's first
     tile is captioned with the sub-class name and size (:func:`~fermetric.reports.sheets.image_grid`)."""
     tiles, captions = [], []

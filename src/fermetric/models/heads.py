@@ -48,7 +48,7 @@ class EmbeddingHead(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.linear = nn.Linear(in_features, embedding_dim, bias=False)
         self.bn = nn.BatchNorm1d(embedding_dim)
-        nn.init.constant_(self.bn.weight, embedding_dim ** -0.5)
+        nn.init.constant_(self.bn.weight, embedding_dim**-0.5)
         self.bn.bias.requires_grad_(False)  # frozen at 0: see "Why the BatchNorm shift is frozen"
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:

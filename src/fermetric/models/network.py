@@ -131,7 +131,9 @@ def create_model(model_cfg, num_classes: int, in_chans: int = 1, **backbone_opti
     width = getattr(model_cfg, "width", 1.0)
     if width != 1.0:  # only the backbones with a width option accept it; 1.0 is every backbone's own size
         backbone_options = {"width": width, **backbone_options}
-    backbone = create_backbone(model_cfg.backbone, in_chans=in_chans, pretrained=model_cfg.pretrained, **backbone_options)
+    backbone = create_backbone(
+        model_cfg.backbone, in_chans=in_chans, pretrained=model_cfg.pretrained, **backbone_options
+    )
     return FERNet(
         backbone,
         num_classes,

@@ -13,7 +13,7 @@ code path (:func:`crop_regions`, ``torchvision.ops.roi_align``):
 from __future__ import annotations
 
 import copy
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from torch import nn
 from torchvision.ops import roi_align
 
 from ..errors import ConfigError
+from .backbones import create_backbone
 
 __all__ = [
     "PARTIAL_MODES",
@@ -87,7 +88,9 @@ def regions_from_landmarks(landmarks, image_size) -> np.ndarray | torch.Tensor:
     is_numpy = not isinstance(landmarks, torch.Tensor)
     points = torch.as_tensor(np.asarray(landmarks, dtype=np.float32) if is_numpy else landmarks).float()
     if points.ndim < 2 or points.shape[-1] != 2 or points.shape[-2] not in (5, 68):
-        raise ConfigError(f"landmarks must have shape [..., 5, 2] (MTCNN) or [..., 68, 2] (iBUG), got {tuple(points.shape)}")
+        raise ConfigError(
+            f"landmarks must have shape [..., 5, 2] (MTCNN) or [..., 68, 2] (iBUG), got {tuple(points.shape)}"
+        )
     height, width = (image_size, image_size) if isinstance(image_size, (int, np.integer)) else image_size
     if height <= 0 or width <= 0:
         raise ConfigError(f"image_size must be positive, got {image_size!r}")
@@ -107,7 +110,9 @@ def _boxes_from_5(p: torch.Tensor) -> torch.Tensor:
     mouth_x1 = torch.maximum(mouth_left[..., 0], mouth_right[..., 0])
     mouth_y = (mouth_left[..., 1] + mouth_right[..., 1]) / 2
     eyes = torch.stack([eye_x0 - 0.5 * d, eye_y - 0.55 * d, eye_x1 + 0.5 * d, eye_y + 0.3 * d], -1)
-    nose_box = torch.stack([nose[..., 0] - 0.35 * d, eye_y + 0.15 * d, nose[..., 0] + 0.35 * d, nose[..., 1] + 0.25 * d], -1)
+    nose_box = torch.stack(
+        [nose[..., 0] - 0.35 * d, eye_y + 0.15 * d, nose[..., 0] + 0.35 * d, nose[..., 1] + 0.25 * d], -1
+    )
     mouth = torch.stack([mouth_x0 - 0.3 * d, mouth_y - 0.35 * d, mouth_x1 + 0.3 * d, mouth_y + 0.35 * d], -1)
     return torch.stack([eyes, nose_box, mouth], -2)
 
@@ -153,7 +158,9 @@ def crop_regions(images: torch.Tensor, boxes: torch.Tensor, size, sampling_ratio
     scale = boxes.new_tensor([width, height, width, height])
     index = torch.arange(batch, device=images.device, dtype=images.dtype).repeat_interleave(regions)
     rois = torch.cat([index[:, None], (boxes * scale).reshape(-1, 4)], dim=1)
-    crops = roi_align(images, rois, output_size=(out_h, out_w), spatial_scale=1.0, sampling_ratio=sampling_ratio, aligned=True)
+    crops = roi_align(
+        images, rois, output_size=(out_h, out_w), spatial_scale=1.0, sampling_ratio=sampling_ratio, aligned=True
+    )
     return crops.reshape(batch, regions, images.shape[1], out_h, out_w)
 
 
@@ -162,7 +169,9 @@ def _as_batch_boxes(boxes: torch.Tensor, batch: int) -> torch.Tensor:
     if boxes.ndim == 2:
         boxes = boxes.unsqueeze(0).expand(batch, -1, -1)
     if boxes.ndim != 3 or boxes.shape[-1] != 4 or boxes.shape[0] != batch:
-        raise ConfigError(f"regions must be [R,4] or [B={batch},R,4] normalised (x0,y0,x1,y1), got {tuple(boxes.shape)}")
+        raise ConfigError(
+            f"regions must be [R,4] or [B={batch},R,4] normalised (x0,y0,x1,y1), got {tuple(boxes.shape)}"
+        )
     return boxes
 
 
@@ -198,7 +207,6 @@ class PartialImageBranches(nn.Module):
         sampling_ratio: int = 2,
     ) -> None:
         super().__init__()
-        from .backbones import create_backbone
 
         if isinstance(regions, Mapping):
             self.region_names = tuple(regions)
@@ -207,7 +215,9 @@ class PartialImageBranches(nn.Module):
             self.region_names = tuple(f"region{i}" for i in range(len(regions)))
         template = torch.as_tensor(np.asarray(regions, dtype=np.float32))
         if template.ndim != 2 or template.shape[1] != 4 or len(template) == 0:
-            raise ConfigError(f"partial regions must be a non-empty list of (x0,y0,x1,y1) boxes, got shape {tuple(template.shape)}")
+            raise ConfigError(
+                f"partial regions must be a non-empty list of (x0,y0,x1,y1) boxes, got shape {tuple(template.shape)}"
+            )
         if not bool(((template[:, 2] > template[:, 0]) & (template[:, 3] > template[:, 1])).all()):
             raise ConfigError(f"partial region boxes need x1 > x0 and y1 > y0: {template.tolist()}")
         self.register_buffer("template", template)
@@ -225,7 +235,11 @@ class PartialImageBranches(nn.Module):
             self.branches = nn.ModuleList([make_branch()])
         else:
             first = make_branch()
-            copies = [copy.deepcopy(first) for _ in range(num_regions - 1)] if isinstance(backbone, nn.Module) else [make_branch() for _ in range(num_regions - 1)]
+            copies = (
+                [copy.deepcopy(first) for _ in range(num_regions - 1)]
+                if isinstance(backbone, nn.Module)
+                else [make_branch() for _ in range(num_regions - 1)]
+            )
             self.branches = nn.ModuleList([first, *copies])
         self.branch_features = self.branches[0].num_features
         self.out_features = out_features or global_features
@@ -245,12 +259,16 @@ class PartialImageBranches(nn.Module):
         crops = crop_regions(images, boxes, self.crop_size, self.sampling_ratio)
         batch, num_regions = crops.shape[:2]
         if num_regions != self.num_regions:
-            raise ConfigError(f"this model was built for {self.num_regions} regions {self.region_names}, got {num_regions}")
+            raise ConfigError(
+                f"this model was built for {self.num_regions} regions {self.region_names}, got {num_regions}"
+            )
         if self.shared:
             pooled = self.branches[0](crops.flatten(0, 1)).mean(dim=(2, 3))
             return pooled.reshape(batch, num_regions, -1)
         return torch.stack([branch(crops[:, r]).mean(dim=(2, 3)) for r, branch in enumerate(self.branches)], dim=1)
 
-    def forward(self, images: torch.Tensor, global_features: torch.Tensor, regions: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, images: torch.Tensor, global_features: torch.Tensor, regions: torch.Tensor | None = None
+    ) -> torch.Tensor:
         local = self.region_features(images, regions).flatten(1)
         return self.fusion(torch.cat([global_features, local.to(global_features.dtype)], dim=1))

@@ -66,7 +66,9 @@ def project_2d(embeddings: np.ndarray, method: str = "tsne", seed: int = 0) -> n
         try:
             import umap
         except ImportError:
-            raise ConfigError("method 'umap' needs umap-learn: pip install 'fermetric[umap]' (or use --method tsne)") from None
+            raise ConfigError(
+                "method 'umap' needs umap-learn: pip install 'fermetric[umap]' (or use --method tsne)"
+            ) from None
         return umap.UMAP(n_components=2, random_state=seed).fit_transform(x)
     raise ConfigError(f"unknown projection method {method!r}; use tsne or umap")
 
@@ -80,8 +82,16 @@ def subsample(n: int, max_points: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
 
 
-def plot_embeddings(embeddings, labels, classes, method: str = "tsne", out: str | os.PathLike = "embeddings.png",
-                    max_points: int = 3000, seed: int = 0, title: str = "") -> Path:
+def plot_embeddings(
+    embeddings,
+    labels,
+    classes,
+    method: str = "tsne",
+    out: str | os.PathLike = "embeddings.png",
+    max_points: int = 3000,
+    seed: int = 0,
+    title: str = "",
+) -> Path:
     """A 2-D map of embeddings coloured by class (label ``-1``: grey "unlabelled")."""
     embeddings = np.asarray(embeddings)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
@@ -98,10 +108,19 @@ def plot_embeddings(embeddings, labels, classes, method: str = "tsne", out: str 
     for index, name in enumerate(classes):
         mask = labels == index
         if mask.any():
-            ax.scatter(points[mask, 0], points[mask, 1], s=6, alpha=0.7, color=palette(index % 10), label=f"{name} ({mask.sum()})")
+            ax.scatter(
+                points[mask, 0],
+                points[mask, 1],
+                s=6,
+                alpha=0.7,
+                color=palette(index % 10),
+                label=f"{name} ({mask.sum()})",
+            )
     unknown = labels < 0
     if unknown.any():
-        ax.scatter(points[unknown, 0], points[unknown, 1], s=6, alpha=0.5, color="0.6", label=f"unlabelled ({unknown.sum()})")
+        ax.scatter(
+            points[unknown, 0], points[unknown, 1], s=6, alpha=0.5, color="0.6", label=f"unlabelled ({unknown.sum()})"
+        )
     ax.set_xticks([])
     ax.set_yticks([])
     ax.legend(loc="best", fontsize=8, markerscale=2, frameon=False)
@@ -110,8 +129,9 @@ def plot_embeddings(embeddings, labels, classes, method: str = "tsne", out: str 
 
 
 # ---------------------------------------------------------------------------------- confusion
-def plot_confusion(confusion, classes, out: str | os.PathLike = "confusion.png", normalize: bool = True,
-                   title: str = "") -> Path:
+def plot_confusion(
+    confusion, classes, out: str | os.PathLike = "confusion.png", normalize: bool = True, title: str = ""
+) -> Path:
     """A confusion matrix (rows: true, columns: predicted), row-normalised by default."""
     counts = np.asarray(confusion, dtype=np.float64)
     classes = list(classes)

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.imageio import to_array
-
 __all__ = ["image_grid"]
 
 
@@ -23,8 +21,9 @@ def _tile(image, tile_size: int):
 
     if image is None:
         return Image.new("L", (tile_size, tile_size), 235)
-    array = image if isinstance(image, np.ndarray) and image.ndim == 2 else to_array(image, mode="grey")
-    picture = Image.fromarray(np.asarray(array, dtype=np.uint8))
+    picture = Image.fromarray(np.asarray(image, dtype=np.uint8))
+    if picture.mode != "L":  # an RGB crop: shown in grey, as the model saw it
+        picture = picture.convert("L")
     scale = tile_size / max(picture.size)
     if scale != 1:
         size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
@@ -34,9 +33,10 @@ def _tile(image, tile_size: int):
     return canvas
 
 
-def image_grid(images, captions, out_png: str | os.PathLike, columns: int = 6, tile_size: int = 112,
-               highlight=()) -> Path:
-    """Write ``images`` (arrays, PIL images, paths or ``None``) row-major in ``columns`` columns,
+def image_grid(
+    images, captions, out_png: str | os.PathLike, columns: int = 6, tile_size: int = 112, highlight=()
+) -> Path:
+    """Write ``images`` (uint8 arrays ``[H, W]`` or ``[H, W, 3]``, or ``None``) row-major in ``columns`` columns,
     each captioned (``captions[i]``, may hold one newline) below it; tiles whose index is in
     ``highlight`` get a blue frame. Returns the PNG's path (its folder is created)."""
     from PIL import Image, ImageDraw, ImageFont

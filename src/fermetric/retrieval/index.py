@@ -35,7 +35,7 @@ import math
 import os
 import shutil
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
@@ -44,11 +44,15 @@ import numpy as np
 
 from .. import vocab
 from .._version import __version__
-from ..data.base import DataWarning
-from ..errors import CheckpointError, ConfigError, DataError, ImageError
+from ..data import load_dataset, parse_data_arg
+from ..data.base import IMAGE_EXTENSIONS, DataWarning
+from ..data.imageio import to_array
 from ..engine.checkpoint import state_digest
+from ..engine.evaluate import embed
+from ..errors import CheckpointError, ConfigError, DataError, ImageError
 from ..fileio import json_default
 from ..losses.space import EmbeddingSpace, space_of_meta
+from ..predict import Predictor, expand_paths
 from ..reports.sheets import image_grid
 
 __all__ = ["EmbeddingIndex", "Neighbor", "contact_sheet", "model_fingerprint"]
@@ -67,7 +71,7 @@ class Neighbor(NamedTuple):
 
 
 def model_fingerprint(model) -> str:
-    """"The same weights": the digest checkpoints carry (:func:`~fermetric.engine.checkpoint.state_digest`)."""
+    """ "The same weights": the digest checkpoints carry (:func:`~fermetric.engine.checkpoint.state_digest`)."""
     return state_digest(model.state_dict())
 
 
@@ -136,8 +140,18 @@ class EmbeddingIndex:
 
     # ------------------------------------------------------------------------------- build
     @classmethod
-    def build(cls, checkpoint, data, split: str = "train", device="cpu", detect: bool = False,
-              detector: str = "haar", precision: str = "auto", progress=None, **dataset_options) -> "EmbeddingIndex":
+    def build(
+        cls,
+        checkpoint,
+        data,
+        split: str = "train",
+        device="cpu",
+        detect: bool = False,
+        detector: str = "haar",
+        precision: str = "auto",
+        progress=None,
+        **dataset_options,
+    ) -> EmbeddingIndex:
         """Embed a dataset split or a folder with a model.
 
         Args:
@@ -148,35 +162,52 @@ class EmbeddingIndex:
             precision: ``auto`` | ``bf16`` | ``fp32`` for a checkpoint source (a ``Predictor`` keeps its own).
             progress: called with the number of images done (dataset batches, folder files).
         """
-        from ..predict import Predictor
-
-        predictor = checkpoint if isinstance(checkpoint, Predictor) else Predictor.load(
-            checkpoint, device=device, detector=detector, precision=precision)
+        predictor = (
+            checkpoint
+            if isinstance(checkpoint, Predictor)
+            else Predictor.load(checkpoint, device=device, detector=detector, precision=precision)
+        )
         if isinstance(data, (str, os.PathLike)) and "=" in str(data) and not Path(data).exists():
-            from ..data import load_dataset, parse_data_arg
-
             name, root = parse_data_arg(str(data))
             data = load_dataset(name, root, split=split, **dataset_options)
         if isinstance(data, (str, os.PathLike)):
             root = Path(data)
             if not root.is_dir():
-                raise DataError(f"{root} is neither a folder nor DATASET=ROOT; pass e.g. fer2013=../data/fer2013 or a folder of images")
+                raise DataError(
+                    f"{root} is neither a folder nor DATASET=ROOT; pass e.g. fer2013=../data/fer2013 or a folder of images"
+                )
             crops, paths, labels, classes = _folder_items(predictor, root, detect, progress)
             _, embeddings = predictor.run_crops(crops)  # whole images keep their own size here
             size = predictor.input_size
-            crops = np.stack([c if c.shape == (size, size) else cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA)
-                              for c in crops]) if crops else np.zeros((0, size, size), np.uint8)
+            crops = (
+                np.stack(
+                    [
+                        c if c.shape == (size, size) else cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA)
+                        for c in crops
+                    ]
+                )
+                if crops
+                else np.zeros((0, size, size), np.uint8)
+            )
             source = {"kind": "folder", "root": str(root.resolve()), "detect": detect}
         else:
-            from ..engine.evaluate import embed
-
             crops, paths, labels, classes = data.images, list(data.paths), data.labels, data.classes
-            _, embeddings = embed(predictor.model, data, predictor.preprocessing, predictor.device, predictor.batch_size,
-                                  tta=predictor.tta, precision=predictor.precision, progress=progress)
+            _, embeddings = embed(
+                predictor.model,
+                data,
+                predictor.preprocessing,
+                predictor.device,
+                predictor.batch_size,
+                tta=predictor.tta,
+                precision=predictor.precision,
+                progress=progress,
+            )
             source = {"kind": "dataset", "name": data.name, "split": data.split, "root": str(data.root)}
         space = space_of_meta(predictor.meta)
         if len(paths) == 0:
-            raise DataError(f"nothing to index in {source.get('root')}: no readable image" + (" with a face" if detect else ""))
+            raise DataError(
+                f"nothing to index in {source.get('root')}: no readable image" + (" with a face" if detect else "")
+            )
         meta = {
             "format": FORMAT_VERSION,
             "fermetric_version": __version__,
@@ -187,7 +218,7 @@ class EmbeddingIndex:
             "data": source,
             "embedding_space": space.to_dict(),
             "metric": f"{space.describe()} (faiss IndexFlatL2)",
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         index = cls(embeddings, paths, labels, classes, meta, thumbnails=crops)
         index._predictor = predictor
@@ -200,27 +231,31 @@ class EmbeddingIndex:
             raise ConfigError(f"k must be >= 1, got {k}")
         queries = _in_space(np.atleast_2d(embeddings), self.space)
         if queries.shape[1] != self.dim:
-            raise CheckpointError(f"query embeddings have {queries.shape[1]} dimensions but the index has {self.dim}; "
-                                  "query with the model that built the index")
+            raise CheckpointError(
+                f"query embeddings have {queries.shape[1]} dimensions but the index has {self.dim}; "
+                "query with the model that built the index"
+            )
         k = min(k, len(self))
         squared, positions = self.faiss_index.search(queries, k)
         return [
-            [Neighbor(self.paths[p], self.label_name(int(self.labels[p])), float(math.sqrt(max(d, 0.0))))
-             for d, p in zip(row_d, row_p) if p >= 0]
+            [
+                Neighbor(self.paths[p], self.label_name(int(self.labels[p])), float(math.sqrt(max(d, 0.0))))
+                for d, p in zip(row_d, row_p)
+                if p >= 0
+            ]
             for row_d, row_p in zip(squared, positions)
         ]
 
     def predictor(self, device="cpu"):
         """The model that built the index (loaded from the recorded checkpoint on first use)."""
         if self._predictor is None:
-            from ..predict import Predictor
-
             source = self.meta.get("checkpoint", "default")
             try:
                 predictor = Predictor.load(source, device=device, tta=self.meta.get("tta", "none"))
             except CheckpointError as err:
-                raise CheckpointError(f"this index was built with checkpoint {source}, which cannot be loaded ({err}); "
-                                      "rebuild the index") from None
+                raise CheckpointError(
+                    f"this index was built with checkpoint {source}, which cannot be loaded ({err}); rebuild the index"
+                ) from None
             self.check_predictor(predictor)
             self._predictor = predictor
         return self._predictor
@@ -228,18 +263,24 @@ class EmbeddingIndex:
     def check_predictor(self, predictor) -> None:
         built_tta = self.meta.get("tta", "none")
         if predictor.tta != built_tta:
-            raise ConfigError(f"this index was built with tta={built_tta!r}; query with a predictor using the same "
-                              f"(got tta={predictor.tta!r})")
+            raise ConfigError(
+                f"this index was built with tta={built_tta!r}; query with a predictor using the same "
+                f"(got tta={predictor.tta!r})"
+            )
         expected = self.meta.get("model_fingerprint")
         if expected and model_fingerprint(predictor.model) != expected:
-            raise CheckpointError(f"the model {predictor.source or ''} is not the one this index was built with "
-                                  f"({self.meta.get('checkpoint')}); query with that model or rebuild the index")
+            raise CheckpointError(
+                f"the model {predictor.source or ''} is not the one this index was built with "
+                f"({self.meta.get('checkpoint')}); query with that model or rebuild the index"
+            )
         # Same weights with another preprocessing (size, mean/std) embed queries differently too.
         built = (self.meta.get("model_meta") or {}).get("preprocessing")
         if built is not None and built != predictor.meta.get("preprocessing"):
-            raise CheckpointError(f"the model {predictor.source or ''} has preprocessing "
-                                  f"{predictor.meta.get('preprocessing')} but this index was built with {built}; "
-                                  "query with the model the index was built with or rebuild the index")
+            raise CheckpointError(
+                f"the model {predictor.source or ''} has preprocessing "
+                f"{predictor.meta.get('preprocessing')} but this index was built with {built}; "
+                "query with the model the index was built with or rebuild the index"
+            )
 
     def query_crop(self, image, detect: bool = True, predictor=None, channel_order: str = "rgb") -> np.ndarray:
         """The grey crop that represents ``image`` in a query (largest face, or the whole image)."""
@@ -250,7 +291,9 @@ class EmbeddingIndex:
             raise ImageError(f"{name}: no face found; pass --no-detect (detect=False) if it is already a face crop")
         return max(faces, key=lambda fc: fc[0].area)[1]
 
-    def query(self, image, k: int = 10, detect: bool = True, predictor=None, channel_order: str = "rgb") -> list[Neighbor]:
+    def query(
+        self, image, k: int = 10, detect: bool = True, predictor=None, channel_order: str = "rgb"
+    ) -> list[Neighbor]:
         """``[(path, label, distance)]`` of the ``k`` items nearest to the (largest) face in ``image``."""
         predictor = predictor or self.predictor()
         if predictor is not self._predictor:
@@ -280,8 +323,12 @@ class EmbeddingIndex:
         tmp.mkdir()
         try:
             _faiss().write_index(self.faiss_index, str(tmp / INDEX_FILE))
-            arrays = {"embeddings": self.embeddings, "labels": self.labels, "paths": np.array(self.paths, dtype=str),
-                      "classes": np.array(self.classes, dtype=str)}
+            arrays = {
+                "embeddings": self.embeddings,
+                "labels": self.labels,
+                "paths": np.array(self.paths, dtype=str),
+                "classes": np.array(self.classes, dtype=str),
+            }
             if self.thumbnails is not None:
                 arrays["thumbnails"] = self.thumbnails
             with open(tmp / ITEMS_FILE, "wb") as handle:
@@ -295,14 +342,16 @@ class EmbeddingIndex:
                 os.replace(out, old)
             os.replace(tmp, out)
         except OSError as err:
-            raise ConfigError(f"cannot write index {out}: {err.strerror or err}; check free space and permissions") from None
+            raise ConfigError(
+                f"cannot write index {out}: {err.strerror or err}; check free space and permissions"
+            ) from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.rmtree(old, ignore_errors=True)
         return out
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "EmbeddingIndex":
+    def load(cls, path: str | os.PathLike) -> EmbeddingIndex:
         path = Path(path)
         if not path.exists():
             raise DataError(f"index {path} does not exist; build one with `fermetric index build --out {path}`")
@@ -318,12 +367,22 @@ class EmbeddingIndex:
         if meta.get("format", 1) > FORMAT_VERSION:
             raise DataError(f"index {path} was written by fermetric {meta.get('fermetric_version')}; upgrade fermetric")
         if meta.get("format", 1) < FORMAT_VERSION:
-            raise DataError(f"index {path} was written by an older fermetric ({meta.get('fermetric_version')}, format "
-                            f"{meta.get('format', 1)}); rebuild it with `fermetric index build`")
-        index = cls(arrays["embeddings"], arrays["paths"].tolist(), arrays["labels"], arrays["classes"].tolist(), meta,
-                    thumbnails=arrays.get("thumbnails"))
+            raise DataError(
+                f"index {path} was written by an older fermetric ({meta.get('fermetric_version')}, format "
+                f"{meta.get('format', 1)}); rebuild it with `fermetric index build`"
+            )
+        index = cls(
+            arrays["embeddings"],
+            arrays["paths"].tolist(),
+            arrays["labels"],
+            arrays["classes"].tolist(),
+            meta,
+            thumbnails=arrays.get("thumbnails"),
+        )
         if faiss_index.ntotal != len(index) or faiss_index.d != index.dim:
-            raise DataError(f"index {path} is inconsistent ({faiss_index.ntotal} vectors for {len(index)} items); rebuild it")
+            raise DataError(
+                f"index {path} is inconsistent ({faiss_index.ntotal} vectors for {len(index)} items); rebuild it"
+            )
         index._faiss_index = faiss_index
         return index
 
@@ -347,9 +406,6 @@ def _folder_label(relative: Path) -> str | None:
 
 def _folder_items(predictor, root: Path, detect: bool, progress=None):
     """``(grey crops, paths, labels, classes)`` of the images under ``root``."""
-    from ..data.base import IMAGE_EXTENSIONS
-    from ..predict import expand_paths
-
     files, _ = expand_paths([root])
     crops, paths, names = [], [], []
     skipped = 0
@@ -376,14 +432,16 @@ def _folder_items(predictor, root: Path, detect: bool, progress=None):
     return crops, paths, labels, classes
 
 
-
-
-
-
-def contact_sheet(query_image, results: list[Neighbor], out_png: str | os.PathLike, tiles=None,
-                  columns: int = 6, tile_size: int = 112) -> Path:
+def contact_sheet(
+    query_image, results: list[Neighbor], out_png: str | os.PathLike, tiles=None, columns: int = 6, tile_size: int = 112
+) -> Path:
     """The query, then one tile per result captioned with its rank, label and distance
     (:func:`~fermetric.reports.sheets.image_grid`); ``tiles``: the results' crops (``None``: blank)."""
     tiles = list(tiles) if tiles is not None else [None] * len(results)
     captions = ["query"] + [f"{i}. {r.label or '?'}\nd={r.distance:.3f}" for i, r in enumerate(results, 1)]
-    return image_grid([query_image, *tiles], captions, out_png, columns=columns, tile_size=tile_size, highlight={0})
+    query = (
+        query_image
+        if isinstance(query_image, np.ndarray) and query_image.ndim == 2
+        else to_array(query_image, mode="grey")
+    )
+    return image_grid([query, *tiles], captions, out_png, columns=columns, tile_size=tile_size, highlight={0})
