@@ -15,6 +15,9 @@ import numpy as np
 import pytest
 import torch
 
+#: the photo -> expression fixtures (a tiny saved model, the shipped photo), for every test folder
+pytest_plugins = ["tests.model_fixtures"]
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from engine_helpers import make_imageset, single_thread, write_folder_dataset
+
+from .engine_helpers import make_imageset, single_thread, write_folder_dataset
 
 
 @pytest.fixture(autouse=True)

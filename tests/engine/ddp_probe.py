@@ -1,6 +1,6 @@
 """Runs ``python -m fermetric ARGS`` under torchrun, recording what each rank did.
 
-Used by test_engine_processes.py: ``torchrun --nproc_per_node=2 ddp_probe.py train ...`` is
+Used by test_processes.py: ``torchrun --nproc_per_node=2 ddp_probe.py train ...`` is
 ``torchrun --nproc_per_node=2 -m fermetric train ...`` plus, per rank, a JSON file in
 ``$PROBE_DIR`` with the items of every epoch's batches and a digest of the final parameters.
 """

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from reliability_helpers import CLASSES, INPUT_SIZE, RUN_CLASSES, TINY_TRAIN, CliResult
 
 from fermetric.assets import example_photo
+
+from .reliability_helpers import CLASSES, INPUT_SIZE, RUN_CLASSES, TINY_TRAIN, CliResult
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from engine_helpers import CLASSES, make_imageset, tiny_recipe
 
 from fermetric import cli, vocab
 from fermetric.config import recipe_names
@@ -17,6 +16,8 @@ from fermetric.engine import checkpoint as ckpt
 from fermetric.engine.evaluate import align_classes, embed, evaluate
 from fermetric.errors import CheckpointError
 from fermetric.models import create_model
+
+from .engine_helpers import CLASSES, make_imageset, tiny_recipe
 
 PREP = Preprocessing(size=16, mean=0.5, std=0.25)
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from engine_helpers import history as read_history
-from engine_helpers import tiny_recipe
 
 from fermetric.engine import precision as P
 from fermetric.engine.train import train
 from fermetric.errors import ConfigError
+
+from .engine_helpers import history as read_history
+from .engine_helpers import tiny_recipe
 
 
 def test_auto_is_bf16_on_cuda_and_on_native_bf16_cpus_only(monkeypatch):

@@ -99,7 +99,7 @@ def test_subsample_is_uniform_sorted_and_seeded():
     np.testing.assert_array_equal(subsample(5, 100), np.arange(5))
 
 
-def testfind_confusion_in_results_json():
+def test_find_confusion_in_results_json():
     results = {
         "classes": ["a", "b"],
         "recipe_config": {"data": {"x": 1}},

@@ -15,7 +15,8 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
-from reliability_helpers import TINY_TRAIN, assert_one_line_error
+
+from .reliability_helpers import TINY_TRAIN, assert_one_line_error
 
 
 # ----------------------------------------------------------------------------- dataset roots

@@ -8,15 +8,16 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from engine_helpers import assert_same_run, final_weights, single_thread, tiny_recipe
-from engine_helpers import history as read_history
-from training_faults import nan_losses_at
 
 from fermetric.engine import checkpoint as ckpt
 from fermetric.engine import rundir
 from fermetric.engine import train as train_module
 from fermetric.engine.train import train
 from fermetric.errors import ConfigError, TrainingError
+from tests.training_faults import nan_losses_at
+
+from .engine_helpers import assert_same_run, final_weights, single_thread, tiny_recipe
+from .engine_helpers import history as read_history
 
 RECIPES = ["ce", "mtdml", "dmsl", "tcl-full", "tcl-semi", "tcl-pred", "pidml"]
 
@@ -224,7 +225,7 @@ def test_unwritable_or_full_output_is_refused_before_work(tiny_sets, tmp_path, m
 
 
 def test_soft_labels_and_no_validation_split(tmp_path):
-    from engine_helpers import make_imageset
+    from .engine_helpers import make_imageset
 
     soft_train = make_imageset(16, seed=4, soft=True)
     results = train(

@@ -2,8 +2,8 @@
 
 Already covered elsewhere (not repeated here): SIGKILL at a random moment then ``--resume`` gives
 the uninterrupted run bit for bit, and two same-seed CPU runs are identical
-(tests/engine/test_engine_processes.py, test_engine_train.py); a corrupt ``last.pt`` falls back
-to ``last.prev.pt``; damaged cache entries are rebuilt (tests/data/test_data_cache.py). These
+(tests/engine/test_processes.py, test_train.py); a corrupt ``last.pt`` falls back
+to ``last.prev.pt``; damaged cache entries are rebuilt (tests/data/test_cache.py). These
 tests add the command-line view of the remaining cases.
 """
 
@@ -15,14 +15,15 @@ import warnings
 
 import numpy as np
 import pytest
-from reliability_helpers import RUN_CLASSES, TINY_TRAIN, assert_one_line_error
-from training_faults import nan_losses_at
 
 from fermetric import __version__
 from fermetric.config import load_recipe
 from fermetric.engine import checkpoint as ckpt
 from fermetric.engine import rundir
 from fermetric.engine import train as train_module
+from tests.training_faults import nan_losses_at
+
+from .reliability_helpers import RUN_CLASSES, TINY_TRAIN, assert_one_line_error
 
 SETS = [value for flag, value in zip(TINY_TRAIN, TINY_TRAIN[1:]) if flag == "--set"]
 

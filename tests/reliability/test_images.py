@@ -1,6 +1,6 @@
 """`fermetric predict` on hostile image files: a correct result or one line naming file and reason.
 
-The decoder's own cases live in tests/data/test_data_imageio*.py; these tests go through the
+The decoder's own cases live in tests/data/test_imageio*.py; these tests go through the
 command line end to end (decode -> detect -> crop -> model -> output) and check what a user sees:
 exit codes, single-line errors, the folder summary, and results that do not depend on the
 container (bit depth, colour model, EXIF orientation, file name).
@@ -18,7 +18,8 @@ import warnings
 import numpy as np
 import pytest
 from PIL import Image
-from reliability_helpers import assert_one_line_error, json_records
+
+from .reliability_helpers import assert_one_line_error, json_records
 
 ORIENTATION = 0x0112
 # EXIF orientation -> the transpose that, applied to the upright photo, gives the stored pixels

@@ -6,11 +6,12 @@ import os
 
 import pytest
 import torch
-from engine_helpers import CLASSES, tiny_recipe
 
 from fermetric.engine import checkpoint as ckpt
 from fermetric.errors import CheckpointError
 from fermetric.models import create_model
+
+from .engine_helpers import CLASSES, tiny_recipe
 
 PREP = {"size": 24, "mean": 0.5, "std": 0.25}
 

@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from engine_helpers import assert_same_run
 
 from fermetric import cli
+
+from .engine_helpers import assert_same_run
 
 HERE = Path(__file__).resolve().parent
 TINY = [

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from reliability_helpers import CLASSES, TINY_TRAIN, assert_one_line_error, json_records
+
+from .reliability_helpers import CLASSES, TINY_TRAIN, assert_one_line_error, json_records
 
 
 @contextlib.contextmanager
