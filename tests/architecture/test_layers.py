@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "fermetric"
 LAYERS = [
     {"_version", "errors"},  # ground: the version and the one-line errors ...
     {"registry", "vocab", "fileio", "config", "assets"},  # ... and what builds on them
-    {"data", "faces", "models", "losses", "reports"},
+    {"data", "models", "losses", "reports"},
     {"engine"},
     {"export", "methods"},
     {"predict"},
