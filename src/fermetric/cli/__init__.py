@@ -22,6 +22,7 @@ import sys
 import warnings
 
 from .._version import __version__
+from ..config import recipe_names
 from ..errors import FermetricError
 
 # command -> "module:function" taking the parsed arguments and returning an exit code
@@ -115,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--recipe",
         required=True,
-        help="recipe name (ce, mtdml, dmsl, tcl-full, tcl-semi, tcl-pred, pidml) or YAML path",
+        help=f"recipe name ({', '.join(recipe_names())}) or YAML path",
     )
     _data_options(p)
     p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl, results)")

@@ -10,7 +10,7 @@ through the cache (``cache.py``), applies the bad-image policy and returns an
   does not decode is a :class:`DataError` naming it; ``True`` skips such files with one warning
   listing them, and records them in ``info["skipped"]``), ``cache=True`` and ``workers=None``
   (decode threads). An option given as ``None`` means "default", so callers can pass
-  ``fold=args.fold`` to any dataset; a non-``None`` option a dataset does not have is a
+  ``fold=...`` to any dataset; a non-``None`` option a dataset does not have is a
   :class:`ConfigError`.
 - **Split "all"** is accepted by every dataset: datasets without a native "all" concatenate
   their partition (e.g. train + val + test).
