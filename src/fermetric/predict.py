@@ -392,6 +392,7 @@ class Predictor:
         progress: Callable[[int], None] | None = None,
         on_no_face: Callable[[dict], None] | None = None,
         max_frames: int | None = None,
+        on_frame: Callable[[np.ndarray, str, int | None], None] | None = None,
     ) -> PredictionReport:
         """Predict on files, folders and videos; unreadable inputs are skipped, not fatal.
 
@@ -411,6 +412,9 @@ class Predictor:
             on_no_face: called with ``{"path", "frame", "time", "face": None, "label": None,
                 "reason"}`` for an image or frame in which no face was found (so that a JSON
                 stream has one record per analysed image at least).
+            on_frame: called with each analysed image or frame drawn with its boxes and labels
+                (RGB uint8), its path and its frame index (``None`` for a photo), as soon as it
+                is done: with it every image is its own batch, for a live display (``--show``).
         """
         if every < 1:
             raise ConfigError(f"--every must be >= 1, got {every}")
@@ -420,6 +424,7 @@ class Predictor:
         paths = [os.fspath(p) for p in paths]
         streams = [p for p in paths if is_stream(p) and not Path(p).exists()]
         video_out = annotate is not None and Path(annotate).suffix.lower() in VIDEO_EXTENSIONS
+        keep_images = annotate is not None or on_frame is not None
         annotator = None
         if annotate is not None:
             annotator = _VideoAnnotator(Path(annotate), every) if video_out else _Annotator(Path(annotate))
@@ -463,6 +468,8 @@ class Predictor:
                     report.records.append(record)
                     if on_record is not None:
                         on_record(record)
+                if on_frame is not None and unit.image is not None:
+                    on_frame(_Annotator.draw(unit, records), unit.path, unit.frame)
                 if annotator is not None and unit.image is not None:
                     error = annotator.write(unit, records)
                     if error:
@@ -475,7 +482,7 @@ class Predictor:
             held = sum(u.image.size for u in pending if u.image is not None) + sum(
                 c.size for u in pending for c in u.crops
             )
-            if sum(len(u.crops) for u in pending) >= CHUNK_CROPS or held >= CHUNK_PIXELS:
+            if on_frame is not None or sum(len(u.crops) for u in pending) >= CHUNK_CROPS or held >= CHUNK_PIXELS:
                 flush()
 
         for path, root, is_video in sources:
@@ -488,7 +495,7 @@ class Predictor:
                     if video_out and frames == 0:
                         annotator.start(label, fps[0] if fps else 0.0, rgb.shape[:2])
                     faces, crops = self._crops(rgb, detect)
-                    add(_Unit(label, frame_index, time, faces, crops, 1.0, rgb if annotator else None))
+                    add(_Unit(label, frame_index, time, faces, crops, 1.0, rgb if keep_images else None))
                     frames += 1
                 if frames:
                     report.files.append(label)
@@ -504,7 +511,7 @@ class Predictor:
                 else:
                     faces, crops = self._crops(decoded, detect)
                     report.files.append(label)
-                    add(_Unit(label, None, None, faces, crops, scale, decoded if annotator else None))
+                    add(_Unit(label, None, None, faces, crops, scale, decoded if keep_images else None))
             if progress is not None:
                 progress(1)
         if pending:

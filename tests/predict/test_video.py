@@ -117,3 +117,43 @@ def test_predict_frames_batches_across_frames_and_keeps_order(predictor, astrona
     single = predictor.predict(astronaut_small)
     assert results[0][0]["label"] == single[0]["label"] and results[0][0]["box"] == single[0]["box"]
     assert results[0][0]["probabilities"] == pytest.approx(single[0]["probabilities"], abs=1e-6)
+
+
+def test_on_frame_gets_every_analysed_image_annotated(predictor, face_video, tmp_path, astronaut_small):
+    from PIL import Image
+
+    photo = tmp_path / "face.png"
+    Image.fromarray(astronaut_small).save(photo)
+    shown = []
+    report = predictor.predict_paths(
+        [photo, face_video], every=3, on_frame=lambda canvas, path, frame: shown.append((canvas, path, frame))
+    )
+    assert [frame for _, _, frame in shown] == [None] + [r for r in range(0, 3 * len(shown) - 3, 3)]
+    assert len(shown) == report.frames  # one call per analysed photo or frame, in order
+    canvas, path, _ = shown[0]
+    assert path == str(photo) and canvas.dtype == np.uint8 and canvas.shape == (*astronaut_small.shape[:2], 3)
+    if report.records and report.records[0]["path"] == str(photo):
+        assert not np.array_equal(canvas, np.asarray(Image.open(photo).convert("RGB")))  # boxes drawn
+
+
+def test_show_is_refused_without_a_window_and_shows_frames_with_one(tiny_checkpoint, face_video, monkeypatch, capsys):
+    import cv2
+
+    from fermetric.cli import predict as cli_predict
+
+    argv = ["predict", str(face_video), "--checkpoint", str(tiny_checkpoint), "--every", "3", "--show"]
+    monkeypatch.setattr(cli_predict, "has_gui", lambda cv2: False)
+    monkeypatch.setenv("DISPLAY", ":0")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install opencv-python" in err[0] and "--annotate out.mp4" in err[0]
+
+    calls = []
+    monkeypatch.setattr(cli_predict, "has_gui", lambda cv2: True)
+    monkeypatch.setattr(cv2, "imshow", lambda title, image: calls.append(("show", image.shape)))
+    keys = iter([-1, ord("q")])  # the second frame's key press closes the window
+    monkeypatch.setattr(cv2, "waitKey", lambda delay: next(keys, -1))
+    monkeypatch.setattr(cv2, "destroyWindow", lambda title: calls.append(("close", title)))
+    assert main(argv) == 0
+    assert [c[0] for c in calls] == ["show", "show", "close"]  # closed by q; the analysis went on
+    assert "frames analysed" in capsys.readouterr().out

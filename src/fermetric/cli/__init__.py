@@ -236,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="videos and streams: analyse at most N frames of each (default: all; a camera needs it)",
     )
+    p.add_argument(
+        "--show",
+        action="store_true",
+        help="show each analysed photo or frame with its boxes and labels in a window (needs a display and "
+        "OpenCV with a GUI: pip install opencv-python); q or Esc closes the window, the analysis goes on",
+    )
     p.add_argument("--device", default="auto")
     _precision_option(p)
 

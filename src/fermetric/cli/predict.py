@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -119,6 +120,50 @@ def _check_output_file(target: Path, option: str) -> None:
         target.unlink()
 
 
+class Window:
+    """``--show``: each annotated image in one OpenCV window, shown as it is analysed.
+
+    Checked at creation: a display (``DISPLAY`` / ``WAYLAND_DISPLAY`` on Linux) and an OpenCV
+    build with a GUI backend (``opencv-python``; the ``-headless`` build fermetric installs by
+    default has none). q or Esc closes the window; the analysis and its output go on.
+    """
+
+    TITLE = "fermetric"
+
+    def __init__(self) -> None:
+        import cv2
+
+        self.cv2 = cv2
+        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            raise ConfigError("--show needs a display (no DISPLAY or WAYLAND_DISPLAY is set); use --annotate out.mp4")
+        if not has_gui(cv2):
+            raise ConfigError(
+                "--show needs OpenCV with a GUI: pip install opencv-python (the -headless build has none); "
+                "or use --annotate out.mp4"
+            )
+        self.open = True
+
+    def __call__(self, canvas, path: str, frame: int | None) -> None:
+        if not self.open:
+            return
+        self.cv2.imshow(self.TITLE, self.cv2.cvtColor(canvas, self.cv2.COLOR_RGB2BGR))
+        if self.cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+            self.close()
+
+    def close(self) -> None:
+        if self.open:
+            self.cv2.destroyWindow(self.TITLE)
+            self.open = False
+
+
+def has_gui(cv2) -> bool:
+    """Whether this OpenCV build has a window backend (its build information says ``GUI: NONE`` otherwise)."""
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GUI:"):
+            return line.split(":", 1)[1].strip().upper() not in ("", "NONE")
+    return False
+
+
 def run(args) -> int:
     """``fermetric predict PATH... [--checkpoint] [--json | --csv FILE] [--annotate DIR] [--no-detect]
     [--detector haar] [--min-face PX] [--tta none|flip] [--every N] [--device]``."""
@@ -141,6 +186,7 @@ def run(args) -> int:
             _check_output_file(target, "--annotate")
         else:
             _check_output_folder(target, "--annotate")
+    window = Window() if args.show else None  # refused before any work where no window can open
     console = Console(stderr=bool(args.json))
     on_record = write_json_line if args.json else None
 
@@ -154,7 +200,10 @@ def run(args) -> int:
             progress=progress,
             on_no_face=on_record,
             max_frames=args.max_frames,
+            on_frame=window,
         )
+    if window is not None:
+        window.close()
     if not report.files:
         reasons = "; ".join(f"{path}: {reason}" for path, reason in report.skipped[:2]) or "no input"
         more = f" (and {len(report.skipped) - 2} more)" if len(report.skipped) > 2 else ""
