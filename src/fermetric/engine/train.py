@@ -457,30 +457,11 @@ class Trainer:
                 index = torch.from_numpy(np.asarray(batches[b], dtype=np.int64)).to(self.device, non_blocking=True)
                 x = self._augmented(index, epoch, b)
                 parts = self._losses(x, index)
-                total = parts["loss"]
-                if not self._finite(total):
-                    if self.on_nan == "stop":
-                        last = self.out_dir / ckpt.LAST
-                        kept = (
-                            f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
-                        )
-                        raise TrainingError(
-                            f"loss is {float(total.detach()):g} at epoch {epoch + 1}, step {self.step + 1} (batch {b + 1}); "
-                            f"{kept}; lower optim.lr or pass --on-nan skip"
-                        )
-                    counts["skipped"] += 1
-                    self.skipped_total += 1
-                    self.optimizer.zero_grad(set_to_none=True)
-                else:
-                    self.optimizer.zero_grad(set_to_none=True)
-                    total.backward()
-                    self.optimizer.step()
-                    self.scheduler.step()
-                    if self.ema is not None:
-                        self.ema.update_parameters(self.model)
-                    self.step += 1
+                if self._step(parts["loss"], epoch, b):
                     sums += torch.stack([parts[name].detach().to(torch.float64) for name in part_names])
                     counts["batches"] += 1
+                else:
+                    counts["skipped"] += 1
                 counts["images"] += len(index)
                 if bar is not None:
                     bar.update(1)
@@ -500,6 +481,28 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         counts["seconds"] += time.perf_counter() - started
         return {"names": part_names, "sums": sums, "counts": counts}
+
+    def _step(self, total: torch.Tensor, epoch: int, batch: int) -> bool:
+        """One optimiser step on ``total``; a non-finite loss stops the run or skips the batch
+        (``on_nan``), on every rank alike. Returns whether a step was taken."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if not self._finite(total):
+            if self.on_nan == "stop":
+                last = self.out_dir / ckpt.LAST
+                kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
+                raise TrainingError(
+                    f"loss is {float(total.detach()):g} at epoch {epoch + 1}, step {self.step + 1} "
+                    f"(batch {batch + 1}); {kept}; lower optim.lr or pass --on-nan skip"
+                )
+            self.skipped_total += 1
+            return False
+        total.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        self.step += 1
+        return True
 
     def _epoch_record(self, epoch: int, result: dict) -> dict:
         counts = result["counts"]
