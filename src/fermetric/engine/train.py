@@ -615,10 +615,11 @@ class Trainer:
         tta = self.recipe.tta
         with preserved_rng(), progress_bar("final evaluation", enabled=self.progress) as progress:
             metrics = {}
-            if self.val_set is not None:
-                metrics["val"] = evaluate(
+
+            def score(imageset, **options) -> dict:
+                return evaluate(
                     model,
-                    self.val_set,
+                    imageset,
                     self.preprocessing,
                     self.device,
                     tta=tta,
@@ -626,23 +627,16 @@ class Trainer:
                     space=self.space,
                     precision=self.precision,
                     progress=progress,
+                    **options,
                 )
+
+            if self.val_set is not None:
+                metrics["val"] = score(self.val_set)
             if self.test_set is not None:
                 test = self.test_set
                 if list(test.classes) != self.classes:
                     test = align_classes(test, self.classes)
-                metrics["test"] = evaluate(
-                    model,
-                    test,
-                    self.preprocessing,
-                    self.device,
-                    tta=tta,
-                    reference=self.train_set,
-                    space=self.space,
-                    precision=self.precision,
-                    progress=progress,
-                    keep_predictions=True,
-                )
+                metrics["test"] = score(test, keep_predictions=True)  # per image: paired comparisons
         ckpt.save_weights(self.out_dir / WEIGHTS_FILE, model, self.meta)
         train_seconds = sum(r["seconds"] for r in self.history)
         images = sum((r.get("images_per_second") or 0) * r["seconds"] for r in self.history)
