@@ -8,6 +8,11 @@ is a property of the loss, never guessed from its signature or its name:
   sub-classes use the same space, read back from the checkpoint);
 - ``needs_logits``: the engine passes the classifier's logits (TCL's prediction-based negatives).
 
+Losses made of per-sample or per-triplet terms (MT-DML, TCL, EMLF's compactness) average them
+through :meth:`MetricLoss.reduce`, so a pytorch-metric-learning reducer given as ``reducer=``
+(``AvgNonZeroReducer``, ``ThresholdReducer``, ...) changes how they are averaged, as it does for
+PML's own losses.
+
 :meth:`MetricLoss.forward` is the shared preamble: input checks, autocast off, the float32 (or
 float64) compute dtype, and the mapping into ``embedding_space`` when ``normalize`` is set.
 Adding a loss: a file with ``@LOSSES.register("name") class MyLoss(MetricLoss)`` and one import
@@ -37,6 +42,12 @@ class MetricLoss(nn.Module):
     #: the number of classes labels index (``None``: not checked against the labels)
     num_classes: int | None = None
 
+    def __init__(self) -> None:
+        super().__init__()
+        # an instance attribute, not a class one: a class-level None would hide the submodule
+        # nn.Module registers when a loss assigns its reducer
+        self.reducer: nn.Module | None = None  # a PML reducer for :meth:`reduce`; None: the plain mean
+
     @property
     def needs_logits(self) -> bool:
         """Whether :meth:`forward` needs ``logits=`` (the engine passes them when true)."""
@@ -54,6 +65,20 @@ class MetricLoss(nn.Module):
         """The loss of ``z`` (compute dtype, autocast off, already in ``embedding_space`` when
         ``normalize``)."""
         raise NotImplementedError
+
+    def reduce(
+        self, losses: torch.Tensor, indices, reduction_type: str, z: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
+        """The per-element (``indices [N]``) or per-triplet (``(a, p, n)``) ``losses [N]`` as one scalar.
+
+        The mean without a reducer; an empty ``losses`` gives 0 with the graph kept (zero gradient).
+        """
+        if losses.numel() == 0:
+            return z.sum() * 0.0
+        if self.reducer is None:
+            return losses.mean()
+        info = {"losses": losses, "indices": indices, "reduction_type": reduction_type}
+        return self.reducer({self.loss_name: info}, z, labels)
 
     def forward(
         self, embeddings: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor | None = None

@@ -48,6 +48,10 @@ class GaussianStructureLoss(MetricLoss):
       batch get responsibility 0 and are excluded from the softmax.
 
     A one-class batch gives loss 0 (pi = y = 1); a singleton class has mu = z_i (well defined).
+    Unlike the other three losses it takes no pytorch-metric-learning miner or reducer: every
+    sample is compared with every class mean (no tuples to mine), and the squared error of a
+    well-placed sample is small rather than zero, so non-zero or threshold reducers have nothing
+    to select.
     """
 
     def __init__(

@@ -13,6 +13,7 @@ from .functional import (
     one_hot,
     pairwise_distances,
 )
+from .pml import pml_component
 
 CENTERS = ("running", "learnable")
 
@@ -23,7 +24,7 @@ class ExpressionMetricLoss(MetricLoss):
 
     Paper (Yu & Bai 2020): a metric loss that increases intra-class similarity and inter-class
     distance, optimised jointly with the classification loss. fermetric's form
-    (``docs/methods.md`` section 4)::
+    (``docs/METHODS.md`` section 4)::
 
         loss = mean_i ||z_i - c_{y_i}||^2 + separation_weight * sum_{j<k} [margin - ||c_j - c_k||]_+^2
 
@@ -46,7 +47,9 @@ class ExpressionMetricLoss(MetricLoss):
       training mode the buffers take the new c_j after the forward pass (under no_grad); eval
       mode leaves them untouched. Each DDP rank keeps its own running centres.
 
-    The separation sum runs over pairs, not their mean (as written in methods.md).
+    The separation sum runs over pairs, not their mean (as written in methods.md). ``reducer``
+    (a pytorch-metric-learning reducer: a class name, ``{name, options}`` or an instance) replaces
+    the mean of the per-sample compactness terms; the separation term is one number per batch.
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class ExpressionMetricLoss(MetricLoss):
         momentum: float = 0.9,
         centers: str = "learnable",
         normalize: bool = True,
+        reducer=None,
     ) -> None:
         super().__init__()
         if num_classes < 1 or embedding_dim < 1:
@@ -73,6 +77,7 @@ class ExpressionMetricLoss(MetricLoss):
         self.momentum = float(momentum)
         self.center_mode = centers
         self.normalize = bool(normalize)
+        self.reducer = pml_component(reducer, "Reducer")
         if centers == "running":
             self.register_buffer("running_centers", torch.zeros(num_classes, embedding_dim))
             self.register_buffer("seen", torch.zeros(num_classes, dtype=torch.bool))
@@ -95,7 +100,8 @@ class ExpressionMetricLoss(MetricLoss):
             exists = torch.ones(self.num_classes, dtype=torch.bool, device=z.device)
         else:
             centers, exists = self._blend_running(z, labels)
-        compact = (z - centers[labels]).pow(2).sum(1).sum() / max(z.shape[0], 1)
+        per_sample = (z - centers[labels]).pow(2).sum(1)
+        compact = self.reduce(per_sample, torch.arange(z.shape[0], device=z.device), "element", z, labels)
         pairs = torch.triu(exists.unsqueeze(0) & exists.unsqueeze(1), diagonal=1)
         hinge = F.relu(self.margin - pairwise_distances(centers)).pow(2)
         separation = (hinge * pairs.to(hinge.dtype)).sum()

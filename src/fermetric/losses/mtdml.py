@@ -14,6 +14,7 @@ from .functional import (
     label_masks,
     pairwise_distances,
 )
+from .pml import pml_component
 from .space import L2, RAW, EmbeddingSpace
 
 SPACINGS = ("linear", "geometric")
@@ -49,9 +50,18 @@ class MultiThresholdTripletLoss(MetricLoss):
       zero-loss anchors included, i.e. pytorch-metric-learning's ``MeanReducer``, not its default
       ``AvgNonZeroReducer``), then mean over slices. No valid anchor (one-class batch, all
       singletons) gives 0 with zero gradient.
+    - ``miner`` (optional, a pytorch-metric-learning tuple miner: a class name, ``{name, options}``
+      or an instance): each slice's triplets come from the miner, called on that slice, instead of
+      batch-hard mining (pair miners' output is turned into triplets by PML's
+      ``convert_to_triplets``, every triplet of each pair); the dual term then uses each triplet's positive p with p's own
+      batch-hard negative (``"own"``) or the triplet's n (``"shared"``). ``reducer`` (a PML
+      reducer, given the same way) replaces the mean over each slice's triplets, e.g.
+      ``AvgNonZeroReducer`` for PML's default.
 
     With ``num_slices=1, dual=False`` this is exactly pytorch-metric-learning's
-    ``TripletMarginLoss(margin=tau_min, reducer=MeanReducer())`` with ``BatchHardMiner``.
+    ``TripletMarginLoss(margin=tau_min, reducer=MeanReducer())`` with ``BatchHardMiner``, and with
+    a ``miner`` and ``reducer`` it is ``TripletMarginLoss(margin=tau_min, reducer=reducer)`` with
+    that miner.
 
     Args:
         embedding_dim: optional; when given, divisibility by ``num_slices`` is checked at once.
@@ -67,6 +77,8 @@ class MultiThresholdTripletLoss(MetricLoss):
         dual_weight: float = 1.0,
         dual_negative: str = "own",
         embedding_dim: int | None = None,
+        miner=None,
+        reducer=None,
     ) -> None:
         super().__init__()
         if not isinstance(num_slices, int) or num_slices < 1:
@@ -95,6 +107,8 @@ class MultiThresholdTripletLoss(MetricLoss):
         self.dual_weight = float(dual_weight)
         self.dual_negative = dual_negative
         self.normalize = bool(normalize)
+        self.miner = pml_component(miner, "Miner")
+        self.reducer = pml_component(reducer, "Reducer")
         if spacing == "linear":
             margins = torch.linspace(low, high, num_slices, dtype=torch.float64)
         else:
@@ -125,29 +139,38 @@ class MultiThresholdTripletLoss(MetricLoss):
         z = z.reshape(batch, self.num_slices, dim // self.num_slices).transpose(0, 1)  # [S, B, d]
         dist = pairwise_distances(z)  # [S, B, B]
         positives, negatives = label_masks(labels)
-        valid = (positives.any(1) & negatives.any(1)).to(dist.dtype)  # [B]
         # Indices are picked without gradient; the distances are gathered with it.
         with torch.no_grad():
             hardest_pos = dist.masked_fill(~positives, float("-inf")).argmax(-1)  # [S, B]
             hardest_neg = dist.masked_fill(~negatives, float("inf")).argmin(-1)
-        d_ap = dist.gather(-1, hardest_pos.unsqueeze(-1)).squeeze(-1)  # [S, B]
-        d_an = dist.gather(-1, hardest_neg.unsqueeze(-1)).squeeze(-1)
-        tau = self.margins.to(dist.dtype).unsqueeze(-1)  # [S, 1]
-        loss = F.relu(d_ap - d_an + tau)
-        if self.dual:
-            if self.dual_negative == "own":
-                # n' (hardest negative of p) is p's own batch-hard negative, so d(p, n') = d_an[p].
-                d_pn = d_an.gather(-1, hardest_pos)
-            else:  # "shared": the anchor's negative n judged from p, d(p, n)
-                rows = dist.gather(-2, hardest_pos.unsqueeze(-1).expand_as(dist))  # [S, B, B]: row p of a
-                d_pn = rows.gather(-1, hardest_neg.unsqueeze(-1)).squeeze(-1)
-            loss = loss + self.dual_weight * F.relu(d_ap - d_pn + tau)
-        per_slice = (loss * valid).sum(-1) / valid.sum().clamp_min(1.0)
-        return per_slice.mean()
+        own_negative = dist.gather(-1, hardest_neg.unsqueeze(-1)).squeeze(-1)  # [S, B]: d(i, hardest neg of i)
+        if self.miner is None:
+            anchors = (positives.any(1) & negatives.any(1)).nonzero().squeeze(1)  # valid anchors
+            triplets = [(anchors, hardest_pos[s, anchors], hardest_neg[s, anchors]) for s in range(self.num_slices)]
+        else:
+            triplets = [self._mined(z[s], labels) for s in range(self.num_slices)]
+        total = 0.0
+        for s, (a, p, n) in enumerate(triplets):
+            d_ap, d_an, tau = dist[s, a, p], dist[s, a, n], self.margins[s].to(dist.dtype)
+            loss = F.relu(d_ap - d_an + tau)
+            if self.dual:
+                # "own": n' is p's own batch-hard negative; "shared": the anchor's n judged from p
+                d_pn = own_negative[s, p] if self.dual_negative == "own" else dist[s, p, n]
+                loss = loss + self.dual_weight * F.relu(d_ap - d_pn + tau)
+            total = total + self.reduce(loss, (a, p, n), "triplet", z[s], labels)
+        return total / self.num_slices
+
+    def _mined(self, z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        from pytorch_metric_learning.utils.loss_and_miner_utils import convert_to_triplets
+
+        with torch.no_grad():
+            mined = self.miner(z, labels)
+        return tuple(convert_to_triplets(mined, labels, t_per_anchor="all"))  # as TripletMarginLoss does
 
     def extra_repr(self) -> str:
         return (
             f"num_slices={self.num_slices}, margin_range={self.margin_range}, spacing={self.spacing!r}, "
             f"dual={self.dual}, dual_weight={self.dual_weight}, dual_negative={self.dual_negative!r}, "
-            f"normalize={self.normalize}"
+            f"normalize={self.normalize}, miner={type(self.miner).__name__ if self.miner is not None else None}, "
+            f"reducer={type(self.reducer).__name__ if self.reducer is not None else None}"
         )

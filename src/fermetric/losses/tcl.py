@@ -14,6 +14,7 @@ from .functional import (
     safe_sqrt,
     squared_distances,
 )
+from .pml import pml_component
 
 NEGATIVES = ("fully_synthesized", "semi_synthesized", "prediction_based")
 DISTANCES = ("euclidean", "squared")
@@ -43,7 +44,10 @@ class TripletCenterLoss(MetricLoss):
     ``nn.Parameter [num_classes, embedding_dim]`` initialised as standard normal rows rescaled to
     unit norm (on the sphere where normalised embeddings live), drawn from torch's global RNG;
     they are not constrained afterwards. Give them to the optimiser (the engine's
-    ``optim.loss_lr_multiplier`` scales their learning rate). Loss averaged over all samples.
+    ``optim.loss_lr_multiplier`` scales their learning rate). Loss averaged over all samples, or
+    reduced by ``reducer`` (a pytorch-metric-learning reducer: a class name, ``{name, options}``
+    or an instance; e.g. ``AvgNonZeroReducer`` averages only the samples inside the margin). A
+    miner has no place here: the negatives are centres or centre-blends chosen per sample.
     """
 
     def __init__(
@@ -55,6 +59,7 @@ class TripletCenterLoss(MetricLoss):
         semi_mix: float = 0.5,
         distance: str = "euclidean",
         normalize: bool = True,
+        reducer=None,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -74,6 +79,7 @@ class TripletCenterLoss(MetricLoss):
         self.semi_mix = float(semi_mix)
         self.distance = distance
         self.normalize = bool(normalize)
+        self.reducer = pml_component(reducer, "Reducer")
         self.centers = nn.Parameter(F.normalize(torch.randn(num_classes, embedding_dim), dim=1))
 
     def _dist(self, squared: torch.Tensor) -> torch.Tensor:
@@ -121,7 +127,8 @@ class TripletCenterLoss(MetricLoss):
             point = (1.0 - self.semi_mix) * z[nearest] + self.semi_mix * centers[labels[nearest]]
             d_semi = self._dist((z - point).pow(2).sum(1))
             d_neg = torch.where(other.any(1), d_semi, d_neg)
-        return F.relu(d_pos + self.margin - d_neg).sum() / max(z.shape[0], 1)
+        per_sample = F.relu(d_pos + self.margin - d_neg)
+        return self.reduce(per_sample, torch.arange(z.shape[0], device=z.device), "element", z, labels)
 
     def extra_repr(self) -> str:
         return (
