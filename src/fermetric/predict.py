@@ -393,6 +393,7 @@ class Predictor:
         on_no_face: Callable[[dict], None] | None = None,
         max_frames: int | None = None,
         on_frame: Callable[[np.ndarray, str, int | None], None] | None = None,
+        frame_progress: Callable[[int], None] | None = None,
     ) -> PredictionReport:
         """Predict on files, folders and videos; unreadable inputs are skipped, not fatal.
 
@@ -409,6 +410,8 @@ class Predictor:
                 frames of the video inputs, annotated, at the source's frame rate / ``every``.
             on_record: called with each face record as soon as its chunk is done (streaming output).
             progress: called with 1 as each file (image or whole video) is done.
+            frame_progress: called with 1 as each video or stream frame is analysed (a bar
+                driven by it shows frames/s; a camera or a long video never finishes a file).
             on_no_face: called with ``{"path", "frame", "time", "face": None, "label": None,
                 "reason"}`` for an image or frame in which no face was found (so that a JSON
                 stream has one record per analysed image at least).
@@ -497,6 +500,8 @@ class Predictor:
                     faces, crops = self._crops(rgb, detect)
                     add(_Unit(label, frame_index, time, faces, crops, 1.0, rgb if keep_images else None))
                     frames += 1
+                    if frame_progress is not None:
+                        frame_progress(1)
                 if frames:
                     report.files.append(label)
                     report.videos.append(label)

@@ -157,3 +157,38 @@ def test_show_is_refused_without_a_window_and_shows_frames_with_one(tiny_checkpo
     assert main(argv) == 0
     assert [c[0] for c in calls] == ["show", "show", "close"]  # closed by q; the analysis went on
     assert "frames analysed" in capsys.readouterr().out
+
+
+def test_a_frame_bar_counts_video_frames_and_stays_hidden_for_photos(
+    tiny_checkpoint, face_video, tmp_path, monkeypatch
+):
+    import io
+    import sys
+
+    from PIL import Image
+
+    from fermetric.engine.progress import progress_bar
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    photo = tmp_path / "face.png"
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(photo)
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with progress_bar("frames", unit="frame", lazy=True) as callback:
+        pass
+    assert terminal.getvalue() == ""  # lazy: nothing drawn without an update
+    assert main(["predict", str(photo), "--checkpoint", str(tiny_checkpoint), "--no-detect"]) == 0
+    assert "frames" not in terminal.getvalue()  # photos only: the frame bar never appears
+    assert main(["predict", str(face_video), "--checkpoint", str(tiny_checkpoint), "--every", "3"]) == 0
+    drawn = terminal.getvalue()
+    assert "frames" in drawn and "frame/s" in drawn  # the rate of a video job
+    assert callback is not None
+
+
+def test_frame_progress_is_called_once_per_analysed_frame(predictor, face_video):
+    counted = []
+    report = predictor.predict_paths([face_video], every=2, frame_progress=counted.append)
+    assert counted == [1] * 6 and report.frames == 6

@@ -190,7 +190,10 @@ def run(args) -> int:
     console = Console(stderr=bool(args.json))
     on_record = write_json_line if args.json else None
 
-    with progress_bar("predict", unit="file", enabled=not args.json) as progress:
+    with (
+        progress_bar("predict", unit="file", enabled=not args.json) as progress,
+        progress_bar("frames", unit="frame", enabled=not args.json, lazy=True, position=1) as frame_progress,
+    ):
         report = predictor.predict_paths(
             args.paths,
             detect=not args.no_detect,
@@ -201,6 +204,7 @@ def run(args) -> int:
             on_no_face=on_record,
             max_frames=args.max_frames,
             on_frame=window,
+            frame_progress=frame_progress,
         )
     if window is not None:
         window.close()
