@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from .reliability_helpers import TINY_TRAIN, assert_one_line_error
@@ -409,3 +410,35 @@ def test_warnings_are_one_line_too(run_cli, monkeypatch):
     monkeypatch.setattr(info, "run", warns)
     assert run_cli("info").err == "fermetric info: warning: 3 images skipped\n"
     assert "loader.py:142: DataWarning" in run_cli("--debug", "info").err  # --debug: Python's own form
+
+
+def test_train_init_from_fine_tunes_a_model_on_other_classes(tmp_path, tiny_checkpoint, dataset_root, run_cli):
+    """--init-from: the source's network and preprocessing, a new classifier, TCL's attention fresh."""
+    import json
+
+    from fermetric.data.synthetic import make_synthetic_faces
+    from fermetric.engine import checkpoint as ckpt
+
+    three = make_synthetic_faces(tmp_path / "three", layout="folder-split", n_per_class=4, size=48, seed=1,
+                                 classes=("happy", "sad", "angry"))  # fmt: skip
+    out = tmp_path / "tuned"
+    result = run_cli(
+        "train", "--recipe", "tcl-full", "--data", f"folder={three}", "--init-from", tiny_checkpoint,
+        "--out", out, "--epochs", "1", "--max-steps", "1", "--quiet", "--set", "optim.lr=1e-12", "--set", "data.batch_size=8",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    meta = json.loads((out / "results.json").read_text()).get("meta") or ckpt.read_source(out)[1]
+    source_weights, source_meta, _ = ckpt.read_source(tiny_checkpoint)
+    assert meta["recipe"]["model"]["backbone"] == "tiny" and meta["recipe"]["model"]["attention"] is True
+    assert meta["recipe"]["data"]["input_size"] == source_meta["recipe"]["data"]["input_size"]
+    assert meta["init_from"] == str(tiny_checkpoint)
+    assert meta["init_new_modules"] == ["attention", "classifier"]
+    tuned, _, _ = ckpt.read_source(out)
+    name = next(k for k in source_weights if k.startswith("backbone.") and source_weights[k].is_floating_point())
+    torch.testing.assert_close(tuned[name], source_weights[name], rtol=0, atol=1e-6)  # lr ~ 0: kept
+    assert tuned["classifier.linear.weight"].shape[0] == 3 != source_weights["classifier.linear.weight"].shape[0]
+    bad = run_cli(
+        "train", "--recipe", "ce", "--data", f"fer2013={dataset_root}", "--init-from", tmp_path / "nothing",
+        "--out", tmp_path / "x", "--epochs", "1",
+    )  # fmt: skip
+    assert bad.code != 0 and "nothing" in bad.err and len(bad.err.strip().splitlines()) == 1

@@ -123,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in --out")
+    p.add_argument(
+        "--init-from",
+        default=None,
+        metavar="SOURCE",
+        help="fine-tune from a trained model (run directory, .pt, .safetensors, or a shipped name such as "
+        "default): its backbone, width and embedding size replace the recipe's (--set still wins), a class "
+        "list of its own gets a new classifier (default: none, train from scratch)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--set",

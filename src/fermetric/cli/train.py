@@ -7,6 +7,7 @@ from pathlib import Path
 from ..config import load_recipe, replace
 from ..data import dataset_splits, load_dataset, parse_data_arg
 from ..engine import distributed as dist_utils
+from ..engine.checkpoint import architecture_overrides
 from ..engine.precision import available_cores
 from ..engine.train import RESULTS_FILE, train
 from .common import dataset_options
@@ -14,7 +15,9 @@ from .common import dataset_options
 
 def run(args) -> int:
     """``fermetric train --recipe NAME --data DATASET=ROOT --out DIR [...]`` ."""
-    recipe = load_recipe(args.recipe, args.overrides)
+    # a fine-tuned run takes its source's network, so the weights fit; the user's --set comes last
+    overrides = ([*architecture_overrides(args.init_from)] if args.init_from else []) + list(args.overrides)
+    recipe = load_recipe(args.recipe, overrides)
     if args.epochs is not None:
         recipe = replace(recipe, epochs=args.epochs)
     name, root = parse_data_arg(args.data)
@@ -40,6 +43,7 @@ def run(args) -> int:
         precision=args.precision,
         deterministic=args.deterministic,
         threads=args.threads or (None if dist_utils.env_world()[1] > 1 else available_cores()),
+        init_from=args.init_from,
     )
     if not args.quiet and dist_utils.env_world()[0] == 0:
         scores = ", ".join(

@@ -374,6 +374,26 @@ def read_source(source: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dic
     return tensors, meta, path
 
 
+#: what a fine-tuned run takes from its source: the network's shape (the weights must fit) and
+#: the input preprocessing (its features expect those pixels); method modules (attention,
+#: partial) stay the recipe's and start fresh when the source has none
+ARCHITECTURE_FIELDS = {"model": ("backbone", "width", "embedding_dim"), "data": ("input_size", "mean", "std")}
+
+
+def architecture_overrides(source: str | os.PathLike) -> list[str]:
+    """``["model.backbone=...", "data.input_size=...", ...]``: the recipe overrides that give a run
+    ``source``'s network and preprocessing, so that ``init_from=source`` fits (the command line
+    puts the user's own ``--set`` after them)."""
+    _, meta, _ = read_source(source)
+    recipe = meta["recipe"]
+    return [
+        f"{group}.{field}={json.dumps(recipe[group][field])}"
+        for group, fields in ARCHITECTURE_FIELDS.items()
+        for field in fields
+        if field in recipe.get(group, {})
+    ]
+
+
 def build_model(meta: dict, where: Any = "checkpoint") -> torch.nn.Module:
     """An untrained model with the architecture that ``meta["recipe"]["model"]`` describes."""
     try:

@@ -181,6 +181,8 @@ class Trainer:
         if init_from is not None:
             self.meta["init_from"] = str(init_from)
             self.meta["init_classifier"] = init_classifier
+            if getattr(self, "init_new_modules", None):  # modules that started fresh (not on resume)
+                self.meta["init_new_modules"] = self.init_new_modules
         # The space every distance of this model is measured in (evaluation, index, sub-classes)
         self.space = self.loss_fn.embedding_space if self.loss_fn is not None else L2
         self.meta["embedding_space"] = self.space.to_dict()
@@ -253,17 +255,22 @@ class Trainer:
         return init_classifier
 
     def _warm_start(self, init_from) -> str:
-        """Load an earlier run's weights; another class list gets a new classifier."""
+        """Load an earlier run's weights; another class list gets a new classifier, and a module
+        the source has none of (TCL's attention, PI&DML's partial branches) starts fresh."""
         weights, init_meta, init_path = ckpt.read_source(init_from)
         same_classes = list(init_meta["classes"]) == self.classes
         if not same_classes:  # fine-tuning on other classes (FER2013 -> CK+): a new classifier
             weights = {k: v for k, v in weights.items() if not k.startswith(CLASSIFIER_PREFIX)}
+        source_modules = {k.split(".")[0] for k in weights}
+        new_modules = {k.split(".")[0] for k in self.model.state_dict()} - source_modules
         try:
-            missing, unexpected = self.model.load_state_dict(weights, strict=same_classes)
+            missing, unexpected = self.model.load_state_dict(weights, strict=same_classes and not new_modules)
         except RuntimeError as err:
             raise ConfigError(
                 f"init_from {init_path}: its weights do not fit this recipe's model ({str(err).splitlines()[0][:200]})"
             ) from None
+        missing = [k for k in missing if k.split(".")[0] not in new_modules]
+        self.init_new_modules = sorted(new_modules | ({CLASSIFIER_PREFIX.rstrip(".")} if not same_classes else set()))
         if unexpected or any(not k.startswith(CLASSIFIER_PREFIX) for k in missing):
             raise ConfigError(
                 f"init_from {init_path}: its weights do not fit this recipe's model "
