@@ -58,6 +58,10 @@ def test_read_metrics_flattens_and_tolerates_a_cut_last_line(tmp_path):
 def test_plot_curves(tmp_path):
     out = plot_curves(write_metrics(tmp_path / "metrics.jsonl"), tmp_path / "curves.png")
     assert_png(out, (800, 300))
+    no_val = tmp_path / "no_val.jsonl"  # a k-fold run (CK+) has no validation split: one panel
+    no_val.write_text("\n".join(json.dumps({"epoch": e, "train": {"loss": 1.0 / e}}) for e in (1, 2, 3)) + "\n")
+    with Image.open(plot_curves(no_val, tmp_path / "one.png")) as one, Image.open(out) as two:
+        assert one.size[0] < 0.7 * two.size[0]
     (tmp_path / "empty.jsonl").write_text('{"note": "x"}\n')
     with pytest.raises(DataError):
         plot_curves(tmp_path / "empty.jsonl", tmp_path / "x.png")

@@ -78,6 +78,11 @@ def _data_options(p: argparse.ArgumentParser, required: bool = True) -> None:
         metavar="DATASET=ROOT",
         help="dataset name and root, e.g. fer2013=../shared/data/fer2013 (see `fermetric info`)",
     )
+    _dataset_choices(p)
+
+
+def _dataset_choices(p: argparse.ArgumentParser) -> None:
+    """How a dataset given with ``--data`` is read: its fold, FER+ label mode, bad images."""
     p.add_argument(
         "--fold", type=int, default=None, help="test fold of a subject-independent k-fold protocol (CK+: 0-9)"
     )
@@ -258,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = isub.add_parser("build", help="embed a dataset or folder into an index")
     b.add_argument("--checkpoint", default="default")
     b.add_argument("--data", required=True, metavar="DATASET=ROOT|FOLDER")
+    _dataset_choices(b)
     b.add_argument("--split", default="train")
     b.add_argument("--out", required=True, metavar="INDEX")
     b.add_argument("--device", default="auto")
@@ -275,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", choices=["embeddings", "confusion", "curves"])
     p.add_argument("--checkpoint", default="default")
     p.add_argument("--data", default=None, metavar="DATASET=ROOT")
+    _dataset_choices(p)
     p.add_argument("--split", default="test")
     p.add_argument("--run", default=None, help="run directory (curves, confusion from metrics)")
     p.add_argument("--method", choices=["tsne", "umap"], default="tsne")

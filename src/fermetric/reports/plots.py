@@ -196,7 +196,7 @@ def _is_validation(key: str) -> bool:
 
 
 def plot_curves(metrics_jsonl: str | os.PathLike, out: str | os.PathLike = "curves.png", title: str = "") -> Path:
-    """Training loss terms (left) and validation accuracy (right) per epoch."""
+    """Training loss terms (left) and validation accuracy (right, when the run has any) per epoch."""
     records = [r for r in read_metrics(metrics_jsonl) if r]
     if not records:
         raise DataError(f"{metrics_jsonl} holds no numeric metrics")
@@ -207,9 +207,11 @@ def plot_curves(metrics_jsonl: str | os.PathLike, out: str | os.PathLike = "curv
         acc_keys = [k for k in keys if "acc" in k.lower()]
     if not loss_keys and not acc_keys:
         raise DataError(f"{metrics_jsonl} has no loss or accuracy fields (found: {', '.join(keys[:8])})")
-    figure = _figure(11.0, 4.2)
-    for column, (chosen, ylabel) in enumerate(((loss_keys, "training loss"), (acc_keys, "validation"))):
-        ax = figure.add_subplot(1, 2, column + 1)
+    # a run without a validation split (k-fold CK+) gets one panel, not an empty second one
+    panels = [(keys, label) for keys, label in ((loss_keys, "training loss"), (acc_keys, "validation")) if keys]
+    figure = _figure(5.5 * len(panels), 4.2)
+    for column, (chosen, ylabel) in enumerate(panels):
+        ax = figure.add_subplot(1, len(panels), column + 1)
         for key in chosen:
             points = [(r.get("epoch", i), r[key]) for i, r in enumerate(records) if key in r and math.isfinite(r[key])]
             if points:
