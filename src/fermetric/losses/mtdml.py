@@ -52,8 +52,8 @@ class MultiThresholdTripletLoss(MetricLoss):
       singletons) gives 0 with zero gradient.
     - ``miner`` (optional, a pytorch-metric-learning tuple miner: a class name, ``{name, options}``
       or an instance): each slice's triplets come from the miner, called on that slice, instead of
-      batch-hard mining (pair miners' output is turned into triplets by PML's
-      ``convert_to_triplets``, every triplet of each pair); the dual term then uses each triplet's positive p with p's own
+      batch-hard mining (pair miners' output becomes every triplet of each pair, by PML's
+      ``convert_to_triplets``); the dual term then uses each triplet's positive p with p's own
       batch-hard negative (``"own"``) or the triplet's n (``"shared"``). ``reducer`` (a PML
       reducer, given the same way) replaces the mean over each slice's triplets, e.g.
       ``AvgNonZeroReducer`` for PML's default.
@@ -144,21 +144,39 @@ class MultiThresholdTripletLoss(MetricLoss):
             hardest_pos = dist.masked_fill(~positives, float("-inf")).argmax(-1)  # [S, B]
             hardest_neg = dist.masked_fill(~negatives, float("inf")).argmin(-1)
         own_negative = dist.gather(-1, hardest_neg.unsqueeze(-1)).squeeze(-1)  # [S, B]: d(i, hardest neg of i)
-        if self.miner is None:
-            anchors = (positives.any(1) & negatives.any(1)).nonzero().squeeze(1)  # valid anchors
-            triplets = [(anchors, hardest_pos[s, anchors], hardest_neg[s, anchors]) for s in range(self.num_slices)]
+        if self.miner is None:  # batch hard, all slices at once: one triplet per anchor and slice
+            every = torch.arange(self.num_slices, device=z.device).unsqueeze(1)  # [S, 1]
+            anchors = torch.arange(batch, device=z.device).expand(self.num_slices, batch)
+            loss = self._triplet_terms(dist, own_negative, every, anchors, hardest_pos, hardest_neg)  # [S, B]
+            valid = positives.any(1) & negatives.any(1)  # [B]: anchors with a positive and a negative
+            if self.reducer is None:  # the mean over valid anchors, without a host sync (torch.compile)
+                weights = valid.to(dist.dtype)
+                return ((loss * weights).sum(-1) / weights.sum().clamp_min(1.0)).mean()
+            a = valid.nonzero().squeeze(1)
+            triplets = [(a, hardest_pos[s, a], hardest_neg[s, a]) for s in range(self.num_slices)]
+            losses = [loss[s, a] for s in range(self.num_slices)]
         else:
             triplets = [self._mined(z[s], labels) for s in range(self.num_slices)]
-        total = 0.0
-        for s, (a, p, n) in enumerate(triplets):
-            d_ap, d_an, tau = dist[s, a, p], dist[s, a, n], self.margins[s].to(dist.dtype)
-            loss = F.relu(d_ap - d_an + tau)
-            if self.dual:
-                # "own": n' is p's own batch-hard negative; "shared": the anchor's n judged from p
-                d_pn = own_negative[s, p] if self.dual_negative == "own" else dist[s, p, n]
-                loss = loss + self.dual_weight * F.relu(d_ap - d_pn + tau)
-            total = total + self.reduce(loss, (a, p, n), "triplet", z[s], labels)
-        return total / self.num_slices
+            losses = [
+                self._triplet_terms(dist, own_negative, torch.tensor([[s]], device=z.device), *(t[None] for t in tri))[
+                    0
+                ]
+                for s, tri in enumerate(triplets)
+            ]
+        per_slice = [self.reduce(losses[s], triplets[s], "triplet", z[s], labels) for s in range(self.num_slices)]
+        return torch.stack(per_slice).mean()
+
+    def _triplet_terms(self, dist, own_negative, slices, a, p, n) -> torch.Tensor:
+        """The (dual) triplet losses ``[S', T]`` of triplets ``a, p, n [S', T]`` in ``slices [S', 1]``."""
+        d = lambda x, y: dist[slices, x, y]  # noqa: E731 - distances within each triplet's slice
+        d_ap = d(a, p)
+        tau = self.margins.to(dist.dtype)[slices]
+        loss = F.relu(d_ap - d(a, n) + tau)
+        if self.dual:
+            # "own": n' is p's own batch-hard negative; "shared": the anchor's n, judged from p
+            d_pn = own_negative[slices, p] if self.dual_negative == "own" else d(p, n)
+            loss = loss + self.dual_weight * F.relu(d_ap - d_pn + tau)
+        return loss
 
     def _mined(self, z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         from pytorch_metric_learning.utils.loss_and_miner_utils import convert_to_triplets
