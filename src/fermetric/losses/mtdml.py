@@ -157,12 +157,10 @@ class MultiThresholdTripletLoss(MetricLoss):
             losses = [loss[s, a] for s in range(self.num_slices)]
         else:
             triplets = [self._mined(z[s], labels) for s in range(self.num_slices)]
-            losses = [
-                self._triplet_terms(dist, own_negative, torch.tensor([[s]], device=z.device), *(t[None] for t in tri))[
-                    0
-                ]
-                for s, tri in enumerate(triplets)
-            ]
+            losses = []
+            for s, (a, p, n) in enumerate(triplets):  # one slice at a time: [1, T] triplets
+                where = torch.tensor([[s]], device=z.device)
+                losses.append(self._triplet_terms(dist, own_negative, where, a[None], p[None], n[None])[0])
         per_slice = [self.reduce(losses[s], triplets[s], "triplet", z[s], labels) for s in range(self.num_slices)]
         return torch.stack(per_slice).mean()
 
