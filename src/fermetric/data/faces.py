@@ -12,7 +12,7 @@ list[Face]``, on RGB (or grey) uint8 arrays:
   searches fewer of them). The score is the cascade's final-stage sum from ``detectMultiScale3``
   (``levelWeights``): higher is surer, it is **not** a probability. No landmarks, so Haar crops
   are not rotated.
-* ``mtcnn`` (``pip install --no-deps facenet-pytorch``): score is a probability, 5 landmarks
+* ``mtcnn`` (``pip install --no-deps facenet-pytorch && pip install requests``): score is a probability, 5 landmarks
   (eye, eye, nose, mouth corner, mouth corner) so crops are aligned.
 * ``mediapipe`` (``pip install mediapipe==0.10.21``, the last release with bundled models): the
   BlazeFace short/full-range detector, probability score, 6 keypoints (eyes first).
@@ -274,7 +274,7 @@ class MTCNNDetector(FaceDetector):
             from facenet_pytorch import MTCNN
         except ImportError:
             raise ConfigError(
-                "face detector 'mtcnn' needs facenet-pytorch: pip install --no-deps facenet-pytorch"
+                "face detector 'mtcnn' needs facenet-pytorch: pip install --no-deps facenet-pytorch && pip install requests"
             ) from None
         self._mtcnn = MTCNN(keep_all=True, device=device, min_face_size=int(min_face))
 
