@@ -276,28 +276,37 @@ def render(result: dict) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def detector_benchmark_parser(doc: str, out: Path, seed_help: str) -> argparse.ArgumentParser:
+    """The options both face-detector benchmarks share (data, model, threads, seed, output)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument(
         "--data",
         default=str(REPO.parent / "shared" / "data" / "fer2013"),
         help="FER2013 image-folder root (read only; default ../shared/data/fer2013)",
     )
     parser.add_argument("--checkpoint", default="default", help="model for the end-to-end columns (default: shipped)")
-    parser.add_argument("--faces", type=int, default=300, help="FER2013 PrivateTest faces (300)")
-    parser.add_argument("--timed-photos", type=int, default=50, help="x4 photos timed per candidate (50)")
-    parser.add_argument("--repeats", type=int, default=10, help="timings of the astronaut photo per candidate (10)")
     parser.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads (1)")
-    parser.add_argument("--seed", type=int, default=0, help="subset permutation seed (0)")
-    parser.add_argument(
-        "--out", default=str(DEFAULT_OUT), help="result JSON (benchmarks/results/face_detector_settings.json)"
-    )
+    parser.add_argument("--seed", type=int, default=0, help=f"{seed_help} (0)")
+    parser.add_argument("--out", default=str(out), help=f"result JSON ({out.relative_to(REPO)})")
     parser.add_argument("--render", metavar="JSON", help="print the docs/RESULTS.md section of a result file and exit")
+    return parser
+
+
+def parse_positive(parser: argparse.ArgumentParser, argv, names: tuple[str, ...]) -> argparse.Namespace:
+    """``parser``'s arguments, with each count in ``names`` at least 1."""
     args = parser.parse_args(argv)
-    for name in ("faces", "timed_photos", "repeats", "threads"):
+    for name in names:
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
+
+
+def parse_args(argv=None):
+    parser = detector_benchmark_parser(__doc__, DEFAULT_OUT, "subset permutation seed")
+    parser.add_argument("--faces", type=int, default=300, help="FER2013 PrivateTest faces (300)")
+    parser.add_argument("--timed-photos", type=int, default=50, help="x4 photos timed per candidate (50)")
+    parser.add_argument("--repeats", type=int, default=10, help="timings of the astronaut photo per candidate (10)")
+    return parse_positive(parser, argv, ("faces", "timed_photos", "repeats", "threads"))
 
 
 def main(argv=None) -> int:

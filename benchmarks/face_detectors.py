@@ -37,7 +37,6 @@ by side in one process from a small second environment layered over the project'
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -48,7 +47,16 @@ from pathlib import Path
 
 import numpy as np
 from cpu_predict_vs_fer import fer2013_test_order, git_commit, machine_info, render_or_run, set_torch_threads
-from face_detector_settings import ACCURACY_UPSCALES, UPSCALES, face_free_images, largest, make_photo, median_ms
+from face_detector_settings import (
+    ACCURACY_UPSCALES,
+    UPSCALES,
+    detector_benchmark_parser,
+    face_free_images,
+    largest,
+    make_photo,
+    median_ms,
+    parse_positive,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "face_detectors.json"
@@ -284,26 +292,12 @@ def render(result: dict) -> str:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data",
-        default=str(REPO.parent / "shared" / "data" / "fer2013"),
-        help="FER2013 image-folder root (read only; default ../shared/data/fer2013)",
-    )
+    parser = detector_benchmark_parser(__doc__, DEFAULT_OUT, "subset and composite seed")
     parser.add_argument("--detectors", nargs="+", default=list(DETECTORS), help="detectors to compare (all)")
-    parser.add_argument("--checkpoint", default="default", help="model for the end-to-end columns (default: shipped)")
     parser.add_argument("--faces", type=int, default=200, help="single-face photos per size (200)")
     parser.add_argument("--groups", type=int, default=40, help="group composites (40)")
     parser.add_argument("--repeats", type=int, default=10, help="timings of the astronaut photo per detector (10)")
-    parser.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads (1)")
-    parser.add_argument("--seed", type=int, default=0, help="subset and composite seed (0)")
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help="result JSON (benchmarks/results/face_detectors.json)")
-    parser.add_argument("--render", metavar="JSON", help="print the docs/RESULTS.md section of a result file and exit")
-    args = parser.parse_args(argv)
-    for name in ("faces", "groups", "repeats", "threads"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
-    return args
+    return parse_positive(parser, argv, ("faces", "groups", "repeats", "threads"))
 
 
 def main(argv=None) -> int:
