@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="SOURCE",
         help="fine-tune from a trained model (run directory, .pt, .safetensors, or a shipped name such as "
-        "default): its backbone, width and embedding size replace the recipe's (--set still wins), a class "
+        "default): its backbone, width, embedding size and input preprocessing replace the recipe's (--set still wins), a class "
         "list of its own gets a new classifier (default: none, train from scratch)",
     )
     p.add_argument("--seed", type=int, default=0)

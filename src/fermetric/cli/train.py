@@ -16,7 +16,7 @@ from .common import dataset_options
 def run(args) -> int:
     """``fermetric train --recipe NAME --data DATASET=ROOT --out DIR [...]`` ."""
     # a fine-tuned run takes its source's network, so the weights fit; the user's --set comes last
-    overrides = ([*architecture_overrides(args.init_from)] if args.init_from else []) + list(args.overrides)
+    overrides = (architecture_overrides(args.init_from) if args.init_from else []) + list(args.overrides)
     recipe = load_recipe(args.recipe, overrides)
     if args.epochs is not None:
         recipe = replace(recipe, epochs=args.epochs)
