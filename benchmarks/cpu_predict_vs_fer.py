@@ -17,6 +17,12 @@ One run measures both libraries on the same inputs, alternately, on the same mac
    (``detect_emotions(crop, face_rectangles=[(0, 0, w, h)])``); top-1 accuracy and macro-F1
    against the FER2013 label on those faces, fer's 7 labels mapped onto fermetric's canonical
    names, and a paired bootstrap 95% interval of the accuracy difference.
+3. **A dataset neither model was trained on** (``--ckplus ROOT``, on by default when
+   ``../shared/data/ckplus48`` exists): every CK+48 crop of the six classes both vocabularies
+   share (contempt left out: 927 images), classified as a pre-cropped face by each side's default
+   path (fermetric ``run_crops``, fer's TFLite model; what ``predict --no-detect`` does): top-1
+   accuracy, macro-F1 over the six classes (a "neutral" answer is simply wrong) and the paired
+   interval.
 
 Design decisions (defaults stated; each is an option):
 
@@ -180,6 +186,37 @@ def fer2013_test_order(root: Path, seed: int):
     return testset, np.random.default_rng(seed).permutation(usable)
 
 
+def cross_dataset_crops(root: Path, model_classes) -> dict:
+    """CK+48's crops of the classes the model also has (for FER2013's seven: contempt left out)."""
+    from fermetric.data import load_dataset
+
+    ckplus = load_dataset("ckplus48", root, split="all")
+    shared = set(model_classes)
+    keep = np.array([i for i, y in enumerate(ckplus.labels) if ckplus.classes[y] in shared])
+    return {
+        "root": str(root),
+        "images": np.ascontiguousarray(np.asarray(ckplus.images)[keep]),
+        "truth": [ckplus.classes[ckplus.labels[i]] for i in keep],
+        "classes": [c for c in ckplus.classes if c in shared],
+        "left_out": sorted(set(ckplus.classes) - shared),
+    }
+
+
+def cross_dataset_scores(cross: dict, seed: int) -> dict:
+    truth, classes = cross["truth"], tuple(cross["classes"])
+    scores = {side: classification_scores(truth, labels, classes) for side, labels in cross["predicted"].items()}
+    correct = {side: np.asarray(labels) == np.asarray(truth) for side, labels in cross["predicted"].items()}
+    return {
+        "dataset": "ckplus48",
+        "root": cross["root"],
+        "classes": list(classes),
+        "left_out": cross["left_out"],
+        "n": len(truth),
+        "accuracy": scores,
+        "fermetric_minus_fer": paired_bootstrap(correct["fermetric"], correct["fer"], seed, BOOTSTRAP_RESAMPLES),
+    }
+
+
 # ------------------------------------------------------------------------------------ the peer
 class FerPeer:
     """The ``fer`` worker (``fer_peer/run_fer.py``) in its own venv; one JSON line per request."""
@@ -302,6 +339,10 @@ def run(args) -> dict:
         np.save(warm_npy, crops[: min(len(crops), 64)])
         astronaut = str(example_photo())
 
+        cross = cross_dataset_crops(Path(args.ckplus), predictor.classes) if args.ckplus else None
+        if cross is not None:
+            np.save(tmp / "cross.npy", cross["images"])
+
         peer = FerPeer(Path(args.fer_python), args.threads, tmp)
         try:
             peer_info = peer("info")
@@ -388,6 +429,12 @@ def run(args) -> dict:
                     crop_predictions[f"fer_{mode}"] = [
                         fer_to_canonical[j] for j in np.argmax(reply["probabilities"], 1)
                     ]
+            if cross is not None:
+                log(f"{len(cross['images'])} CK+48 crops (a dataset neither side trained on)")
+                probabilities, _ = predictor.run_crops(cross["images"])
+                cross["predicted"] = {"fermetric": [predictor.classes[j] for j in probabilities.argmax(1)]}
+                reply = peer("crops", npy=str(tmp / "cross.npy"), mode="tflite")
+                cross["predicted"]["fer"] = [fer_to_canonical[j] for j in np.argmax(reply["probabilities"], 1)]
         finally:
             peer.close()
 
@@ -453,6 +500,7 @@ def run(args) -> dict:
         "crop_throughput": throughput_summary,
         "crop_accuracy": crop_scores,
         "crop_batch_agreement": min(batch_agreement) if batch_agreement else None,
+        "cross_dataset": None if cross is None else cross_dataset_scores(cross, args.seed),
         "crop_accuracy_difference": {
             f"fermetric_minus_{name}": paired_bootstrap(
                 correct["fermetric"], correct[name], args.seed, BOOTSTRAP_RESAMPLES
@@ -527,6 +575,14 @@ def render(result: dict) -> str:
         f"API {pct(acc['fer_api']['accuracy'])}) |",
         f"| Macro-F1 on {n_crops} crops (%) | {pct(acc['fermetric']['macro_f1'])} | {pct(acc['fer_tflite']['macro_f1'])} |",
     ]
+    cross = result.get("cross_dataset")
+    if cross:
+        ours, theirs = cross["accuracy"]["fermetric"], cross["accuracy"]["fer"]
+        lines += [
+            f"| CK+48 crops, {len(cross['classes'])} shared classes (n={cross['n']}, neither trained on it): "
+            f"top-1 / macro-F1 (%) | {pct(ours['accuracy'])} / {pct(ours['macro_f1'])} | "
+            f"{pct(theirs['accuracy'])} / {pct(theirs['macro_f1'])} |",
+        ]
     diff = result["crop_accuracy_difference"].get("fermetric_minus_fer_tflite")
     if diff:
         lines += [
@@ -535,6 +591,12 @@ def render(result: dict) -> str:
             f"{100 * diff['difference']:+.1f} points (paired bootstrap 95% interval "
             f"{100 * diff['ci95'][0]:+.1f} to {100 * diff['ci95'][1]:+.1f}).",
         ]
+    if cross:
+        d = cross["fermetric_minus_fer"]
+        lines.append(
+            f"On the CK+48 crops: {100 * d['difference']:+.1f} points "
+            f"({100 * d['ci95'][0]:+.1f} to {100 * d['ci95'][1]:+.1f}; {', '.join(cross['left_out'])} left out)."
+        )
     lines += [
         "",
         f"Date {result['date']}, commit `{result['git_commit']}`, torch {versions['torch']}, "
@@ -556,6 +618,12 @@ def parse_args(argv=None):
         "--data",
         default=str(REPO.parent / "shared" / "data" / "fer2013"),
         help="FER2013 image-folder root (read only; default ../shared/data/fer2013)",
+    )
+    default_ckplus = REPO.parent / "shared" / "data" / "ckplus48"
+    parser.add_argument(
+        "--ckplus",
+        default=str(default_ckplus) if default_ckplus.is_dir() else "",
+        help="CK+48 root for the cross-dataset crops ('' to skip; default ../shared/data/ckplus48 when present)",
     )
     parser.add_argument("--photos", type=int, default=100, help="timed FER2013 photos (100)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed photos first (5)")

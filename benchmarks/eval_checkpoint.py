@@ -4,7 +4,7 @@
         --split test --out benchmarks/results/default_model_fer2013_test.json
 
 The JSON holds what ``fermetric eval --json`` prints plus the machine, versions, date and command,
-so the model card's numbers can be re-run and compared (tests/predict/test_default_model.py does).
+so the model card's numbers can be re-run and compared (tests/predict/test_shipped_models.py does).
 """
 
 from __future__ import annotations

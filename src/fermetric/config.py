@@ -31,6 +31,10 @@ class ModelConfig:
     partial_shared: bool = True  # one branch for all regions, or one per region
     dropout: float = 0.0
     pretrained: bool = False  # ImageNet weights that ship inside registry packages (extra)
+    # ImageNet backbones only: True removes the downsampling before the first stage (total stride 8,
+    # for 48 px crops); False keeps the standard stride-32 network, for inputs of 96 px and up,
+    # where pretrained filters see features at about the scale they were trained on
+    small_input: bool = True
 
 
 @dataclass

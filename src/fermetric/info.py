@@ -73,23 +73,28 @@ def collect() -> dict:
 
         return LOSSES.names()
 
-    def default_model() -> dict:
-        from .engine.checkpoint import default_weights_path, load_weights
+    def shipped_models() -> list[dict]:
+        from .engine.checkpoint import load_weights
+        from .engine.shipped import shipped_models as catalogue
 
-        path = default_weights_path()
-        if not path.is_file():
-            return {"shipped": False}
-        try:
-            _, meta = load_weights(path)
-        except Exception as err:
-            return {"shipped": True, "path": str(path), "error": str(err)}
-        return {
-            "shipped": True,
-            "path": str(path),
-            "recipe": meta["recipe"].get("name"),
-            "classes": meta["classes"],
-            "dataset": meta.get("dataset"),
-        }
+        listed = []
+        for model in catalogue().values():
+            entry = {"name": model.name, "path": str(model.path), "summary": model.summary}
+            entry["measured"] = list(model.measured)
+            try:
+                _, meta = load_weights(model.path)
+            except Exception as err:  # listed but missing or unreadable: say so, list the rest
+                listed.append({**entry, "error": str(err).splitlines()[0]})
+                continue
+            entry.update(
+                recipe=meta["recipe"].get("name"),
+                backbone=meta["recipe"].get("model", {}).get("backbone"),
+                classes=meta["classes"],
+                dataset=meta.get("dataset"),
+                size_kb=round(model.path.stat().st_size / 1024),
+            )
+            listed.append(entry)
+        return listed
 
     return {
         "fermetric": __version__,
@@ -101,5 +106,5 @@ def collect() -> dict:
         "recipes": _names(recipe_names),
         "datasets": _names(datasets),
         "losses": _names(losses),
-        "default_model": default_model(),
+        "shipped_models": _names(shipped_models),
     }

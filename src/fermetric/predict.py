@@ -196,7 +196,8 @@ class Predictor:
         precision: str = "auto",
         backend: str = "torch",
     ) -> Predictor:
-        """A predictor for a checkpoint: ``"default"`` (the shipped model), a run directory, a
+        """A predictor for a checkpoint: a shipped model's name (``"default"``, listed by
+        :func:`fermetric.engine.shipped.shipped_models` and ``fermetric info``), a run directory, a
         ``.pt`` training checkpoint or a ``.safetensors`` weights file (or, with
         ``backend="onnx"``, an exported ``.onnx`` file).
 
@@ -535,7 +536,8 @@ def load(
     precision: str = "auto",
     backend: str = "torch",
 ) -> Predictor:
-    """``fermetric.load``: a :class:`Predictor` for a checkpoint (``"default"``: the shipped model)."""
+    """``fermetric.load``: a :class:`Predictor` for a checkpoint (a shipped model's name such as
+    ``"default"``, a run directory or a file)."""
     return Predictor.load(source, device=device, detector=detector, tta=tta, precision=precision, backend=backend)
 
 

@@ -140,5 +140,8 @@ def test_info_cli_json(capsys):
     assert info["recipes"] == recipe_names() and "tiny" in info["backbones"]
     assert {"folder", "fer2013"} <= set(info["datasets"]) and {"mtdml", "tcl"} <= set(info["losses"])
     assert info["versions"]["torch"] == torch.__version__ and info["device"]["type"] in ("cpu", "cuda")
-    assert info["default_model"]["shipped"] == ckpt.default_weights_path().is_file()
-    assert cli.main(["info"]) == 0 and "default model" in capsys.readouterr().out
+    shipped = {model["name"]: model for model in info["shipped_models"]}
+    assert shipped["default"]["path"] == str(ckpt.default_weights_path()) and "error" not in shipped["default"]
+    assert cli.main(["info"]) == 0
+    text = capsys.readouterr().out
+    assert "shipped models" in text and f"{100 * shipped['default']['measured'][0]['accuracy']:.1f}%" in text

@@ -106,6 +106,28 @@ def test_bad_configs_raise():
         create_model(dataclasses.replace(TINY, backbone="vgg"), num_classes=7)
 
 
+def test_small_input_is_a_recipe_field_that_travels_with_the_checkpoint(tmp_path):
+    """model.small_input=false: the standard stride-32 ImageNet network (96 px -> 3x3 map), and a
+    model fine-tuned from such a checkpoint gets the same network (architecture_overrides)."""
+    from fermetric.engine import checkpoint as ckpt
+
+    standard = ModelConfig(backbone="mobilenetv2", embedding_dim=16, small_input=False)
+    model = create_model(standard, num_classes=7).eval()
+    with torch.no_grad():
+        assert model.backbone(torch.randn(1, 1, 96, 96)).shape[-2:] == (3, 3)
+        assert create_model(dataclasses.replace(standard, small_input=True), 7).backbone(
+            torch.randn(1, 1, 96, 96)
+        ).shape[-2:] == (12, 12)
+    with pytest.raises(ConfigError, match="small_input"):
+        create_model(dataclasses.replace(TINY, small_input=False), num_classes=7)  # tiny has no such stem
+    recipe = load_recipe("ce", ["model.backbone=mobilenetv2", "model.small_input=false", "model.embedding_dim=16"])
+    prep = {"input_size": 96, "mean": 0.5, "std": 0.25}
+    meta = ckpt.make_meta(recipe, tuple(f"c{i}" for i in range(7)), prep, "synthetic", 0)
+    path = ckpt.save_weights(tmp_path / "standard.safetensors", model, meta)
+    assert "model.small_input=false" in ckpt.architecture_overrides(path)
+    assert ckpt.load_model(path)[0].backbone.features[0][0].stride == (2, 2)
+
+
 def test_seeded_models_are_identical():
     x = torch.randn(2, 1, 32, 32)
     outs = []

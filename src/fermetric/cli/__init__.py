@@ -167,7 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on a dataset split")
-    p.add_argument("--checkpoint", required=True, help="checkpoint path or 'default' (the shipped model)")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a shipped model's name (default; `fermetric info` lists them), a run directory or a checkpoint file",
+    )
     _data_options(p)
     p.add_argument("--split", default="test")
     p.add_argument("--tta", choices=["none", "flip"], default="none")
@@ -321,7 +325,8 @@ COMMON_HELP = {
     "--tta": "test-time augmentation: none, or flip (average with the mirrored face)",
     "--device": "auto (CUDA when available, else CPU), cpu, cuda or cuda:N",
     "--json": "print JSON instead of a table",
-    "--checkpoint": "'default' (the shipped model), a run directory, a .pt checkpoint or a .safetensors file",
+    "--checkpoint": "a shipped model's name ('default'; `fermetric info` lists them), a run directory, "
+    "a .pt checkpoint or a .safetensors file",
     "--csv": "also write one CSV row per face to FILE",
     "--out": "output path",
     "--data": "DATASET=ROOT (see `fermetric info`)",

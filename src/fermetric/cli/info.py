@@ -17,15 +17,11 @@ def format_info(info: dict) -> str:
         device_text = f"CUDA {device.get('cuda_version')}: " + ", ".join(device["names"])
     else:
         device_text = f"CPU ({device.get('threads', '?')} threads)"
-    default = info["default_model"]
-    if default.get("shipped"):
-        default_text = (
-            f"shipped ({default.get('recipe')} on {default.get('dataset')})"
-            if "error" not in default
-            else f"shipped but unreadable: {default['error']}"
-        )
+    shipped = info["shipped_models"]
+    if isinstance(shipped, str):  # the catalogue itself could not be read
+        shipped_lines = [f"  {shipped}"]
     else:
-        default_text = "not shipped"
+        shipped_lines = [f"  {model['name']:<10} {_shipped_text(model)}" for model in shipped] or ["  none"]
     lines = [f"fermetric {info['fermetric']} (python {info['python']}, {info['platform']})"]
     lines += [f"  {name:<24} {version or 'not installed'}" for name, version in info["versions"].items()]
     lines += [
@@ -34,9 +30,21 @@ def format_info(info: dict) -> str:
         f"recipes:       {listing(info['recipes'])}",
         f"datasets:      {listing(info['datasets'])}",
         f"losses:        {listing(info['losses'])} (and pml:<any pytorch-metric-learning loss>)",
-        f"default model: {default_text}",
+        "shipped models (fermetric.load(NAME), --checkpoint NAME):",
+        *shipped_lines,
     ]
     return "\n".join(lines)
+
+
+def _shipped_text(model: dict) -> str:
+    if "error" in model:
+        return f"unreadable: {model['error']}"
+    measured = ", ".join(
+        f"{100 * m['accuracy']:.1f}% on {m['dataset']} {m['split']} (n={m['n']})" for m in model["measured"]
+    )
+    size = f"{model['size_kb'] / 1024:.1f} MB" if model["size_kb"] >= 1024 else f"{model['size_kb']} KB"
+    classes = len(model["classes"])
+    return f"{model['backbone']}, {model['recipe']}, {classes} classes, {size}: {measured or 'not measured'}"
 
 
 def run(args) -> int:

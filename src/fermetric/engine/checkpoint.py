@@ -46,6 +46,7 @@ from ..config import Recipe
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write, fsync_dir, temp_file_beside
 from ..models import create_model
+from .shipped import is_shipped_name, shipped_model, shipped_models
 
 #: Payload format this fermetric writes and the newest one it reads.
 FORMAT_VERSION = 1
@@ -338,15 +339,10 @@ def default_weights_path() -> Path:
 
 
 def resolve_source(source: str | os.PathLike) -> Path:
-    """A file to load for ``source``: a .pt/.safetensors file, a run directory, or ``"default"``."""
-    if str(source) == "default":
-        path = default_weights_path()
-        if not path.is_file():
-            raise CheckpointError(
-                "no default model is shipped with this fermetric install; "
-                "train one (`fermetric train`) and pass --checkpoint RUN_DIR"
-            )
-        return path
+    """A file to load for ``source``: a .pt/.safetensors file, a run directory, or the name of a
+    shipped model (``"default"``, see :mod:`fermetric.engine.shipped`)."""
+    if is_shipped_name(str(source)) or str(source) == "default":
+        return shipped_model(str(source)).path
     path = Path(source)
     if path.is_dir():
         for name in (BEST, LAST, LAST_PREV):
@@ -358,7 +354,8 @@ def resolve_source(source: str | os.PathLike) -> Path:
         raise CheckpointError(f"run directory {path} holds no best.pt, last.pt or .safetensors file")
     if not path.exists():
         raise CheckpointError(
-            f"checkpoint {path} does not exist; pass a .pt/.safetensors file, a run directory or 'default'"
+            f"checkpoint {path} does not exist; pass a .pt/.safetensors file, a run directory "
+            f"or a shipped model ({', '.join(shipped_models()) or 'none in this install'})"
         )
     return path
 
@@ -377,7 +374,10 @@ def read_source(source: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dic
 #: what a fine-tuned run takes from its source: the network's shape (the weights must fit) and
 #: the input preprocessing (its features expect those pixels); method modules (attention,
 #: partial) stay the recipe's and start fresh when the source has none
-ARCHITECTURE_FIELDS = {"model": ("backbone", "width", "embedding_dim"), "data": ("input_size", "mean", "std")}
+ARCHITECTURE_FIELDS = {
+    "model": ("backbone", "width", "small_input", "embedding_dim"),
+    "data": ("input_size", "mean", "std"),
+}
 
 
 def architecture_overrides(source: str | os.PathLike) -> list[str]:
@@ -422,7 +422,7 @@ def load_model(
 
     Args:
         source: a ``.pt`` checkpoint, a ``.safetensors`` file, a run directory (``best.pt``,
-            else ``last.pt``), or ``"default"`` (the shipped model).
+            else ``last.pt``), or a shipped model's name (``"default"``).
         expect_classes: when given, the model's class list must equal it (same names, same order).
         expect_preprocessing: when given (a ``Preprocessing`` or its dict), it must equal the
             model's: a model is only valid on inputs prepared the way it was trained.

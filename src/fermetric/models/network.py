@@ -124,13 +124,16 @@ def _in_channels(module: nn.Module) -> int:
 def create_model(model_cfg, num_classes: int, in_chans: int = 1, **backbone_options) -> FERNet:
     """:class:`FERNet` from a :class:`fermetric.config.ModelConfig`.
 
-    ``model_cfg.width`` (when not 1.0) and ``backbone_options`` go to :func:`create_backbone`.
+    ``model_cfg.width`` (when not 1.0), ``model_cfg.small_input`` (when False) and
+    ``backbone_options`` go to :func:`create_backbone`.
     When rebuilding a trained model from a checkpoint, pass a config with ``pretrained=False``:
     the checkpoint holds the weights and the weight packages need not be installed.
     """
     width = getattr(model_cfg, "width", 1.0)
     if width != 1.0:  # only the backbones with a width option accept it; 1.0 is every backbone's own size
         backbone_options = {"width": width, **backbone_options}
+    if not getattr(model_cfg, "small_input", True):  # likewise only the ImageNet backbones have the option
+        backbone_options = {"small_input": False, **backbone_options}
     backbone = create_backbone(
         model_cfg.backbone, in_chans=in_chans, pretrained=model_cfg.pretrained, **backbone_options
     )
