@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -190,8 +192,15 @@ def test_load_model_refusals(tmp_path, monkeypatch):
     (tmp_path / "empty_run").mkdir()
     with pytest.raises(CheckpointError, match="no best.pt"):
         ckpt.load_model(tmp_path / "empty_run")
-    monkeypatch.setattr(ckpt, "default_weights_path", lambda: tmp_path / "nope.safetensors")
-    with pytest.raises(CheckpointError, match="no default model"):
+    from fermetric.engine import shipped
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    monkeypatch.setattr(shipped, "weights_dir", lambda: weights)
+    with pytest.raises(CheckpointError, match="no shipped model 'default'; shipped: none"):
         ckpt.load_model("default")
-    monkeypatch.setattr(ckpt, "default_weights_path", lambda: tmp_path / "w.safetensors")
+    (weights / "models.json").write_text(json.dumps({"default": {"file": "d.safetensors", "summary": "a test"}}))
+    with pytest.raises(CheckpointError, match="listed but .* is missing"):
+        ckpt.load_model("default")
+    shutil.copy(tmp_path / "w.safetensors", weights / "d.safetensors")
     assert _same_weights(ckpt.load_model("default")[0], model)

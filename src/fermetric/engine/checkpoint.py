@@ -34,7 +34,6 @@ import os
 import random
 import warnings
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,7 @@ from ..config import Recipe
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write, fsync_dir, temp_file_beside
 from ..models import create_model
-from .shipped import is_shipped_name, shipped_model, shipped_models
+from .shipped import is_shipped_name, shipped_model, shipped_models, weights_dir
 
 #: Payload format this fermetric writes and the newest one it reads.
 FORMAT_VERSION = 1
@@ -335,7 +334,7 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
 
 
 def default_weights_path() -> Path:
-    return Path(str(resources.files("fermetric") / "weights" / DEFAULT_WEIGHTS))
+    return weights_dir() / DEFAULT_WEIGHTS
 
 
 def resolve_source(source: str | os.PathLike) -> Path:
