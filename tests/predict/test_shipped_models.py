@@ -75,7 +75,8 @@ def test_eval_reproduces_the_catalogue(shared_data, capsys, name, index):
     measured = shipped_models()[name].measured[index]
     dataset, split = measured["dataset"], measured["split"]
     data = f"{dataset}={shared_data / dataset}"
-    assert main(["eval", "--checkpoint", name, "--data", data, "--split", split, "--json"]) == 0
+    # --reference none: accuracy and macro-F1 do not depend on it, and embedding the train split costs minutes
+    assert main(["eval", "--checkpoint", name, "--data", data, "--split", split, "--reference", "none", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["n"] == measured["n"]
     # other thread counts and kernels may flip a near-tie or two, never more
@@ -99,7 +100,9 @@ def test_bf16_predictions_agree_with_fp32_on_fer2013_test(shared_data):
     fp32, _ = embed(model, crops, prep, precision="fp32")
     bf16, _ = embed(model, crops, prep, precision="bf16")
     agreement = float(np.mean(fp32.argmax(1) == bf16.argmax(1)))
-    assert agreement >= 0.995, agreement
+    # measured 98.4% for the MobileNetV2 default (its near-ties flip under bf16's 8-bit mantissa;
+    # the earlier tiny CNN agreed on >= 99.5%); the model card states it
+    assert agreement >= 0.98, agreement
 
 
 def test_shipped_metadata_names_its_own_backbone():
