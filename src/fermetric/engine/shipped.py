@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import CheckpointError
 
-__all__ = ["CATALOGUE", "ShippedModel", "shipped_models", "shipped_model", "is_shipped_name"]
+__all__ = ["CATALOGUE", "ShippedModel", "is_shipped_name", "shipped_model", "shipped_models", "weights_dir"]
 
 CATALOGUE = "models.json"
 
