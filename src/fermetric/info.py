@@ -79,8 +79,12 @@ def collect() -> dict:
 
         listed = []
         for model in catalogue().values():
-            entry = {"name": model.name, "path": str(model.path), "summary": model.summary}
-            entry["measured"] = list(model.measured)
+            entry = {
+                "name": model.name,
+                "path": str(model.path),
+                "summary": model.summary,
+                "measured": list(model.measured),
+            }
             try:
                 _, meta = load_weights(model.path)
             except Exception as err:  # listed but missing or unreadable: say so, list the rest

@@ -45,7 +45,7 @@ from ..config import Recipe
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write, fsync_dir, temp_file_beside
 from ..models import create_model
-from .shipped import is_shipped_name, shipped_model, shipped_models, weights_dir
+from .shipped import shipped_model, shipped_models, weights_dir
 
 #: Payload format this fermetric writes and the newest one it reads.
 FORMAT_VERSION = 1
@@ -340,7 +340,7 @@ def default_weights_path() -> Path:
 def resolve_source(source: str | os.PathLike) -> Path:
     """A file to load for ``source``: a .pt/.safetensors file, a run directory, or the name of a
     shipped model (``"default"``, see :mod:`fermetric.engine.shipped`)."""
-    if is_shipped_name(str(source)) or str(source) == "default":
+    if str(source) == "default" or str(source) in shipped_models():
         return shipped_model(str(source)).path
     path = Path(source)
     if path.is_dir():

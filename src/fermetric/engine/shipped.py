@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import CheckpointError
 
-__all__ = ["CATALOGUE", "ShippedModel", "is_shipped_name", "shipped_model", "shipped_models", "weights_dir"]
+__all__ = ["CATALOGUE", "ShippedModel", "shipped_model", "shipped_models", "weights_dir"]
 
 CATALOGUE = "models.json"
 
@@ -52,10 +52,6 @@ def shipped_models() -> dict[str, ShippedModel]:
         )
         for name, entry in entries.items()
     }
-
-
-def is_shipped_name(source) -> bool:
-    return isinstance(source, str) and source in shipped_models()
 
 
 def shipped_model(name: str) -> ShippedModel:
