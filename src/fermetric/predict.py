@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from torch import nn
 
 from .data.base import IMAGE_EXTENSIONS
 from .data.faces import (
@@ -62,6 +63,7 @@ from .engine.evaluate import check_tta, embed, preprocessing_from_meta
 from .engine.precision import resolve_precision
 from .errors import ConfigError, ImageError
 from .export import onnx_model_for
+from .models import inference_model
 
 __all__ = ["Predictor", "PredictionReport", "load", "expand_paths", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS"]
 
@@ -175,6 +177,7 @@ class Predictor:
         self.with_embeddings = bool(with_embeddings)
         self.backend = "torch"  # Predictor.load(backend="onnx") sets "onnx"
         self.model = model
+        self._inference_model = None
         self.meta = meta
         self.classes: tuple[str, ...] = tuple(meta["classes"])
         self.preprocessing = preprocessing_from_meta(meta)
@@ -230,6 +233,15 @@ class Predictor:
         )
         predictor.backend = backend
         return predictor
+
+    @property
+    def inference_model(self):
+        """What runs the crops: for a torch model, an eval-mode copy with BatchNorm folded and
+        channels_last (:func:`fermetric.models.inference_model`; ``model`` keeps the trained
+        weights); an onnxruntime model as it is."""
+        if self._inference_model is None:
+            self._inference_model = inference_model(self.model) if isinstance(self.model, nn.Module) else self.model
+        return self._inference_model
 
     @property
     def detector(self) -> FaceDetector:
@@ -293,7 +305,7 @@ class Predictor:
                 raise ImageError(f"crops must be grey [h, w] arrays, got shape {shape}")
             batch = np.stack([np.asarray(crops[i], dtype=np.uint8) for i in index])
             logits, embedded = embed(
-                self.model,
+                self.inference_model,
                 batch,
                 self.preprocessing,
                 self.device,

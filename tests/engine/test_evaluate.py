@@ -13,7 +13,7 @@ from fermetric.config import recipe_names
 from fermetric.data import load_dataset
 from fermetric.data.transforms import Preprocessing
 from fermetric.engine import checkpoint as ckpt
-from fermetric.engine.evaluate import align_classes, embed, evaluate
+from fermetric.engine.evaluate import align_classes, embed, embed_reference, evaluate
 from fermetric.errors import CheckpointError
 from fermetric.models import create_model
 
@@ -65,6 +65,13 @@ def test_evaluate_against_direct_computation():
     with_reference = evaluate(model, imageset, PREP, reference=reference)
     assert with_reference["reference"] == "synthetic/train"
     assert with_reference["accuracy"] == result["accuracy"]  # the classifier does not use the reference
+    reference.labels[:3] = -1  # embedded once for several splits: the same numbers, unlabelled left out
+    embedded = embed_reference(model, reference, PREP)
+    assert embedded.name == "synthetic/train" and len(embedded.labels) == len(embedded.embeddings) == 17
+    once, again = (evaluate(model, imageset, PREP, reference=r) for r in (embedded, reference))
+    assert once["reference"] == again["reference"] == "synthetic/train"
+    for key in ("knn_accuracy", "centroid_accuracy", "precision_at_1", "map_at_r", "nmi"):
+        assert once[key] == pytest.approx(again[key], abs=1e-9), key
     kept = evaluate(model, imageset, PREP, embedding_metrics=False, keep_predictions=True)
     assert kept["labels"] == imageset.labels[keep].tolist()
     assert kept["predictions"] == logits[keep].argmax(1).tolist()

@@ -23,6 +23,8 @@ Decisions and defaults:
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
@@ -33,6 +35,15 @@ from . import metrics as M
 from .precision import autocast, resolve_precision
 
 TTA_MODES = ("none", "flip")
+
+
+class ReferenceEmbeddings(NamedTuple):
+    """A reference set already embedded (:func:`embed_reference`): evaluating several splits
+    against one training set embeds it once."""
+
+    embeddings: np.ndarray
+    labels: np.ndarray
+    name: str
 
 
 def check_tta(tta: str) -> str:
@@ -62,7 +73,8 @@ def embed(
     device = torch.device(device)
     precision = resolve_precision(precision, device)
     was_training = model.training
-    model.eval()
+    if was_training:  # eval()/train() walk every module: milliseconds per call for one photo's face
+        model.eval()
     images = imageset.images if hasattr(imageset, "images") else imageset
     logits_out, embeddings_out = [], []
     try:
@@ -84,10 +96,29 @@ def embed(
             if progress is not None:
                 progress(len(chunk))
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
     if not logits_out:
         return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
     return torch.cat(logits_out).numpy(), torch.cat(embeddings_out).numpy()
+
+
+def embed_reference(
+    model: torch.nn.Module,
+    reference,
+    preprocessing,
+    device="cpu",
+    batch_size: int = 512,
+    tta: str = "none",
+    precision: str = "auto",
+    progress=None,
+) -> ReferenceEmbeddings:
+    """The raw embeddings and labels of ``reference``'s labelled images, named ``dataset/split``."""
+    keep = np.flatnonzero(np.asarray(reference.labels) >= 0)
+    reference = reference if len(keep) == len(reference) else reference.subset(keep)
+    _, embeddings = embed(model, reference, preprocessing, device, batch_size, tta, precision, progress)
+    name = f"{reference.name or 'reference'}/{reference.split or '?'}"
+    return ReferenceEmbeddings(embeddings, np.asarray(reference.labels, np.int64), name)
 
 
 def evaluate(
@@ -109,8 +140,8 @@ def evaluate(
 
     Args:
         reference: the set whose embeddings k-NN and centroids use: an ImageSet (embedded here,
-            typically the clean training set), or a tuple ``(embeddings, labels)`` of raw
-            embeddings. ``None``: k-NN and the retrieval metrics are leave-one-out on ``imageset``
+            typically the clean training set), a :class:`ReferenceEmbeddings` (embedded once for
+            several calls), or a tuple ``(embeddings, labels)`` of raw embeddings. ``None``: k-NN and the retrieval metrics are leave-one-out on ``imageset``
             itself, and nearest-centroid accuracy is not computed (centroids from the evaluated
             labels would leak them into the prediction): ``centroid_accuracy`` is then ``None``.
         space: the :class:`~fermetric.losses.EmbeddingSpace` every distance is measured in (the
@@ -153,16 +184,14 @@ def evaluate(
     if embedding_metrics and len(labels):
         ref_x = ref_y = None
         if reference is not None:
-            if isinstance(reference, tuple):
-                ref_x, ref_y = reference
+            if not isinstance(reference, tuple):
+                reference = embed_reference(
+                    model, reference, preprocessing, device, batch_size, tta, precision, progress
+                )
+            if isinstance(reference, ReferenceEmbeddings):
+                ref_x, ref_y, reference_name = reference
             else:
-                keep = np.flatnonzero(np.asarray(reference.labels) >= 0)
-                reference = reference if len(keep) == len(reference) else reference.subset(keep)
-                _, ref_x = embed(model, reference, preprocessing, device, batch_size, tta, precision, progress)
-                ref_y = reference.labels
-                reference_name = f"{reference.name or 'reference'}/{reference.split or '?'}"
-            if isinstance(reference, tuple):
-                reference_name = "reference embeddings"
+                (ref_x, ref_y), reference_name = reference, "reference embeddings"
             ref_x, ref_y = space(np.asarray(ref_x, np.float32)), np.asarray(ref_y, np.int64)
         result["knn_accuracy"] = M.knn_accuracy(embeddings, labels, ref_x, ref_y, k=knn_k, normalize=False)
         if ref_x is not None:

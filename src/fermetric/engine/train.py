@@ -69,7 +69,7 @@ from ..losses.space import L2
 from ..models import create_model
 from . import checkpoint as ckpt
 from . import distributed as dist_utils
-from .evaluate import align_classes, evaluate
+from .evaluate import align_classes, embed_reference, evaluate
 from .optim import build_optimizer, build_scheduler, ema_model
 from .precision import autocast, deterministic_mode, resolve_precision, thread_count
 from .progress import progress_bar
@@ -622,15 +622,27 @@ class Trainer:
         tta = self.recipe.tta
         with preserved_rng(), progress_bar("final evaluation", enabled=self.progress) as progress:
             metrics = {}
+            reference = None  # the training split, embedded once for val and test (minutes at 96 px)
 
             def score(imageset, **options) -> dict:
+                nonlocal reference
+                if reference is None:
+                    reference = embed_reference(
+                        model,
+                        self.train_set,
+                        self.preprocessing,
+                        self.device,
+                        tta=tta,
+                        precision=self.precision,
+                        progress=progress,
+                    )
                 return evaluate(
                     model,
                     imageset,
                     self.preprocessing,
                     self.device,
                     tta=tta,
-                    reference=self.train_set,
+                    reference=reference,
                     space=self.space,
                     precision=self.precision,
                     progress=progress,

@@ -7,6 +7,7 @@
 from .attention import SelectiveAttention
 from .backbones import BACKBONES, create_backbone, list_backbones
 from .heads import ClassifierHead, EmbeddingHead
+from .inference import fold_batchnorm, inference_model
 from .network import FERNet, FERNetExport, create_model
 from .partial import (
     LANDMARK_TEMPLATE,
@@ -29,6 +30,8 @@ __all__ = [
     "create_backbone",
     "create_model",
     "crop_regions",
+    "fold_batchnorm",
+    "inference_model",
     "list_backbones",
     "regions_from_landmarks",
 ]

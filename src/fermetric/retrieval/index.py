@@ -193,7 +193,7 @@ class EmbeddingIndex:
         else:
             crops, paths, labels, classes = data.images, list(data.paths), data.labels, data.classes
             _, embeddings = embed(
-                predictor.model,
+                predictor.inference_model,
                 data,
                 predictor.preprocessing,
                 predictor.device,
