@@ -81,6 +81,7 @@ DEFAULT_FER_PYTHON = REPO / ".venv-fer" / "bin" / "python"
 PEER_SCRIPT = REPO / "benchmarks" / "fer_peer" / "run_fer.py"
 #: photo construction from a 48 px FER2013 face (see the module notes)
 UPSCALE, BORDER, BORDER_GREY = 4, 24, 128
+BATCHNORM_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")  # state, not parameters
 BOOTSTRAP_RESAMPLES = 2000
 
 
@@ -299,6 +300,7 @@ def run(args) -> dict:
     import fermetric
     from fermetric import vocab
     from fermetric.assets import example_photo
+    from fermetric.engine.checkpoint import load_weights, resolve_source
     from fermetric.errors import ConfigError
 
     started = time.perf_counter()
@@ -313,7 +315,8 @@ def run(args) -> dict:
     crops = np.ascontiguousarray(testset.images[crop_index])
     crop_truth = names(crop_index)
 
-    predictor = fermetric.load(args.checkpoint, device="cpu")
+    predictor = fermetric.load(args.checkpoint, device="cpu", backend=args.backend)
+    weights, _ = load_weights(resolve_source(args.checkpoint))  # the parameter count, whatever runs it
     recipe = predictor.meta.get("recipe", {})
     model_info = {
         "checkpoint": str(args.checkpoint),
@@ -322,7 +325,8 @@ def run(args) -> dict:
         "input_size": predictor.input_size,
         "embedding_dim": predictor.embedding_dim,
         "classes": list(predictor.classes),
-        "parameters": int(sum(p.numel() for p in predictor.model.parameters())),
+        "parameters": int(sum(v.numel() for k, v in weights.items() if not k.endswith(BATCHNORM_BUFFERS))),
+        "backend": predictor.backend,
         "detector": repr(predictor.detector),
     }
 
@@ -544,6 +548,7 @@ def render(result: dict) -> str:
         f"{threads} thread(s) each (torch, OpenCV, TensorFlow/TFLite). Machine: {machine['cpu_model']}, "
         f"{machine['usable_cpus']} usable CPUs; load average {machine['load_average_start'][0]:.2f} at start. "
         f"Model: `{model['checkpoint']}` ({model['recipe']}, {model['backbone']}, {model['input_size']} px, "
+        f"{model.get('backend', 'torch')} backend, "
         f"{model['parameters'] / 1e6:.2f} M parameters); fer {versions['fer_side']['fer']} "
         f"(mini-Xception, quantised TFLite, TensorFlow {versions['fer_side']['tensorflow']}). "
         f"Faces: FER2013 PrivateTest, seed {result['seed']}.",
@@ -624,6 +629,13 @@ def parse_args(argv=None):
         "--ckplus",
         default=str(default_ckplus) if default_ckplus.is_dir() else "",
         help="CK+48 root for the cross-dataset crops ('' to skip; default ../shared/data/ckplus48 when present)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=["torch", "onnx", "auto"],
+        default="torch",
+        help="fermetric's model runtime: torch (the Python API's default), onnx (onnxruntime, "
+        "what `fermetric predict` picks when it is installed) or auto",
     )
     parser.add_argument("--photos", type=int, default=100, help="timed FER2013 photos (100)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed photos first (5)")
