@@ -141,8 +141,8 @@ def evaluate(
     Args:
         reference: the set whose embeddings k-NN and centroids use: an ImageSet (embedded here,
             typically the clean training set), a :class:`ReferenceEmbeddings` (embedded once for
-            several calls), or a tuple ``(embeddings, labels)`` of raw embeddings. ``None``: k-NN and the retrieval metrics are leave-one-out on ``imageset``
-            itself, and nearest-centroid accuracy is not computed (centroids from the evaluated
+            several calls), or a tuple ``(embeddings, labels)`` of raw embeddings. ``None``: k-NN
+            and the retrieval metrics are leave-one-out on ``imageset`` itself, and nearest-centroid accuracy is not computed (centroids from the evaluated
             labels would leak them into the prediction): ``centroid_accuracy`` is then ``None``.
         space: the :class:`~fermetric.losses.EmbeddingSpace` every distance is measured in (the
             one the model's loss trained; ``None``: L2-normalised, the cross-entropy convention).

@@ -623,19 +623,18 @@ class Trainer:
         with preserved_rng(), progress_bar("final evaluation", enabled=self.progress) as progress:
             metrics = {}
             reference = None  # the training split, embedded once for val and test (minutes at 96 px)
+            if self.val_set is not None or self.test_set is not None:
+                reference = embed_reference(
+                    model,
+                    self.train_set,
+                    self.preprocessing,
+                    self.device,
+                    tta=tta,
+                    precision=self.precision,
+                    progress=progress,
+                )
 
             def score(imageset, **options) -> dict:
-                nonlocal reference
-                if reference is None:
-                    reference = embed_reference(
-                        model,
-                        self.train_set,
-                        self.preprocessing,
-                        self.device,
-                        tta=tta,
-                        precision=self.precision,
-                        progress=progress,
-                    )
                 return evaluate(
                     model,
                     imageset,
