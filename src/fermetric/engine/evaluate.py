@@ -103,20 +103,12 @@ def embed(
     return torch.cat(logits_out).numpy(), torch.cat(embeddings_out).numpy()
 
 
-def embed_reference(
-    model: torch.nn.Module,
-    reference,
-    preprocessing,
-    device="cpu",
-    batch_size: int = 512,
-    tta: str = "none",
-    precision: str = "auto",
-    progress=None,
-) -> ReferenceEmbeddings:
-    """The raw embeddings and labels of ``reference``'s labelled images, named ``dataset/split``."""
+def embed_reference(model: torch.nn.Module, reference, preprocessing, device="cpu", **options) -> ReferenceEmbeddings:
+    """The raw embeddings and labels of ``reference``'s labelled images, named ``dataset/split``
+    (``options``: :func:`embed`'s)."""
     keep = np.flatnonzero(np.asarray(reference.labels) >= 0)
     reference = reference if len(keep) == len(reference) else reference.subset(keep)
-    _, embeddings = embed(model, reference, preprocessing, device, batch_size, tta, precision, progress)
+    _, embeddings = embed(model, reference, preprocessing, device, **options)
     name = f"{reference.name or 'reference'}/{reference.split or '?'}"
     return ReferenceEmbeddings(embeddings, np.asarray(reference.labels, np.int64), name)
 
@@ -186,7 +178,14 @@ def evaluate(
         if reference is not None:
             if not isinstance(reference, tuple):
                 reference = embed_reference(
-                    model, reference, preprocessing, device, batch_size, tta, precision, progress
+                    model,
+                    reference,
+                    preprocessing,
+                    device,
+                    batch_size=batch_size,
+                    tta=tta,
+                    precision=precision,
+                    progress=progress,
                 )
             if isinstance(reference, ReferenceEmbeddings):
                 ref_x, ref_y, reference_name = reference
