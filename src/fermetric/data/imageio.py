@@ -155,7 +155,10 @@ def decode_image_bytes(
     except Exception as err:  # PIL raises many types on malformed headers
         raise _fail(source, f"not a readable image ({type(err).__name__}: {err})") from None
     with image:
-        frames = getattr(image, "n_frames", 1)
+        try:
+            frames = getattr(image, "n_frames", 1)  # counting seeks through every frame's header
+        except Exception as err:  # a damaged later TIFF page (PIL: TypeError "Missing dimensions"...)
+            raise _fail(source, f"truncated or corrupt image data ({type(err).__name__}: {err})") from None
         if frames > 1:  # animated GIF/WebP/APNG, multi-page TIFF: say what is analysed
             warnings.warn(
                 f"{source}: holds {frames} frames (animated or multi-page); only the first is read",
