@@ -18,7 +18,9 @@ provenance); everything outside the markers is left as written. Design decisions
   seconds are training seconds (validation excluded), summed over epochs until the target.
 - Machine, versions, precision, seeds and dates come from the JSONs (the provenance table).
 - "Acc. − CE": the method's accuracy minus ``ce``'s on the same test images, in points, with a
-  paired bootstrap 95% interval (10,000 resamples of the images, seed 0). Runs pair by (fold,
+  paired bootstrap 95% interval; a run fine-tuned from another dataset (``<recipe>-from-<D>``)
+  is paired with ``ce-from-<D>``, fine-tuned the same way, so the cell measures the method and
+  not the pretraining (10,000 resamples of the images, seed 0). Runs pair by (fold,
   seed); per image, correctness is averaged over the common seeds; k-fold test sets are
   concatenated. The interval covers which test images were drawn, not the training seed (the
   ``± std`` of the other cells shows that).
@@ -51,6 +53,15 @@ MAIN_METRICS = (
 )
 DEFAULT_DATASETS = ("fer2013", "ferplus", "ckplus48")  # always listed, so unrun cells show
 BASELINE = "ce"  # every method's accuracy difference is paired with this recipe's runs
+
+
+def baseline_of(name: str) -> str:
+    """The row a main-table row is compared with: ``ce``, or ``ce-from-<D>`` for a run
+    fine-tuned from dataset ``D`` (``<recipe>-from-<D>``)."""
+    _, fine_tuned, source = name.partition("-from-")
+    return f"{BASELINE}-from-{source}" if fine_tuned else BASELINE
+
+
 BOOTSTRAP_RESAMPLES = 10000
 
 
@@ -228,12 +239,12 @@ def paired_items(records: list[dict], baseline: list[dict]):
     return a, b
 
 
-def difference_cell(records: list[dict], baseline: list[dict]) -> str:
+def difference_cell(records: list[dict], baseline: list[dict], baseline_name: str = BASELINE) -> str:
     """Accuracy difference to the baseline in points with its paired bootstrap 95% interval."""
     if not records:
         return NOT_RUN
     if not baseline:
-        return "n/a (no CE run)"
+        return f"n/a (no {baseline_name} run)"
     items = paired_items(records, baseline)
     if items is None:
         return "n/a (no per-image predictions)"
@@ -252,10 +263,13 @@ def render_main(records: list[dict]) -> str:
         runs = grouped.get(dataset, {})
         names = list(specs.RECIPES) + sorted(n for n in runs if n not in specs.RECIPES)
         rows = []
-        baseline = runs.get(BASELINE, [])
         for name in names:
             rs = runs.get(name, [])
-            difference = "reference" if name == BASELINE and rs else difference_cell(rs, baseline)
+            reference = baseline_of(name)
+            if name == reference:
+                difference = "reference" if rs else NOT_RUN
+            else:
+                difference = difference_cell(rs, runs.get(reference, []), reference)
             rows.append(
                 [specs.METHOD_NAMES.get(name, name)]
                 + [metric_cell(rs, m) for m, _ in MAIN_METRICS]

@@ -177,6 +177,18 @@ def test_kfold_pairs_fold_by_fold_and_refuses_other_images(tmp_path):
         make_tables.render_main(records)
 
 
+def test_a_fine_tuned_row_is_paired_with_ce_fine_tuned_the_same_way(tmp_path):
+    scratch, tuned_ce, tuned_tcl = [0, 0, 0, 1], [1, 1, 0, 1], [1, 1, 1, 1]
+    for name, correct in (("ce", scratch), ("ce-from-fer2013", tuned_ce), ("tcl-full-from-fer2013", tuned_tcl)):
+        write(tmp_path, with_predictions(result(dataset="ckplus48", name=name, fold=0), correct))
+    write(tmp_path, with_predictions(result(dataset="ckplus48", name="dmsl-from-ferplus", fold=0), tuned_tcl))
+    ck = make_tables.render_main(make_tables.load_results(tmp_path)).split("**CK+ (10-fold)**")[1]
+    assert row_of(ck, "Cross-entropy (baseline)")[5] == "reference"
+    assert row_of(ck, "ce-from-fer2013")[5] == "reference"
+    assert row_of(ck, "tcl-full-from-fer2013")[5].startswith("+25.00 [")  # 4/4 against 3/4, not 1/4
+    assert row_of(ck, "dmsl-from-ferplus")[5] == "n/a (no ce-from-ferplus run)"
+
+
 def test_ablations_published_and_provenance(tmp_path):
     write(tmp_path, result(table="ablations", name="mtdml-nodual", seed=0, accuracy=0.61))
     write(
