@@ -18,11 +18,10 @@ provenance); everything outside the markers is left as written. Design decisions
   seconds are training seconds (validation excluded), summed over epochs until the target.
 - Machine, versions, precision, seeds and dates come from the JSONs (the provenance table).
 - "Acc. − CE": the method's accuracy minus ``ce``'s on the same test images, in points, with a
-  paired bootstrap 95% interval; a run fine-tuned from another dataset (``<recipe>-from-<D>``)
-  is paired with ``ce-from-<D>``, fine-tuned the same way, so the cell measures the method and
-  not the pretraining (10,000 resamples of the images, seed 0). Runs pair by (fold,
-  seed); per image, correctness is averaged over the common seeds; k-fold test sets are
-  concatenated. The interval covers which test images were drawn, not the training seed (the
+  paired bootstrap 95% interval (10,000 resamples of the images, seed 0); a run fine-tuned from
+  another dataset (``<recipe>-from-<D>``) is paired with ``ce-from-<D>``, fine-tuned the same
+  way, so the cell measures the method, not the pretraining. Runs pair by (fold, seed); per
+  image, correctness is averaged over the common seeds; k-fold test sets are concatenated. The interval covers which test images were drawn, not the training seed (the
   ``± std`` of the other cells shows that).
 - Each protocol scale (``specs.SCALES``: ``gpu``, ``cpu``) has its own tables: a record counts
   only in its own scale's tables (``cpu-main``, ``cpu-ablations``, ``cpu-provenance`` for the
@@ -53,6 +52,7 @@ MAIN_METRICS = (
 )
 DEFAULT_DATASETS = ("fer2013", "ferplus", "ckplus48")  # always listed, so unrun cells show
 BASELINE = "ce"  # every method's accuracy difference is paired with this recipe's runs
+BOOTSTRAP_RESAMPLES = 10000
 
 
 def baseline_of(name: str) -> str:
@@ -60,9 +60,6 @@ def baseline_of(name: str) -> str:
     fine-tuned from dataset ``D`` (``<recipe>-from-<D>``)."""
     _, fine_tuned, source = name.partition("-from-")
     return f"{BASELINE}-from-{source}" if fine_tuned else BASELINE
-
-
-BOOTSTRAP_RESAMPLES = 10000
 
 
 class TableError(Exception):
