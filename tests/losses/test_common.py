@@ -127,7 +127,7 @@ def test_registry_and_create_loss():
     assert mtdml.margin_range == (0.1, 0.8) and len(mtdml.margins) == 8
     assert create_loss("dmsl", 7, 64).num_classes == 7
     emlf = create_loss("emlf", 7, 64, separation_weight=0.25)
-    assert emlf.centers.shape == (7, 64) and emlf.separation_weight == 0.25 and emlf.center_mode == "learnable"
+    assert emlf.running_centers.shape == (7, 64) and emlf.separation_weight == 0.25 and emlf.center_mode == "running"
     with pytest.raises(ConfigError, match=r"unknown option\(s\) \['margn'\]"):
         create_loss("tcl", 7, 32, margn=0.3)
     with pytest.raises(ConfigError, match="come from the dataset and model"):

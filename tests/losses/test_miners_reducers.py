@@ -90,7 +90,9 @@ def test_tcl_and_emlf_take_a_reducer_over_their_per_sample_terms():
     assert nonzero(z, y).item() == pytest.approx(hinge[hinge > 0].mean().item(), rel=1e-9)
 
     torch.manual_seed(0)
-    emlf = create_loss("emlf", 4, 16, reducer={"name": "ThresholdReducer", "options": {"low": 1.0}})
+    emlf = create_loss(
+        "emlf", 4, 16, centers="learnable", reducer={"name": "ThresholdReducer", "options": {"low": 1.0}}
+    )
     compact = (zn - emlf.centers.double()[y]).pow(2).sum(1)
     gaps = torch.pdist(emlf.centers.double())
     separation = torch.relu(emlf.margin - gaps).pow(2).sum()
