@@ -50,17 +50,15 @@ def run(args) -> dict:
 
     from fermetric.data import load_dataset
     from fermetric.engine.checkpoint import load_model
+    from fermetric.engine.evaluate import align_classes
     from fermetric.export import export_onnx
 
     _, meta = load_model(args.checkpoint)
     train = load_dataset("fer2013", args.data, "train")
-    test = load_dataset("fer2013", args.data, "test")
+    test = align_classes(load_dataset("fer2013", args.data, "test"), meta["classes"])
     calibration, _ = prepared(meta, train.images, args.seed + 1, args.calibration)
     crops, order = prepared(meta, test.images, args.seed, args.crops)
-    # the dataset's class order -> the model's class order, by name
-    names = list(test.classes)
-    model_classes = list(meta["classes"])
-    labels = np.array([model_classes.index(names[label]) for label in np.asarray(test.labels)[order]])
+    labels = np.asarray(test.labels)[order]
 
     class Batches(CalibrationDataReader):
         def __init__(self):
