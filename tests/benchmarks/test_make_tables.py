@@ -210,6 +210,27 @@ def test_ablations_published_and_provenance(tmp_path):
     assert "| 2 (1 reused) |" in provenance and "| 2 |" in provenance  # ablations: 2 runs; main: 2 runs
 
 
+def test_the_cpu_tables_compare_their_own_best_rows_with_the_papers():
+    ck = [
+        result(name=name, dataset="ckplus48", fold=fold, accuracy=acc, scale="cpu")
+        for name, acc in (("mtdml", 0.3), ("mtdml-from-fer2013", 0.9), ("tcl-semi-from-fer2013", 0.95))
+        for fold in range(3)
+    ]
+    gpu = [result(name="ce", accuracy=0.7)]
+    sections = make_tables.render_all(ck + gpu, scale="cpu")
+    assert set(sections) == {"cpu-main", "cpu-ablations", "cpu-published", "cpu-provenance"}
+    published = sections["cpu-published"]
+    assert row_of(published.split("| CK+ (10-fold) | MT-DML |")[1], "CK+ (10-fold)")[1:3] == [
+        "fermetric TCL semi-synthesized fine-tuned from FER2013",
+        "95.00 ± 0.00",
+    ]
+    assert "| CK+ (10-fold) | fermetric MT-DML | 30.00 ± 0.00 | this repository, CPU protocol, 1 seed x 3 folds |" in (
+        published
+    )
+    assert "| fermetric MT-DML fine-tuned from FER2013 | 90.00 ± 0.00 |" in published
+    assert "| FER2013 | fermetric, best recipe | not run | this repository, CPU protocol (main table) |" in published
+
+
 def test_time_to_accuracy_against_the_ce_baseline(tmp_path):
     def history(accs, seconds=10.0):
         return [{"epoch": i + 1, "seconds": seconds, "val_accuracy": a} for i, a in enumerate(accs)]
