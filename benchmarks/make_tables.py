@@ -299,14 +299,14 @@ def render_main(records: list[dict]) -> str:
     return "\n\n".join(parts)
 
 
-def render_ablations(records: list[dict]) -> str:
+def render_ablations(records: list[dict], scale: str = "gpu") -> str:
     grouped = group(records, "ablations")
     datasets = [d for d in dataset_order(grouped) if d in grouped] or ["fer2013"]
     parts = []
     for dataset in datasets:
         runs = grouped.get(dataset, {})
         rows = []
-        for family in specs.FAMILIES:
+        for family in specs.families(scale):
             for i, (label, variant) in enumerate(family.rows):
                 rs = runs.get(variant, [])
                 setting = label + (" (default)" if variant == family.default else "")
@@ -560,7 +560,11 @@ def render_all(records: list[dict], scale: str = "gpu") -> dict[str, str]:
     records = [r for r in records if (r.get("scale") or "gpu") == scale]
     if scale == "gpu":
         return {name: RENDERERS[name](records) for name in SECTIONS}
-    renderers = {**RENDERERS, "published": lambda rs: render_published(rs, f"{scale.upper()} protocol")}
+    renderers = {
+        **RENDERERS,
+        "ablations": lambda rs: render_ablations(rs, scale),
+        "published": lambda rs: render_published(rs, f"{scale.upper()} protocol"),
+    }
     return {f"{scale}-{name}": renderers[name](records) for name in CPU_SECTIONS}
 
 

@@ -615,9 +615,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ablations",
         nargs="+",
-        default=list(specs.VARIANTS),
+        default=None,
         metavar="VARIANT",
-        help=f"ablation variants (default all): {', '.join(specs.VARIANTS)}",
+        help=f"ablation variants (default: those of the --scale's ablation table): {', '.join(specs.VARIANTS)}",
     )
     p.add_argument(
         "--folds",
@@ -691,6 +691,8 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [r for r in args.recipes if r not in recipe_names()]
         if unknown:  # names only: a recipe's name is its result file's name
             raise ConfigError(f"unknown recipe(s) {unknown}; known: {', '.join(recipe_names())}")
+        if args.ablations is None:
+            args.ablations = specs.ablation_variants(args.scale)
         unknown = [v for v in args.ablations if v not in specs.VARIANTS]
         if unknown:
             raise ConfigError(f"unknown ablation variant(s) {unknown}; known: {', '.join(specs.VARIANTS)}")

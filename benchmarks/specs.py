@@ -82,6 +82,7 @@ class Family:
     title: str
     rows: tuple[tuple[str, str], ...]
     default: str
+    scales: tuple[str, ...] = ("gpu", "cpu")  # the protocols whose ablation table has this block
 
 
 VARIANTS: dict[str, Variant] = {
@@ -132,6 +133,7 @@ FAMILIES: tuple[Family, ...] = (
             ("[0.05, 1.2]", "mtdml-margin0.05-1.2"),
         ),
         "mtdml",
+        ("gpu",),
     ),
     Family(
         "MT-DML: dual triplet loss", (("dual on", "mtdml"), ("dual off (plain batch-hard)", "mtdml-nodual")), "mtdml"
@@ -146,12 +148,27 @@ FAMILIES: tuple[Family, ...] = (
         (("attention on", "tcl-full"), ("attention off", "tcl-full-noattention")),
         "tcl-full",
     ),
-    Family("DMSL: sigma", (("0.25", "dmsl-sigma0.25"), ("0.5", "dmsl"), ("1.0", "dmsl-sigma1.0")), "dmsl"),
-    Family("DMSL: embedding mixup", (("off", "dmsl"), ("on (Beta(2,2))", "dmsl-mixup")), "dmsl"),
+    Family("DMSL: sigma", (("0.25", "dmsl-sigma0.25"), ("0.5", "dmsl"), ("1.0", "dmsl-sigma1.0")), "dmsl", ("gpu",)),
+    Family("DMSL: sigma", (("0.5", "dmsl"), ("1.0", "dmsl-sigma1.0")), "dmsl", ("cpu",)),
+    Family("DMSL: embedding mixup", (("off", "dmsl"), ("on (Beta(2,2))", "dmsl-mixup")), "dmsl", ("gpu",)),
     Family(
         "PI&DML: partial images", (("with partial images", "pidml"), ("whole face only", "pidml-nopartial")), "pidml"
     ),
 )
+
+
+def families(scale: str) -> tuple[Family, ...]:
+    """The ablation table's blocks at ``scale``: the CPU protocol runs the ablations its issue
+    asks for (slices, dual, TCL attention, PI&DML partial images, one DMSL sigma), not the
+    threshold-range and mixup blocks, which cost five more 12-epoch runs."""
+    return tuple(f for f in FAMILIES if scale in f.scales)
+
+
+def ablation_variants(scale: str) -> list[str]:
+    """The variants the ablation table at ``scale`` needs, in ``VARIANTS`` order."""
+    needed = {variant for family in families(scale) for _, variant in family.rows}
+    return [name for name in VARIANTS if name in needed]
+
 
 #: Time-to-accuracy targets, as fractions of the cross-entropy baseline's best validation accuracy.
 TIME_TO_ACCURACY_TARGETS: tuple[float, ...] = (0.95, 1.0)

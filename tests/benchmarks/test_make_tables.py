@@ -210,6 +210,31 @@ def test_ablations_published_and_provenance(tmp_path):
     assert "| 2 (1 reused) |" in provenance and "| 2 |" in provenance  # ablations: 2 runs; main: 2 runs
 
 
+def test_the_cpu_ablation_table_has_the_blocks_the_cpu_protocol_runs(tmp_path):
+    assert specs.ablation_variants("cpu") == [
+        "mtdml",
+        "mtdml-slices1",
+        "mtdml-slices4",
+        "mtdml-slices16",
+        "mtdml-nodual",
+        "tcl-full",
+        "tcl-semi",
+        "tcl-pred",
+        "tcl-full-noattention",
+        "dmsl",
+        "dmsl-sigma1.0",
+        "pidml",
+        "pidml-nopartial",
+    ]
+    assert set(specs.ablation_variants("gpu")) == set(specs.VARIANTS)
+    write(tmp_path, result(table="ablations", name="dmsl-sigma1.0", accuracy=0.58, scale="cpu"))
+    cpu = make_tables.render_all(make_tables.load_results(tmp_path), scale="cpu")["cpu-ablations"]
+    assert "| DMSL: sigma | 0.5 (default) | not run |" in cpu and "|  | 1.0 | 58.00 |" in cpu
+    assert "threshold range" not in cpu and "mixup" not in cpu and "0.25" not in cpu
+    gpu = make_tables.render_ablations(make_tables.load_results(tmp_path))
+    assert "| DMSL: sigma | 0.25 | not run |" in gpu and "threshold range" in gpu
+
+
 def test_the_cpu_tables_compare_their_own_best_rows_with_the_papers():
     ck = [
         result(name=name, dataset="ckplus48", fold=fold, accuracy=acc, scale="cpu")

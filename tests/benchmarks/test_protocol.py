@@ -151,6 +151,15 @@ def test_ablation_defaults_reuse_the_identical_main_run(tmp_path, fer_pack, caps
     assert "run    fer2013/time-to-accuracy/mtdml-seed0.json" in capsys.readouterr().out
 
 
+def test_the_default_ablations_are_those_of_the_scales_table(tmp_path, fer_pack, capsys):
+    for scale in ("cpu", "gpu"):
+        rc = protocol.main(
+            ["--table", "ablations", "--seeds", "0", "--scale", scale, "--dry-run", *args(tmp_path, fer_pack)]
+        )
+        planned = {line.split("/")[-1] for line in capsys.readouterr().out.splitlines() if "ablations/" in line}
+        assert rc == 0 and planned == {f"{name}-seed0.json" for name in specs.ablation_variants(scale)}
+
+
 def test_subject_folds_are_planned_per_fold(tmp_path, ck_pack, capsys):
     rc = protocol.main(
         ["--table", "main", "--seeds", "0", "1", "--recipes", "ce", "--dry-run", *args(tmp_path, ck_pack)]
