@@ -158,9 +158,9 @@ FAMILIES: tuple[Family, ...] = (
 
 
 def families(scale: str) -> tuple[Family, ...]:
-    """The ablation table's blocks at ``scale``: the CPU protocol runs the ablations its issue
-    asks for (slices, dual, TCL attention, PI&DML partial images, one DMSL sigma), not the
-    threshold-range and mixup blocks, which cost five more 12-epoch runs."""
+    """The ablation table's blocks at ``scale``. The CPU protocol runs a smaller set (slices,
+    dual, TCL negatives and attention, one DMSL sigma, PI&DML partial images): the
+    threshold-range and mixup blocks would cost five more 12-epoch runs on 2 cores."""
     return tuple(f for f in FAMILIES if scale in f.scales)
 
 
