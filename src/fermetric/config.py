@@ -79,6 +79,15 @@ class DataConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Knowledge distillation from a trained model (``teacher``: a shipped name, run or file)."""
+
+    teacher: str | None = None  # None: no distillation
+    weight: float = 1.0  # of the soft-target term, beside loss.ce_weight * cross-entropy
+    temperature: float = 4.0
+
+
+@dataclass
 class Recipe:
     name: str = "ce"
     description: str = ""
@@ -87,6 +96,7 @@ class Recipe:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     ema: float | None = None  # decay of an exponential moving average of the weights
     amp: bool = True  # bf16 autocast on CUDA (CPU always runs fp32)
     channels_last: bool = True  # on CUDA

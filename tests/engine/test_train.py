@@ -395,3 +395,46 @@ def test_a_pml_baseline_loss_trains_in_any_recipe(loss_name, tiny_sets, tmp_path
     metric = [h["train"]["metric"] for h in read_history(tmp_path)]
     assert np.mean(metric[-2:]) < metric[0], metric
     assert results["metrics"]["val"]["embedding_space"]["kind"] == "l2"
+
+
+def test_a_student_learns_its_teachers_soft_targets(tiny_sets, tmp_path):
+    from fermetric.engine.distill import Teacher
+    from fermetric.engine.evaluate import preprocessing_from_meta
+
+    train_set, val_set, _ = tiny_sets
+    mild = {"optim.lr": 0.1, "data.augment.erasing": 0.0, "data.augment.rotation": 0.0}
+    teacher_dir = tmp_path / "teacher"
+    teacher_recipe = tiny_recipe("ce", epochs=8, **mild, **{"data.input_size": 24})
+    train(teacher_recipe, train_set, val_set, teacher_dir, device="cpu", progress=False)
+    teacher_weights = ckpt.read_source(teacher_dir)[0]
+
+    # soft targets only (no cross-entropy on the labels): what the student learns is the teacher's
+    options = {"distill.teacher": str(teacher_dir), "distill.temperature": 1.0, "distill.weight": 2.0}
+    student = tiny_recipe("ce", epochs=4, **mild, **options, **{"loss.ce_weight": 0.0})
+    train(student, train_set, val_set, tmp_path / "student", device="cpu", progress=False)
+    history = read_history(tmp_path / "student")
+    assert set(history[0]["train"]) == {"loss", "ce", "distill"}
+    distill = [h["train"]["distill"] for h in history]
+    assert np.mean(distill[-2:]) < 0.8 * distill[0], distill
+    for h in history:  # loss = 0 x ce + 2 x distill
+        assert h["train"]["loss"] == pytest.approx(2 * h["train"]["distill"], rel=1e-5)
+    after = ckpt.read_source(teacher_dir)[0]
+    assert all(torch.equal(after[k], v) for k, v in teacher_weights.items())  # the teacher never trains
+    assert set(final_weights(tmp_path / "student")) == set(final_weights(teacher_dir))  # no teacher inside
+
+    # the teacher scores the student's batch as its own preprocessing would have prepared it
+    student_prep = preprocessing_from_meta(ckpt.read_source(tmp_path / "student")[1])
+    teacher = Teacher(str(teacher_dir), train_set.classes, student_prep, "cpu")
+    images = torch.from_numpy(np.ascontiguousarray(train_set.images[:6]))
+    direct = teacher.model(teacher.preprocessing.apply(images))["logits"]
+    torch.testing.assert_close(teacher(student_prep.apply(images)), direct, rtol=1e-4, atol=1e-4)
+
+
+def test_a_teacher_of_other_classes_is_refused(tiny_sets, tiny_checkpoint, tmp_path):
+    train_set, val_set, _ = tiny_sets
+    recipe = tiny_recipe("ce", epochs=1, **{"distill.teacher": str(tiny_checkpoint)})
+    with pytest.raises(ConfigError, match="the teacher must know the same classes"):
+        train(recipe, train_set, val_set, tmp_path / "student", device="cpu", progress=False)
+    with pytest.raises(ConfigError, match="temperature > 0"):
+        bad = tiny_recipe("ce", epochs=1, **{"distill.teacher": str(tiny_checkpoint), "distill.temperature": 0})
+        train(bad, train_set, val_set, tmp_path / "bad", device="cpu", progress=False)
