@@ -421,6 +421,11 @@ def test_a_student_learns_its_teachers_soft_targets(tiny_sets, tmp_path):
     after = ckpt.read_source(teacher_dir)[0]
     assert all(torch.equal(after[k], v) for k, v in teacher_weights.items())  # the teacher never trains
     assert set(final_weights(tmp_path / "student")) == set(final_weights(teacher_dir))  # no teacher inside
+    recorded = ckpt.read_source(tmp_path / "student")[1]["distill_teacher"]
+    assert recorded == {
+        "source": str(teacher_dir),
+        "digest": Teacher(str(teacher_dir), train_set.classes, None, "cpu").digest,
+    }
 
     # the teacher scores the student's batch as its own preprocessing would have prepared it
     student_prep = preprocessing_from_meta(ckpt.read_source(tmp_path / "student")[1])

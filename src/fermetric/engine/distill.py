@@ -12,7 +12,7 @@ import torch
 
 from ..data.transforms import Preprocessing
 from ..errors import ConfigError
-from .checkpoint import load_model
+from .checkpoint import load_model, state_digest
 from .evaluate import preprocessing_from_meta
 
 
@@ -33,6 +33,7 @@ class Teacher:
             )
         self.model.requires_grad_(False)
         self.source = str(source)
+        self.digest = state_digest(self.model.state_dict())
         self.preprocessing = preprocessing_from_meta(meta)
         self.student = student
 

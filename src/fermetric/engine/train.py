@@ -178,6 +178,9 @@ class Trainer:
         self._load_data(train_set, metric_labels)
         self.meta = ckpt.make_meta(recipe, self.classes, self.preprocessing, self.dataset, self.seed)
         self.meta["precision"] = self.precision
+        if self.module.teacher is not None:  # a name such as "default" may later ship other weights
+            teacher = self.module.teacher[0]
+            self.meta["distill_teacher"] = {"source": teacher.source, "digest": teacher.digest}
         if init_from is not None:
             self.meta["init_from"] = str(init_from)
             self.meta["init_classifier"] = init_classifier
