@@ -260,12 +260,15 @@ def difference_cell(records: list[dict], baseline: list[dict], baseline_name: st
 
 
 # ------------------------------------------------------------------------------------- tables
-def render_main(records: list[dict]) -> str:
+def render_main(records: list[dict], planned: dict[str, tuple[str, ...]] | None = None) -> str:
+    """The main table per dataset; ``planned``: the rows a protocol runs per dataset (default:
+    every recipe), followed by any other run found."""
     grouped = group(records, "main")
     parts = []
     for dataset in dataset_order(grouped):
         runs = grouped.get(dataset, {})
-        names = list(specs.RECIPES) + sorted(n for n in runs if n not in specs.RECIPES)
+        rows_of = list((planned or {}).get(dataset, specs.RECIPES))
+        names = rows_of + sorted(n for n in runs if n not in rows_of)
         rows = []
         for name in names:
             rs = runs.get(name, [])
@@ -562,6 +565,7 @@ def render_all(records: list[dict], scale: str = "gpu") -> dict[str, str]:
         return {name: RENDERERS[name](records) for name in SECTIONS}
     renderers = {
         **RENDERERS,
+        "main": lambda rs: render_main(rs, specs.CPU_MAIN_ROWS if scale == "cpu" else None),
         "ablations": lambda rs: render_ablations(rs, scale),
         "published": lambda rs: render_published(rs, f"{scale.upper()} protocol"),
     }

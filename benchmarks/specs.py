@@ -31,6 +31,16 @@ SCALES: dict[str, tuple[str, ...]] = {
 }
 RECIPES: tuple[str, ...] = ("ce", "mtdml", "dmsl", "tcl-full", "tcl-semi", "tcl-pred", "pidml")
 TABLES: tuple[str, ...] = ("main", "ablations", "time-to-accuracy", "throughput")
+
+#: The main-table rows of the CPU protocol (sized for 2 cores): every recipe on FER2013 and
+#: fine-tuned from it on CK+ (plus ce and MT-DML from scratch); on FER+ ce and the two best
+#: metric-learning recipes of FER2013 (TCL fully- and semi-synthesized). The GPU protocol has
+#: every recipe everywhere.
+CPU_MAIN_ROWS: dict[str, tuple[str, ...]] = {
+    "fer2013": RECIPES,
+    "ferplus": ("ce", "tcl-full", "tcl-semi"),
+    "ckplus48": ("ce", "mtdml") + tuple(f"{r}-from-fer2013" for r in RECIPES),
+}
 TABLE_FOLDERS = {
     "main": "",
     "ablations": "ablations",
