@@ -87,6 +87,7 @@ def test_eval_reproduces_the_catalogue(shared_data, capsys, name, index):
 
 
 @pytest.mark.realdata
+@pytest.mark.timeout(1200)  # emulated bf16 took 328 s beside a training run (300 s is the default)
 def test_bf16_predictions_agree_with_fp32_on_fer2013_test(shared_data):
     """The precision policy may pick bf16 for inference: it must not change what users get."""
     import numpy as np
