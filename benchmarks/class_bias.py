@@ -50,6 +50,14 @@ def scores(logits, labels, column: int, bias: float) -> dict:
     }
 
 
+def trained_bias(tensors: dict, meta: dict):
+    """The classifier's float32 bias as trained: any bias recorded in ``meta`` taken off."""
+    bias = tensors[CLASSIFIER_BIAS].float().clone()
+    for name, added in meta.get("logit_bias", {}).get("biases", {}).items():
+        bias[meta["classes"].index(name)] -= added
+    return bias
+
+
 def public(row: dict) -> dict:
     return {k: v for k, v in row.items() if k != "correct"}
 
@@ -64,11 +72,7 @@ def unbiased_logits(checkpoint: str, dataset: str, root: str, split: str):
     from fermetric.engine.evaluate import align_classes, embed, preprocessing_from_meta
 
     tensors, meta, path = read_source(checkpoint)
-    recorded = meta.get("logit_bias", {}).get("biases", {})
-    trained_bias = tensors[CLASSIFIER_BIAS].float().clone()  # load_state_dict casts the rest
-    for name, bias in recorded.items():
-        trained_bias[meta["classes"].index(name)] -= bias
-    state = {**tensors, CLASSIFIER_BIAS: trained_bias}
+    state = {**tensors, CLASSIFIER_BIAS: trained_bias(tensors, meta)}  # load_state_dict casts the rest
     model = build_model(meta)
     model.load_state_dict(state)
     model.eval()
@@ -129,10 +133,7 @@ def write(target: str, tensors: dict, meta: dict, column: int, bias: float, resu
     """Save ``tensors`` with the classifier bias set to trained + ``bias`` on ``column``."""
     from fermetric.engine.checkpoint import save_weights
 
-    recorded = meta.get("logit_bias", {}).get("biases", {})
-    trained = tensors[CLASSIFIER_BIAS].float().clone()
-    for name, old in recorded.items():
-        trained[meta["classes"].index(name)] -= old
+    trained = trained_bias(tensors, meta)
     trained[column] += bias
     tensors = {**tensors, CLASSIFIER_BIAS: trained.to(tensors[CLASSIFIER_BIAS].dtype)}
     meta = {
