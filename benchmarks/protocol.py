@@ -207,6 +207,25 @@ def recipe_json(recipe) -> dict:
     return json.loads(json.dumps(recipe.to_dict()))  # tuples -> lists, as stored in result files
 
 
+def same_recipe(stored: dict | None, recipe) -> bool:
+    """Whether a result file's ``recipe_config`` is ``recipe``.
+
+    The stored config is read back through ``Recipe.from_dict`` first, so a section or field
+    added to ``Recipe`` after the file was written (at its default value) does not count as a
+    difference: an old result stays reusable by a newer protocol.
+    """
+    from fermetric.config import Recipe
+    from fermetric.errors import ConfigError
+
+    if not isinstance(stored, dict):
+        return False
+    try:
+        normalised = recipe_json(Recipe.from_dict(stored))
+    except (ConfigError, TypeError, ValueError):
+        return False
+    return normalised == recipe_json(recipe)
+
+
 # ----------------------------------------------------------------------------------- recording
 #: a JSON array of numbers only, as ``json.dumps(indent=...)`` spreads it over one line per item
 _NUMBER_ARRAY = re.compile(r"\[(\s*-?[\d.eE+-]+\s*(?:,\s*-?[\d.eE+-]+\s*)*)\]")
@@ -463,7 +482,7 @@ def existing_note(path: Path, run: Run, settings: Settings) -> str:
         differs = [f"{k} {record.get(k)!r} vs {v!r}" for k, v in wanted.items() if record.get(k) != v]
     else:
         differs = []
-        if record.get("recipe_config") != recipe_json(build_recipe(run, settings)):
+        if not same_recipe(record.get("recipe_config"), build_recipe(run, settings)):
             differs.append("recipe")
     return "; ".join(differs)
 
@@ -484,7 +503,7 @@ def reusable_main_result(run: Run, settings: Settings) -> Path | None:
     except (OSError, json.JSONDecodeError):
         return None
     same = (
-        record.get("recipe_config") == recipe_json(build_recipe(run, settings))
+        same_recipe(record.get("recipe_config"), build_recipe(run, settings))
         and record.get("max_steps") == settings.max_steps
         and (run.table == "ablations" or record.get("concurrent_runs") == 1)
     )

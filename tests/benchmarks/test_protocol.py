@@ -231,3 +231,17 @@ def test_ck_runs_fine_tune_from_their_own_fer2013_run(tmp_path, fer_pack, ck_pac
 
     _, meta = load_weights(tmp_path / "work" / "ckplus48" / "ce-from-fer2013-seed0-fold0" / "model.safetensors")
     assert meta["init_classifier"] == "new"  # CK+ has contempt and no neutral: a new classifier
+
+
+def test_a_result_written_before_a_new_recipe_section_is_still_the_same_recipe():
+    from fermetric.config import load_recipe
+
+    recipe = load_recipe("mtdml", ["epochs=3"])
+    stored = protocol.recipe_json(recipe)
+    older = {key: value for key, value in stored.items() if key != "distill"}  # as d06c959 wrote it
+    assert "distill" in stored and protocol.same_recipe(older, recipe)
+    changed = json.loads(json.dumps(older))
+    changed["epochs"] = 4
+    assert not protocol.same_recipe(changed, recipe)
+    assert not protocol.same_recipe(None, recipe)
+    assert not protocol.same_recipe({"no_such_section": {}}, recipe)
