@@ -312,16 +312,18 @@ def render_ablations(records: list[dict], scale: str = "gpu") -> str:
         for family in specs.families(scale):
             for i, (label, variant) in enumerate(family.rows):
                 rs = runs.get(variant, [])
-                setting = label + (" (default)" if variant == family.default else "")
+                if variant == family.default:
+                    setting, difference = label + " (default)", ("reference" if rs else NOT_RUN)
+                else:  # paired with the block's default run on the same test images
+                    setting, difference = label, difference_cell(rs, runs.get(family.default, []), "default")
                 rows.append(
                     [family.title if i == 0 else "", setting]
                     + [metric_cell(rs, m) for m, _ in MAIN_METRICS]
-                    + [runs_cell(rs), epochs_cell(rs) if rs else "-"]
+                    + [difference, runs_cell(rs), epochs_cell(rs) if rs else "-"]
                 )
-        parts.append(
-            f"**{dataset_title(dataset)}**\n\n"
-            + table(["Ablation", "Setting"] + [f"{label} (%)" for _, label in MAIN_METRICS] + ["Runs", "Epochs"], rows)
-        )
+        header = ["Ablation", "Setting"] + [f"{label} (%)" for _, label in MAIN_METRICS]
+        header += ["Acc. − default, points [paired 95% CI]", "Runs", "Epochs"]
+        parts.append(f"**{dataset_title(dataset)}**\n\n" + table(header, rows))
     return "\n\n".join(parts)
 
 

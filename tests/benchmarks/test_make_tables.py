@@ -198,8 +198,11 @@ def test_ablations_published_and_provenance(tmp_path):
     write(tmp_path, result(name="ce", seed=0, accuracy=0.64))
     records = make_tables.load_results(tmp_path)
     ablations = make_tables.render_ablations(records)
-    assert "| dual off (plain batch-hard) | 61.00 | 51.00 | 56.00 | n/a | 1 seed | 30 |" in ablations
-    assert "| 8 slices x 64 (default) | 63.00 |" in ablations
+    assert (
+        "| dual off (plain batch-hard) | 61.00 | 51.00 | 56.00 | n/a | n/a (no per-image predictions) | 1 seed | 30 |"
+        in ablations
+    )
+    assert "| 8 slices x 64 (default) | 63.00 | 53.00 | 58.00 | n/a | reference |" in ablations
     assert "| 1 slice x 512 | not run |" in ablations
     published = make_tables.render_published(records)
     assert "| FER2013 | LHC-Net (single network) | 74.42 |" in published
@@ -380,3 +383,23 @@ def test_bundles_are_unpacked_and_cannot_escape(tmp_path, capsys):
     with pytest.raises(make_tables.TableError, match="outside"):
         make_tables.import_bundles([evil], root)
     assert not (tmp_path / "outside.json").exists()
+
+
+def test_an_ablation_row_is_paired_with_its_blocks_default_run(tmp_path):
+    labels = [0, 1, 2, 3, 0, 1, 2, 3]
+    default = [0, 1, 2, 3, 0, 1, 0, 0]  # 6 of 8 right
+    variant = [0, 1, 2, 3, 0, 0, 0, 0]  # 5 of 8: the one image it loses is one the default got
+    write(tmp_path, result(table="ablations", name="tcl-full", accuracy=0.75, labels=labels, predictions=default))
+    write(tmp_path, result(table="ablations", name="tcl-pred", accuracy=0.625, labels=labels, predictions=variant))
+    write(tmp_path, result(table="ablations", name="mtdml-nodual", accuracy=0.6, labels=labels, predictions=variant))
+    text = make_tables.render_ablations(make_tables.load_results(tmp_path))
+
+    def row_of(text, setting):  # an ablation row is found by its setting (column 2)
+        rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines()]
+        return next(cells for cells in rows if len(cells) > 1 and cells[1] == setting)
+
+    pred = row_of(text, "prediction-based")
+    assert pred[-3].startswith("-12.50 [")  # 5/8 - 6/8, against fully-synthesized, not against ce
+    assert row_of(text, "fully-synthesized (default)")[-3] == "reference"
+    assert row_of(text, "dual off (plain batch-hard)")[-3] == "n/a (no default run)"
+    assert row_of(text, "attention off")[-3] == "not run"
