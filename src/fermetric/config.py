@@ -65,6 +65,11 @@ class AugmentConfig:
     rotation: float = 10.0  # degrees
     hflip: bool = True
     erasing: float = 0.5  # probability of random erasing
+    # Photometric jitter (lighting), each off at 0: brightness and contrast factors ~ U(1 - v, 1 + v),
+    # gamma ~ log-uniform in [1 / (1 + v), 1 + v]; per sample, on [0, 1] pixels, before the affine.
+    brightness: float = 0.0
+    contrast: float = 0.0
+    gamma: float = 0.0
 
 
 @dataclass

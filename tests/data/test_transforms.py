@@ -129,3 +129,49 @@ def test_bad_augment_config():
         GPUAugment(AugmentConfig(scale=(1.2, 0.8)), Preprocessing())
     with pytest.raises(ConfigError):
         GPUAugment(AugmentConfig(erasing=1.5), Preprocessing())
+
+
+def test_photometric_jitter_factors_and_ranges(rng):
+    """Against the formulas on images whose pixels stay inside (0, 1) after the jitter."""
+    images = torch.from_numpy(rng.integers(96, 160, (500, 8, 8), dtype=np.uint8))
+    still = dict(crop_padding=0, scale=(1.0, 1.0), rotation=0.0, hflip=False, erasing=0.0)
+    pre = Preprocessing(size=8, mean=0.0, std=1.0)
+    x = images.float().unsqueeze(1) / 255
+
+    bright = GPUAugment(AugmentConfig(**still, brightness=0.3), pre).train()(images, torch.Generator().manual_seed(0))
+    factor = (bright / x).flatten(1)
+    assert torch.allclose(factor, factor[:, :1].expand_as(factor), atol=1e-4)  # one factor per image
+    assert 0.7 - 1e-4 <= factor.min() and factor.max() <= 1.3 + 1e-4 and factor.std() > 0.1
+
+    contrast = GPUAugment(AugmentConfig(**still, contrast=0.4), pre).train()(images, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(contrast.mean((1, 2, 3)), x.mean((1, 2, 3)), atol=1e-5, rtol=0)  # the mean stays
+    spread = contrast.std((1, 2, 3)) / x.std((1, 2, 3))
+    assert 0.6 - 1e-4 <= spread.min() and spread.max() <= 1.4 + 1e-4 and spread.std() > 0.1
+
+    gamma = GPUAugment(AugmentConfig(**still, gamma=0.5), pre).train()(images, torch.Generator().manual_seed(0))
+    exponent = (gamma.log() / x.log()).flatten(1)
+    assert torch.allclose(exponent, exponent[:, :1].expand_as(exponent), atol=1e-3)
+    assert 1 / 1.5 - 1e-3 <= exponent.min() and exponent.max() <= 1.5 + 1e-3
+    assert (exponent[:, 0] < 1).any() and (exponent[:, 0] > 1).any()
+
+    harsh = AugmentConfig(**still, brightness=0.9, contrast=0.9, gamma=2.0)
+    white = torch.full((64, 8, 8), 255, dtype=torch.uint8)
+    out = GPUAugment(harsh, pre).train()(torch.cat([white, images[:64]]), torch.Generator().manual_seed(1))
+    assert out.min() >= 0 and out.max() <= 1  # clamped to valid pixels
+
+
+def test_photometric_jitter_off_leaves_the_random_stream_alone(batch):
+    """A recipe without the jitter augments exactly as before the jitter existed."""
+    plain = GPUAugment(AugmentConfig(), Preprocessing()).train()
+    expected = plain(batch, torch.Generator().manual_seed(4))
+    explicit = GPUAugment(AugmentConfig(brightness=0.0, contrast=0.0, gamma=0.0), Preprocessing()).train()
+    assert torch.equal(explicit(batch, torch.Generator().manual_seed(4)), expected)
+    jittered = GPUAugment(AugmentConfig(brightness=0.2), Preprocessing()).train()
+    assert not torch.equal(jittered(batch, torch.Generator().manual_seed(4)), expected)
+    assert torch.equal(jittered.eval()(batch), Preprocessing().apply(batch))  # evaluation never jitters
+
+
+def test_bad_photometric_config():
+    for bad in (dict(brightness=1.0), dict(contrast=-0.1), dict(gamma=-1.0)):
+        with pytest.raises(ConfigError):
+            GPUAugment(AugmentConfig(**bad), Preprocessing())

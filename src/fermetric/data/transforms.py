@@ -19,6 +19,13 @@ Design decisions (each with its default):
   * bilinear sampling; pixels from outside the image are zero (black), like zero-padded
     random crops and torchvision's ``RandomAffine(fill=0)``.
 
+  Before the affine, optional photometric jitter for lighting (each off at 0, the default), per
+  sample on ``[0, 1]`` pixels: brightness ``x * b`` with ``b ~ U(1 - brightness, 1 + brightness)``,
+  contrast ``m + (x - m) * c`` around the image's mean ``m`` with ``c ~ U(1 - contrast, 1 +
+  contrast)`` (torchvision ``ColorJitter``'s two factors, drawn per sample instead of per batch),
+  then gamma ``x ** g`` with ``log g ~ U(-log(1 + gamma), log(1 + gamma))`` (darker or brighter
+  mid-tones at fixed black and white), clamped to ``[0, 1]``. A jitter at 0 draws no random
+  numbers, so recipes without it see exactly the random stream they saw before it existed.
   Then random erasing with probability ``erasing`` per sample (torchvision ``RandomErasing``
   defaults: area ``U(0.02, 0.33)`` of the image, log-uniform aspect ratio in ``(0.3, 3.3)``,
   value 0 after normalisation, i.e. the mean grey), as one batched rectangle mask.
@@ -101,11 +108,12 @@ def _uniform(shape, low: float, high: float, device, generator) -> torch.Tensor:
 
 
 class GPUAugment(nn.Module):
-    """Batched random affine + flip + erasing, then normalisation (see the module docstring).
+    """Batched photometric jitter + random affine + flip + erasing, then normalisation (see the
+    module docstring).
 
     Args:
         augment_cfg: a :class:`fermetric.config.AugmentConfig` (``crop_padding``, ``scale``,
-            ``rotation``, ``hflip``, ``erasing``).
+            ``rotation``, ``hflip``, ``erasing``, ``brightness``, ``contrast``, ``gamma``).
         preprocessing: the :class:`Preprocessing` whose output this matches.
     """
 
@@ -118,11 +126,19 @@ class GPUAugment(nn.Module):
             raise ConfigError(f"augment.scale must be 0 < low <= high, got {augment_cfg.scale}")
         if not 0 <= float(augment_cfg.erasing) <= 1:
             raise ConfigError(f"augment.erasing is a probability, got {augment_cfg.erasing}")
+        for name in ("brightness", "contrast"):
+            if not 0 <= float(getattr(augment_cfg, name)) < 1:
+                raise ConfigError(
+                    f"augment.{name} must be in [0, 1) (factors 1 +- it), got {getattr(augment_cfg, name)}"
+                )
+        if not float(augment_cfg.gamma) >= 0:
+            raise ConfigError(f"augment.gamma must be >= 0, got {augment_cfg.gamma}")
 
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if not self.training:
             return self.preprocessing.apply(images)
         x = self.preprocessing.resize(self.preprocessing.to_float(images))
+        x = self.photometric(x, generator)
         x = self.affine(x, generator)
         x = self.preprocessing.normalise(x)
         return self.erase(x, generator)
@@ -147,6 +163,24 @@ class GPUAugment(nn.Module):
             dim=1,
         )
         return theta
+
+    def photometric(self, x: torch.Tensor, generator=None) -> torch.Tensor:
+        """Per-sample brightness, contrast and gamma jitter of ``[B, 1, H, W]`` pixels in ``[0, 1]``."""
+        cfg, batch = self.cfg, x.shape[0]
+        brightness, contrast, gamma = float(cfg.brightness), float(cfg.contrast), float(cfg.gamma)
+        if brightness == contrast == gamma == 0:
+            return x
+        shape = (batch, 1, 1, 1)
+        if brightness > 0:
+            x = x * _uniform(shape, 1 - brightness, 1 + brightness, x.device, generator).to(x.dtype)
+        if contrast > 0:
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            x = mean + (x - mean) * _uniform(shape, 1 - contrast, 1 + contrast, x.device, generator).to(x.dtype)
+        x = x.clamp(0.0, 1.0)
+        if gamma > 0:
+            bound = math.log1p(gamma)
+            x = x ** torch.exp(_uniform(shape, -bound, bound, x.device, generator)).to(x.dtype)
+        return x
 
     def affine(self, x: torch.Tensor, generator=None) -> torch.Tensor:
         theta = self.affine_matrices(x.shape[0], x.device, generator).to(x.dtype)
@@ -184,5 +218,6 @@ class GPUAugment(nn.Module):
         c = self.cfg
         return (
             f"size={self.preprocessing.size}, scale={tuple(c.scale)}, rotation={c.rotation}, "
-            f"crop_padding={c.crop_padding}, hflip={c.hflip}, erasing={c.erasing}"
+            f"crop_padding={c.crop_padding}, hflip={c.hflip}, erasing={c.erasing}, "
+            f"brightness={c.brightness}, contrast={c.contrast}, gamma={c.gamma}"
         )
