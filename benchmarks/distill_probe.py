@@ -41,12 +41,10 @@ def student_overrides(args, variant: str) -> list[str]:
 def faces_per_second(run_dirs: dict, images, repeats: int = 3, batch: int = 64) -> dict:
     """ONNX faces/s of each run's model on the same crops, one thread, graphs alternating."""
     import numpy as np
-    import onnxruntime as ort
     import torch
 
-    from fermetric.engine.checkpoint import load_model
     from fermetric.engine.evaluate import preprocessing_from_meta
-    from fermetric.export import export_onnx
+    from fermetric.export import OnnxRuntimeModel, export_onnx
 
     rates = {name: 0.0 for name in run_dirs}
     with tempfile.TemporaryDirectory() as folder:
@@ -54,11 +52,9 @@ def faces_per_second(run_dirs: dict, images, repeats: int = 3, batch: int = 64) 
         for name, run_dir in run_dirs.items():
             path = Path(folder) / f"{name}.onnx"
             export_onnx(str(run_dir), path)
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = options.inter_op_num_threads = 1
-            sessions[name] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            _, meta = load_model(str(run_dir))
-            inputs[name] = preprocessing_from_meta(meta).apply(torch.as_tensor(np.asarray(images))).numpy()
+            graph = OnnxRuntimeModel(path, threads=1)  # the predict backend's session; meta from the graph
+            sessions[name] = graph.session
+            inputs[name] = preprocessing_from_meta(graph.meta).apply(torch.as_tensor(np.asarray(images))).numpy()
         for _ in range(repeats):
             for name, session in sessions.items():
                 x = inputs[name]

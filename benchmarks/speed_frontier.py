@@ -44,12 +44,11 @@ SHIPPED = {"mobilenetv2-96": "default", "mobilenetv2-72": "fast"}
 
 def build_session(name: str, folder: Path):
     """``(onnxruntime session, Preprocessing, parameters)`` of one candidate, one thread."""
-    import onnxruntime as ort
     import torch
 
     from fermetric.config import ModelConfig
     from fermetric.data.transforms import Preprocessing
-    from fermetric.export import _export_graph
+    from fermetric.export import OnnxRuntimeModel, _export_graph
     from fermetric.models import FERNetExport, create_model
 
     backbone, size, width, small_input = CANDIDATES[name]
@@ -58,9 +57,7 @@ def build_session(name: str, folder: Path):
     path = folder / f"{name}.onnx"
     with torch.no_grad():
         _export_graph(FERNetExport(model).eval(), torch.randn(2, 1, size, size), str(path), 17)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = OnnxRuntimeModel(path, threads=1).session  # the predict backend's session settings
     return session, Preprocessing(size=size), sum(p.numel() for p in model.parameters())
 
 
