@@ -47,16 +47,16 @@ def build_session(name: str, folder: Path):
     import torch
 
     from fermetric.config import ModelConfig
+    from fermetric.data.fer2013 import FER2013_CLASSES
     from fermetric.data.transforms import Preprocessing
-    from fermetric.export import OnnxRuntimeModel, _export_graph
-    from fermetric.models import FERNetExport, create_model
+    from fermetric.export import OnnxRuntimeModel, export_model_onnx
+    from fermetric.models import create_model
 
     backbone, size, width, small_input = CANDIDATES[name]
     torch.manual_seed(0)
-    model = create_model(ModelConfig(backbone=backbone, width=width, small_input=small_input), 7).eval()
-    path = folder / f"{name}.onnx"
-    with torch.no_grad():
-        _export_graph(FERNetExport(model).eval(), torch.randn(2, 1, size, size), str(path), 17)
+    model = create_model(ModelConfig(backbone=backbone, width=width, small_input=small_input), len(FER2013_CLASSES))
+    meta = {"classes": list(FER2013_CLASSES), "preprocessing": Preprocessing(size=size).to_dict()}
+    path = export_model_onnx(model, meta, folder / f"{name}.onnx", source=name)
     session = OnnxRuntimeModel(path, threads=1).session  # the predict backend's session settings
     return session, Preprocessing(size=size), sum(p.numel() for p in model.parameters())
 

@@ -38,7 +38,7 @@ from .errors import CheckpointError, ConfigError
 from .fileio import temp_file_beside
 from .models import FERNetExport
 
-__all__ = ["WEIGHT_DTYPES", "export_onnx", "export_weights", "read_onnx_meta"]
+__all__ = ["WEIGHT_DTYPES", "export_model_onnx", "export_onnx", "export_weights", "read_onnx_meta"]
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("logits", "embedding")
@@ -81,12 +81,26 @@ def _export_graph(module, example, path: str, opset: int) -> None:
 
 def export_onnx(checkpoint="default", out: str | os.PathLike = "model.onnx", opset: int = 17) -> Path:
     """Write ``checkpoint`` as an ONNX model with ``(logits, embedding)`` outputs; returns ``out``."""
+    if opset < 13:
+        raise ConfigError(f"opset {opset} is too old; use 13 or newer (default 17)")
+    model, meta = load_model(checkpoint, device="cpu")
+    return export_model_onnx(model, meta, out, opset=opset, source=str(checkpoint))
+
+
+def export_model_onnx(model, meta: dict, out: str | os.PathLike, opset: int = 17, source: str = "the model") -> Path:
+    """Write an in-memory ``FERNet`` as ONNX with the fermetric metadata; returns ``out``.
+
+    ``meta`` needs ``classes`` and ``preprocessing`` (``{"size", "mean", "std"}``), as in a
+    checkpoint's meta (:func:`fermetric.engine.checkpoint.make_meta` builds one); the speed
+    benchmark exports untrained candidates this way.
+    """
     import torch
 
     onnx = _require_onnx()
     if opset < 13:
         raise ConfigError(f"opset {opset} is too old; use 13 or newer (default 17)")
-    model, meta = load_model(checkpoint, device="cpu")
+    if "classes" not in meta:
+        raise ConfigError("ONNX export needs meta['classes'] (the class names in logit order)")
     model.eval()
     preprocessing = dict(meta.get("preprocessing", {}))
     size = int(preprocessing.get("size") or meta.get("recipe", {}).get("data", {}).get("input_size", 48))
@@ -133,7 +147,7 @@ def export_onnx(checkpoint="default", out: str | os.PathLike = "model.onnx", ops
         raise
     except Exception as err:
         raise CheckpointError(
-            f"ONNX export of {checkpoint} failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+            f"ONNX export of {source} failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
         ) from None
     finally:
         if os.path.exists(tmp):

@@ -87,3 +87,25 @@ def test_onnx_matches_torch_on_fer2013_test_images(shared_data, predictor, expor
     (logits, embedding), (t_logits, t_embedding) = run_both(predictor, exported, x)
     np.testing.assert_allclose(logits, t_logits, atol=1e-4)
     np.testing.assert_allclose(embedding, t_embedding, atol=1e-4)
+
+
+def test_an_untrained_module_exports_with_the_given_meta(tmp_path):
+    from fermetric.config import ModelConfig
+    from fermetric.errors import ConfigError
+    from fermetric.export import export_model_onnx, read_onnx_meta
+    from fermetric.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(ModelConfig(backbone="tiny", width=0.5, small_input=True, embedding_dim=8), 3)
+    meta = {"classes": ["a", "b", "c"], "preprocessing": {"size": 24, "mean": 0.5, "std": 0.5}}
+    out = export_model_onnx(model, meta, tmp_path / "m.onnx")
+    assert read_onnx_meta(out)["classes"] == ["a", "b", "c"]
+    x = np.random.default_rng(0).normal(size=(3, 1, 24, 24)).astype(np.float32)
+    logits, embedding = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"image": x})
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x))
+    np.testing.assert_allclose(logits, expected["logits"].numpy(), atol=1e-4)
+    assert embedding.shape == (3, 8)
+    with pytest.raises(ConfigError, match="classes"):
+        export_model_onnx(model, {"preprocessing": meta["preprocessing"]}, tmp_path / "n.onnx")
+    assert not (tmp_path / "n.onnx").exists()
