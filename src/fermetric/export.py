@@ -92,7 +92,7 @@ def export_model_onnx(model, meta: dict, out: str | os.PathLike, opset: int = 17
 
     ``meta`` needs ``classes`` and ``preprocessing`` (``{"size", "mean", "std"}``), as in a
     checkpoint's meta (:func:`fermetric.engine.checkpoint.make_meta` builds one); the speed
-    benchmark exports untrained candidates this way.
+    benchmark exports untrained candidates this way. ``model`` is left in eval mode.
     """
     import torch
 
