@@ -45,11 +45,14 @@ OUTPUT_NAMES = ("logits", "embedding")
 WEIGHT_DTYPES = ("float32", "float16", "bfloat16")
 
 
-def _require_onnx():
+def _require_onnx(opset: int | None = None):
+    """``onnx``, and the opset checked, before any work is done."""
     try:
         import onnx
     except ImportError:
         raise ConfigError("ONNX export needs onnx: pip install 'fermetric[export]'") from None
+    if opset is not None and opset < 13:
+        raise ConfigError(f"opset {opset} is too old; use 13 or newer (default 17)")
     return onnx
 
 
@@ -81,8 +84,7 @@ def _export_graph(module, example, path: str, opset: int) -> None:
 
 def export_onnx(checkpoint="default", out: str | os.PathLike = "model.onnx", opset: int = 17) -> Path:
     """Write ``checkpoint`` as an ONNX model with ``(logits, embedding)`` outputs; returns ``out``."""
-    if opset < 13:
-        raise ConfigError(f"opset {opset} is too old; use 13 or newer (default 17)")
+    _require_onnx(opset)  # fail before the checkpoint loads
     model, meta = load_model(checkpoint, device="cpu")
     return export_model_onnx(model, meta, out, opset=opset, source=str(checkpoint))
 
@@ -96,9 +98,7 @@ def export_model_onnx(model, meta: dict, out: str | os.PathLike, opset: int = 17
     """
     import torch
 
-    onnx = _require_onnx()
-    if opset < 13:
-        raise ConfigError(f"opset {opset} is too old; use 13 or newer (default 17)")
+    onnx = _require_onnx(opset)
     if "classes" not in meta:
         raise ConfigError("ONNX export needs meta['classes'] (the class names in logit order)")
     model.eval()
