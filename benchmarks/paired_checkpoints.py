@@ -1,0 +1,116 @@
+"""Two checkpoints on the same images: accuracy of each and the paired bootstrap of the difference.
+
+    python benchmarks/paired_checkpoints.py --new default --old previous-default.safetensors \
+        --data fer2013/val,test=../shared/data/fer2013 --data ckplus48/all=../shared/data/ckplus48 \
+        --out benchmarks/results/default_vs_previous.json
+
+Answers "is the new model better than the one it replaces, on the same test images?" with the
+number that question needs: the accuracy difference ``new - old`` per split, with its paired
+bootstrap 95% interval (the same resample scores both models). Both models run in fp32, one
+crop, no TTA, as ``fermetric eval`` scores them. A dataset whose classes the models do not all
+know (CK+ or FER+ against a 7-class model) is scored on the classes they share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpu_predict_vs_fer import git_commit, machine_info  # noqa: E402
+
+
+def split_predictions(checkpoint: str, dataset: str, root: str, split: str):
+    """``(predictions, labels, meta)`` of ``checkpoint`` on one split, in the split's image order."""
+    import numpy as np
+    import torch
+
+    from fermetric.data import load_dataset
+    from fermetric.engine.checkpoint import load_model
+    from fermetric.engine.evaluate import align_classes, embed, preprocessing_from_meta, restrict_to_classes
+
+    model, meta = load_model(checkpoint)
+    imageset, _ = restrict_to_classes(load_dataset(dataset, root, split), meta["classes"])
+    imageset = align_classes(imageset, meta["classes"])
+    with torch.inference_mode():
+        logits, _ = embed(model, imageset, preprocessing_from_meta(meta), precision="fp32")
+    labels = np.asarray(imageset.labels, np.int64)
+    keep = labels >= 0
+    return logits[keep].argmax(1), labels[keep], meta
+
+
+def compare(new: str, old: str, dataset: str, root: str, split: str) -> dict:
+    import numpy as np
+    from sklearn.metrics import f1_score
+
+    from fermetric.engine.metrics import paired_bootstrap
+
+    new_pred, labels, new_meta = split_predictions(new, dataset, root, split)
+    old_pred, old_labels, old_meta = split_predictions(old, dataset, root, split)
+    if new_meta["classes"] != old_meta["classes"] or not np.array_equal(labels, old_labels):
+        raise SystemExit(f"{new} and {old} do not predict the same class list; compare models of one vocabulary")
+    scores = {}
+    for name, pred in (("new", new_pred), ("old", old_pred)):
+        present = sorted(set(labels.tolist()))
+        scores[name] = {
+            "accuracy": float(np.mean(pred == labels)),
+            "macro_f1": float(f1_score(labels, pred, labels=present, average="macro", zero_division=0)),
+        }
+    return {
+        "split": split,
+        "n": int(len(labels)),
+        **scores,
+        "accuracy_change": paired_bootstrap(new_pred == labels, old_pred == labels),
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--new", required=True, help="checkpoint: shipped name, run directory or file")
+    p.add_argument("--old", required=True, help="the checkpoint it is compared with")
+    p.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        metavar="DATASET[/SPLIT,...]=ROOT",
+        help="repeatable; the splits default to test",
+    )
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    from fermetric.fileio import atomic_write
+
+    rows = []
+    for spec in args.data:
+        name, root = spec.split("=", 1)
+        dataset, _, splits = name.partition("/")
+        for split in (splits or "test").split(","):
+            rows.append({"dataset": dataset, **compare(args.new, args.old, dataset, root, split)})
+    result = {
+        "benchmark": "paired_checkpoints",
+        "new": args.new,
+        "old": args.old,
+        "precision": "fp32",
+        "tta": "none",
+        "results": rows,
+        "machine": machine_info(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "command": "python benchmarks/paired_checkpoints.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    }
+    atomic_write(args.out, (json.dumps(result, indent=1) + "\n").encode())
+    for row in rows:
+        change = row["accuracy_change"]
+        low, high = (100 * v for v in change["ci95"])
+        print(
+            f"{row['dataset']} {row['split']} (n = {row['n']}): {100 * row['new']['accuracy']:.2f} vs "
+            f"{100 * row['old']['accuracy']:.2f}%, {100 * change['difference']:+.2f} [{low:+.2f}, {high:+.2f}]"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
