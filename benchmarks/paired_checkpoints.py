@@ -24,42 +24,44 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpu_predict_vs_fer import git_commit, machine_info  # noqa: E402
 
 
-def split_predictions(checkpoint: str, dataset: str, root: str, split: str):
-    """``(predictions, labels, meta)`` of ``checkpoint`` on one split, in the split's image order."""
+def split_predictions(model, meta: dict, imageset):
+    """``(predictions, labels)`` of a loaded model on the labelled images of ``imageset``."""
     import numpy as np
     import torch
 
-    from fermetric.data import load_dataset
-    from fermetric.engine.checkpoint import load_model
     from fermetric.engine.evaluate import align_classes, embed, preprocessing_from_meta, restrict_to_classes
 
-    model, meta = load_model(checkpoint)
-    imageset, _ = restrict_to_classes(load_dataset(dataset, root, split), meta["classes"])
+    imageset, _ = restrict_to_classes(imageset, meta["classes"])
     imageset = align_classes(imageset, meta["classes"])
     with torch.inference_mode():
         logits, _ = embed(model, imageset, preprocessing_from_meta(meta), precision="fp32")
     labels = np.asarray(imageset.labels, np.int64)
     keep = labels >= 0
-    return logits[keep].argmax(1), labels[keep], meta
+    return logits[keep].argmax(1), labels[keep]
 
 
 def compare(new: str, old: str, dataset: str, root: str, split: str) -> dict:
     import numpy as np
     from sklearn.metrics import f1_score
 
+    from fermetric.data import load_dataset
+    from fermetric.engine.checkpoint import load_model
     from fermetric.engine.metrics import paired_bootstrap
 
-    new_pred, labels, new_meta = split_predictions(new, dataset, root, split)
-    old_pred, old_labels, old_meta = split_predictions(old, dataset, root, split)
-    if new_meta["classes"] != old_meta["classes"] or not np.array_equal(labels, old_labels):
+    (new_model, new_meta), (old_model, old_meta) = load_model(new), load_model(old)
+    if new_meta["classes"] != old_meta["classes"]:
         raise SystemExit(f"{new} and {old} do not predict the same class list; compare models of one vocabulary")
-    scores = {}
-    for name, pred in (("new", new_pred), ("old", old_pred)):
-        present = sorted(set(labels.tolist()))
-        scores[name] = {
+    imageset = load_dataset(dataset, root, split)  # read once, scored by both
+    new_pred, labels = split_predictions(new_model, new_meta, imageset)
+    old_pred, _ = split_predictions(old_model, old_meta, imageset)
+    present = sorted(set(labels.tolist()))
+    scores = {
+        name: {
             "accuracy": float(np.mean(pred == labels)),
             "macro_f1": float(f1_score(labels, pred, labels=present, average="macro", zero_division=0)),
         }
+        for name, pred in (("new", new_pred), ("old", old_pred))
+    }
     return {
         "split": split,
         "n": int(len(labels)),
