@@ -37,6 +37,31 @@ def pytest_sessionfinish(session, exitstatus):
 torch.set_num_threads(2)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def native_bf16_probe():
+    """``precision="auto"`` resolves to fp32 in tests, on every host; yields the real probe.
+
+    ``auto`` picks bf16 on CPUs with AVX512-BF16 or AMX, so without this the same test compares
+    fp32 references against bf16 outputs on one CI host and not on another. Session-scoped so
+    that module fixtures (saved tiny models, reference runs) train in fp32 too. Tests of the bf16
+    path ask for ``precision="bf16"``; tests of the probe carry ``@pytest.mark.host_precision``.
+    """
+    from fermetric.engine import precision
+
+    real_probe = precision.cpu_has_native_bf16
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+        yield real_probe
+
+
+@pytest.fixture(autouse=True)
+def host_precision_when_marked(request, monkeypatch, native_bf16_probe):
+    if request.node.get_closest_marker("host_precision") is not None:
+        from fermetric.engine import precision
+
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", native_bf16_probe)
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -26,6 +26,7 @@ def test_auto_is_bf16_on_cuda_and_on_native_bf16_cpus_only(monkeypatch):
         P.resolve_precision("fp16", "cpu")
 
 
+@pytest.mark.host_precision
 def test_native_bf16_falls_back_to_the_kernel_flags(monkeypatch, tmp_path):
     for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
         monkeypatch.delattr(torch.cpu, name, raising=False)

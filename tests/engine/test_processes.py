@@ -31,6 +31,9 @@ TINY = [
     "cpu",
     "--quiet",
     "--deterministic",
+    # in-process runs resolve auto to fp32 (tests/conftest.py); the subprocesses must agree
+    "--precision",
+    "fp32",
 ]
 
 
