@@ -85,9 +85,10 @@ class DataConfig:
 
 @dataclass
 class DistillConfig:
-    """Knowledge distillation from a trained model (``teacher``: a shipped name, run or file)."""
+    """Knowledge distillation from a trained model (``teacher``: a shipped name, run or file), or
+    from an ensemble of them (a list: the student learns the mean of their logits)."""
 
-    teacher: str | None = None  # None: no distillation
+    teacher: str | list[str] | None = None  # None: no distillation
     weight: float = 1.0  # of the soft-target term, beside loss.ce_weight * cross-entropy
     temperature: float = 4.0
 
@@ -132,8 +133,13 @@ def _checked(hint, value, where: str):
                 try:
                     return _checked(option, value, where)
                 except ConfigError as err:
-                    errors.append(err)
-        raise errors[0]
+                    errors.append(str(err))
+        raise ConfigError("; or ".join(errors))
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ConfigError(f"{where} must be a non-empty list, got {value!r}")
+        return [_checked(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
     if typing.get_origin(hint) is tuple:
         items = typing.get_args(hint)
         if not isinstance(value, (list, tuple)) or len(value) != len(items):

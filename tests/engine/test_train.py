@@ -435,6 +435,34 @@ def test_a_student_learns_its_teachers_soft_targets(tiny_sets, tmp_path):
     torch.testing.assert_close(teacher(student_prep.apply(images)), direct, rtol=1e-4, atol=1e-4)
 
 
+def test_an_ensemble_teacher_teaches_the_mean_of_its_members_logits(tiny_sets, tmp_path):
+    from fermetric.engine.distill import EnsembleTeacher, Teacher
+    from fermetric.engine.evaluate import preprocessing_from_meta
+
+    train_set, val_set, _ = tiny_sets
+    members = []
+    for size in (16, 24):  # members of other input sizes: each sees the batch its own way
+        members.append(tmp_path / f"teacher{size}")
+        train(tiny_recipe("ce", epochs=1, **{"data.input_size": size}), train_set, val_set, members[-1], progress=False)
+    sources = [str(m) for m in members]
+    student = tiny_recipe("ce", epochs=1, **{"distill.teacher": f"[{sources[0]}, {sources[1]}]"})
+    assert student.distill.teacher == sources
+    train(student, train_set, val_set, tmp_path / "student", device="cpu", progress=False)
+    assert {"distill"} <= set(read_history(tmp_path / "student")[0]["train"])
+    meta = ckpt.read_source(tmp_path / "student")[1]
+    digests = [Teacher(s, train_set.classes, None, "cpu").digest for s in sources]
+    assert meta["distill_teacher"] == {"source": sources, "digest": digests}
+
+    prep = preprocessing_from_meta(meta)
+    images = prep.apply(torch.from_numpy(np.ascontiguousarray(train_set.images[:6])))
+    ensemble = EnsembleTeacher(sources, train_set.classes, prep, "cpu")
+    each = [Teacher(s, train_set.classes, prep, "cpu")(images) for s in sources]
+    assert not torch.allclose(each[0], each[1], atol=1e-3)  # two different opinions to average
+    torch.testing.assert_close(ensemble(images), (each[0] + each[1]) / 2, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="non-empty list"):
+        tiny_recipe("ce", **{"distill.teacher": "[]"})
+
+
 def test_a_teacher_of_other_classes_is_refused(tiny_sets, tiny_checkpoint, tmp_path):
     train_set, val_set, _ = tiny_sets
     recipe = tiny_recipe("ce", epochs=1, **{"distill.teacher": str(tiny_checkpoint)})

@@ -4,9 +4,15 @@ A student learns the teacher's softened class probabilities beside the labels (`
 The teacher may take another input size or normalisation than the student (the shipped 96 px
 ``default`` teaching a 48 px network): it sees the student's augmented batch converted back to
 pixels, resized and normalised its own way, so both judge the same augmented face.
+
+Several teachers (``distill.teacher: [default, runs/x]``) teach as one: the mean of their logits,
+each computed at its own input size. Averaging logits (not probabilities) keeps one tempered
+softmax for the whole ensemble, so ``distill.temperature`` means what it means for one teacher.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
@@ -44,3 +50,25 @@ class Teacher:
             pixels = x.float() * self.student.std + self.student.mean
             x = prep.normalise(prep.resize(pixels))
         return self.model(x)["logits"].float()
+
+
+class EnsembleTeacher:
+    """``teacher(x) -> logits``: the mean logits of several :class:`Teacher` s on the same batch."""
+
+    def __init__(self, sources: Sequence[str], classes, student: Preprocessing, device) -> None:
+        if not sources:
+            raise ConfigError("distill.teacher is an empty list; name one model or several")
+        self.members = [Teacher(source, classes, student, device) for source in sources]
+        self.source = [member.source for member in self.members]
+        self.digest = [member.digest for member in self.members]
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(x) for member in self.members]).mean(0)
+
+
+def make_teacher(source: str | Sequence[str], classes, student: Preprocessing, device) -> Teacher | EnsembleTeacher:
+    """One teacher for a source (shipped name, run directory or file), an ensemble for a list."""
+    if isinstance(source, str):
+        return Teacher(source, classes, student, device)
+    return EnsembleTeacher(list(source), classes, student, device)

@@ -252,14 +252,17 @@ class Trainer:
         check_output_dir(self.out_dir, checkpoint_bytes_estimate(self.model, recipe.optim.optimizer, bool(recipe.ema)))
         teacher = None
         if recipe.distill.teacher:
-            from .distill import Teacher
+            from .distill import make_teacher
 
             if not (recipe.distill.temperature > 0 and recipe.distill.weight >= 0):
                 raise ConfigError(
                     f"distill needs temperature > 0 and weight >= 0, got temperature={recipe.distill.temperature} "
                     f"weight={recipe.distill.weight}"
                 )
-            teacher = (Teacher(recipe.distill.teacher, self.classes, self.preprocessing, self.device), recipe.distill)
+            teacher = (
+                make_teacher(recipe.distill.teacher, self.classes, self.preprocessing, self.device),
+                recipe.distill,
+            )
         self.module = TrainingTask(self.model, self.loss_fn, recipe.loss, teacher)
         self.net = dist_utils.wrap(self.module, self.ctx)
         if recipe.compile and self.device.type == "cuda":
