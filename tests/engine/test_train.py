@@ -443,7 +443,8 @@ def test_an_ensemble_teacher_teaches_the_mean_of_its_members_logits(tiny_sets, t
     members = []
     for size in (16, 24):  # members of other input sizes: each sees the batch its own way
         members.append(tmp_path / f"teacher{size}")
-        train(tiny_recipe("ce", epochs=1, **{"data.input_size": size}), train_set, val_set, members[-1], progress=False)
+        recipe = tiny_recipe("ce", epochs=1, **{"data.input_size": size})
+        train(recipe, train_set, val_set, members[-1], device="cpu", progress=False)
     sources = [str(m) for m in members]
     student = tiny_recipe("ce", epochs=1, **{"distill.teacher": f"[{sources[0]}, {sources[1]}]"})
     assert student.distill.teacher == sources
