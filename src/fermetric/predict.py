@@ -61,6 +61,7 @@ from .engine.checkpoint import load_model
 from .engine.distributed import resolve_device
 from .engine.evaluate import check_tta, embed, preprocessing_from_meta
 from .engine.precision import resolve_precision
+from .engine.priors import logit_offset, prior_name
 from .errors import ConfigError, ImageError
 from .export import onnx_model_for
 from .models import inference_model
@@ -158,6 +159,9 @@ class Predictor:
         precision: ``auto`` (bf16 on CUDA and on CPUs with native bf16, else fp32), ``bf16`` or
             ``fp32`` (:mod:`fermetric.engine.precision`).
         with_embeddings: records also carry each face's raw ``embedding`` (``--embeddings``).
+        prior: the class frequencies to predict under: ``"train"`` (as trained), ``"uniform"``
+            (posed and lab photos: every expression equally likely) or ``{class: weight}``
+            (:mod:`fermetric.engine.priors`); probabilities and labels follow it.
     """
 
     def __init__(
@@ -171,8 +175,11 @@ class Predictor:
         tta: str = "none",
         precision: str = "auto",
         with_embeddings: bool = False,
+        prior="train",
     ) -> None:
         self.tta = check_tta(tta)
+        self.prior = prior
+        self.logit_offset = logit_offset(meta, prior)
         self.precision = resolve_precision(precision, device)
         self.with_embeddings = bool(with_embeddings)
         self.backend = "torch"  # Predictor.load(backend="onnx") sets "onnx"
@@ -198,6 +205,7 @@ class Predictor:
         tta: str = "none",
         precision: str = "auto",
         backend: str = "torch",
+        prior="train",
     ) -> Predictor:
         """A predictor for a checkpoint: a shipped model's name (``"default"``, listed by
         :func:`fermetric.engine.shipped.shipped_models` and ``fermetric info``), a run directory, a
@@ -230,6 +238,7 @@ class Predictor:
             source=str(source),
             tta=tta,
             precision=precision,
+            prior=prior,
         )
         predictor.backend = backend
         return predictor
@@ -254,7 +263,7 @@ class Predictor:
         return (
             f"Predictor(source={self.source!r}, recipe={recipe!r}, classes={list(self.classes)}, "
             f"input_size={self.input_size}, device={str(self.device)!r}, tta={self.tta!r}, "
-            f"precision={self.precision!r})"
+            f"precision={self.precision!r}, prior={prior_name(self.prior)!r})"
         )
 
     # ------------------------------------------------------------------------------ images
@@ -313,6 +322,8 @@ class Predictor:
                 tta=self.tta,
                 precision=self.precision,
             )
+            if self.logit_offset is not None:
+                logits = logits + self.logit_offset
             probabilities[index], embeddings[index] = _softmax(logits), embedded
         return probabilities, embeddings
 
@@ -547,10 +558,13 @@ def load(
     tta: str = "none",
     precision: str = "auto",
     backend: str = "torch",
+    prior="train",
 ) -> Predictor:
     """``fermetric.load``: a :class:`Predictor` for a checkpoint (a shipped model's name such as
-    ``"default"``, a run directory or a file)."""
-    return Predictor.load(source, device=device, detector=detector, tta=tta, precision=precision, backend=backend)
+    ``"default"``, a run directory or a file); ``prior="uniform"`` for posed or lab photos."""
+    return Predictor.load(
+        source, device=device, detector=detector, tta=tta, precision=precision, backend=backend, prior=prior
+    )
 
 
 def detector_options(name: str, min_face: int | None, device: str) -> dict:

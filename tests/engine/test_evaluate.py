@@ -132,6 +132,31 @@ def test_eval_cli_json_and_out(weights, folder_dataset, tmp_path, capsys, monkey
     assert code == 0 and "accuracy" in table and "tta" in table and "flip" in table
 
 
+def test_eval_cli_scores_under_a_uniform_prior_and_names_it(weights, folder_dataset, capsys, monkeypatch):
+    from fermetric.engine.priors import logit_offset
+
+    monkeypatch.setenv("FERMETRIC_CACHE", "off")
+    path, model = weights
+    argv = ["eval", "--checkpoint", str(path), "--data", f"folder={folder_dataset}", "--json", "--device", "cpu"]
+    assert cli.main(argv + ["--prior", "uniform"]) == 2  # the fixture records no class prior
+    assert "class_prior" in capsys.readouterr().err
+    tensors, meta = ckpt.load_weights(path)
+    meta["class_prior"] = [0.6, 0.1, 0.1, 0.2]
+    ckpt.save_weights(path, tensors, meta)
+    assert cli.main(argv + ["--prior", "uniform", "--precision", "fp32"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    test_set = load_dataset("folder", folder_dataset, "test")
+    expected = evaluate(model, test_set, PREP, precision="fp32", logit_offset=logit_offset(meta, "uniform"))
+    plain = evaluate(model, test_set, PREP, precision="fp32")
+    assert result["prior"] == "uniform" and result["accuracy"] == pytest.approx(expected["accuracy"])
+    assert expected["confusion"] != plain["confusion"]  # the prior moved some predictions
+    assert cli.main(argv + ["--prior", "happy=0.5"]) == 2  # a mapping must name every class
+    assert "missing" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(argv + ["--prior", "happy:0.5"])
+    assert "class=weight" in capsys.readouterr().err
+
+
 def test_eval_cli_refuses_a_foreign_class_vocabulary(tmp_path, folder_dataset, capsys, monkeypatch):
     monkeypatch.setenv("FERMETRIC_CACHE", "off")
     meta = ckpt.make_meta(tiny_recipe("ce"), ("happy", "sad"), PREP, "synthetic", 0)

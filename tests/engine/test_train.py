@@ -472,3 +472,16 @@ def test_a_teacher_of_other_classes_is_refused(tiny_sets, tiny_checkpoint, tmp_p
     with pytest.raises(ConfigError, match="temperature > 0"):
         bad = tiny_recipe("ce", epochs=1, **{"distill.teacher": str(tiny_checkpoint), "distill.temperature": 0})
         train(bad, train_set, val_set, tmp_path / "bad", device="cpu", progress=False)
+
+
+def test_a_run_records_the_class_frequencies_of_its_training_labels(tmp_path):
+    from .engine_helpers import make_imageset
+
+    full = make_imageset(8, seed=6)
+    labels = np.asarray(full.labels)
+    keep = np.flatnonzero((labels != 5) | (np.arange(len(labels)) % 4 == 0))  # fewer of one class
+    train_set = full.subset(keep)
+    train(tiny_recipe("ce", epochs=1), train_set, None, tmp_path, device="cpu", progress=False, max_steps=1)
+    _, meta = ckpt.load_weights(tmp_path / "model.safetensors")
+    counts = np.bincount(np.asarray(train_set.labels), minlength=len(train_set.classes))
+    assert meta["class_prior"] == pytest.approx(list(counts / counts.sum()))

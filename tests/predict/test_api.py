@@ -189,3 +189,27 @@ def test_records_carry_landmarks_and_embeddings_on_request(tiny_checkpoint, astr
     assert record["landmarks"] == [[35.0, 40.0], [65.0, 40.0]] and record["score"] == pytest.approx(0.97)
     assert len(record["embedding"]) == EMBEDDING_DIM
     assert float(np.linalg.norm(record["embedding"])) == pytest.approx(record["embedding_norm"], rel=1e-5)
+
+
+def test_a_uniform_prior_divides_the_probabilities_by_the_training_frequencies(tiny_checkpoint, tmp_path):
+    from fermetric.engine.checkpoint import load_weights, save_weights
+
+    with pytest.raises(CheckpointError, match="class_prior"):  # the fixture predates recorded priors
+        fermetric.load(str(tiny_checkpoint), device="cpu", prior="uniform")
+    tensors, meta = load_weights(tiny_checkpoint)
+    trained_prior = np.array([0.2, 0.3, 0.15, 0.1, 0.1, 0.05, 0.1])
+    with_prior = save_weights(
+        tmp_path / "with_prior.safetensors", tensors, {**meta, "class_prior": list(trained_prior)}
+    )
+    crops = np.random.default_rng(5).integers(0, 256, (3, INPUT_SIZE, INPUT_SIZE), dtype=np.uint8)
+    as_trained = fermetric.load(str(with_prior), device="cpu", precision="fp32")
+    uniform = fermetric.load(str(with_prior), device="cpu", precision="fp32", prior="uniform")
+    assert "prior='uniform'" in repr(uniform)
+    expected = naive_probabilities(as_trained.model, crops) / trained_prior  # Bayes: p(y|x) / p_train(y)
+    expected /= expected.sum(1, keepdims=True)
+    np.testing.assert_allclose(uniform.run_crops(crops)[0], expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        as_trained.run_crops(crops)[0], naive_probabilities(as_trained.model, crops), rtol=1e-4, atol=1e-6
+    )
+    records = uniform.predict(crops[0], detect=False)
+    assert records[0]["label"] == CLASSES[int(expected[0].argmax())]

@@ -114,3 +114,20 @@ def test_shipped_metadata_names_its_own_backbone():
     _, meta = load_weights(default_weights_path())
     backbone = meta["recipe"]["model"]["backbone"]
     assert "ResNet" not in meta["recipe"]["description"] or backbone.startswith("resnet")
+
+
+def test_every_shipped_model_records_its_training_class_prior():
+    """``prior="uniform"`` needs it; with the data present, it is FER2013 Training's class shares,
+    counted here from the image folders (FER+ drops images by vote, so only the FER2013 models)."""
+    import numpy as np
+
+    from tests.conftest import SHARED_DATA
+
+    for name, model in shipped_models().items():
+        _, meta = load_weights(model.path)
+        prior = np.asarray(meta["class_prior"])
+        assert prior.shape == (len(meta["classes"]),) and prior.min() > 0 and prior.sum() == pytest.approx(1)
+        fer2013 = SHARED_DATA / "fer2013" / "train"
+        if meta["dataset"] == "fer2013" and fer2013.is_dir():
+            counts = np.array([len(list((fer2013 / c).iterdir())) for c in meta["classes"]])
+            assert prior == pytest.approx(counts / counts.sum(), abs=1e-9), name

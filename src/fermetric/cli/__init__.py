@@ -108,6 +108,36 @@ def _precision_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _prior(text: str):
+    """``train``, ``uniform`` or ``class=weight,class=weight,...`` (argparse type of --prior)."""
+    if text in ("train", "uniform"):
+        return text
+    weights = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not train, uniform or class=weight,... (e.g. happy=0.3,neutral=0.3,sad=0.1,...)"
+            )
+    return weights
+
+
+def _prior_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--prior",
+        type=_prior,
+        default="train",
+        metavar="train|uniform|CLASS=W,...",
+        help="the class frequencies to predict under: train (default: the training set's, as trained), "
+        "uniform (every expression equally likely: posed and lab photos), or your own weights; "
+        "adds log(prior / training frequencies) to the logits",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fermetric",
@@ -194,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", default=None, help="also write metrics.json and confusion.png here")
     _precision_option(p)
+    _prior_option(p)
 
     p = sub.add_parser("audit-data", help="class counts, duplicates, blank and unreadable images")
     p.add_argument("dataset", metavar="DATASET=ROOT")
@@ -261,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="auto")
     _precision_option(p)
+    _prior_option(p)
 
     p = sub.add_parser("index", help="nearest-expression retrieval (faiss)")
     isub = p.add_subparsers(dest="index_command", metavar="ACTION", required=True)

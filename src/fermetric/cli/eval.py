@@ -9,6 +9,7 @@ from pathlib import Path
 from ..data import dataset_splits
 from ..engine.evaluate import evaluate
 from ..engine.precision import resolve_precision
+from ..engine.priors import logit_offset, prior_name
 from ..engine.progress import progress_bar
 from ..fileio import json_default
 from ..losses.space import space_of_meta
@@ -53,9 +54,10 @@ def format_table(result: dict, title: str = "") -> str:
 
 
 def run(args) -> int:
-    """``fermetric eval --checkpoint PATH|default --data DATASET=ROOT --split S [--tta] [--json] [--out DIR]``."""
+    """``fermetric eval --checkpoint PATH|default --data DATASET=ROOT --split S [--tta] [--prior] [--json] [--out DIR]``."""
     device, model, meta = load_model(args)
     model = inference_model(model)  # BatchNorm folded, channels_last: the same numbers, sooner
+    offset = logit_offset(meta, args.prior)  # before any image is read: a file without a prior fails now
     imageset, name, root, left_out = load_split(args, meta, classes=args.classes)
     preprocessing = preprocessing_of(meta)
     reference = None
@@ -74,6 +76,7 @@ def run(args) -> int:
             space=space_of_meta(meta),
             precision=args.precision,
             progress=progress,
+            logit_offset=offset,
         )
     result.update(
         {
@@ -83,6 +86,7 @@ def run(args) -> int:
             "precision": resolve_precision(args.precision, device),
             "recipe": meta["recipe"].get("name"),
             "model_classes": list(meta["classes"]),
+            "prior": args.prior,
         }
     )
     if left_out is not None:
@@ -101,7 +105,12 @@ def run(args) -> int:
     if args.json:
         sys.stdout.write(json.dumps(result, default=json_default) + "\n")
     else:
-        print(format_table(result, title=f"{args.checkpoint} on {name}/{args.split} (tta={args.tta})"))
+        print(
+            format_table(
+                result,
+                title=f"{args.checkpoint} on {name}/{args.split} (tta={args.tta}, prior={prior_name(args.prior)})",
+            )
+        )
         if left_out and left_out["images"]:
             print(
                 f"  left out {left_out['images']} images of class(es) the model does not know: "

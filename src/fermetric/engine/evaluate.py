@@ -127,6 +127,7 @@ def evaluate(
     precision: str = "auto",
     progress=None,
     keep_predictions: bool = False,
+    logit_offset: np.ndarray | None = None,
 ) -> dict:
     """The protocol's metrics of ``model`` on ``imageset`` (labels in the model's class order).
 
@@ -144,6 +145,8 @@ def evaluate(
         keep_predictions: also return ``predictions`` and ``labels`` (class indices of every
             labelled image, in dataset order), so that two models can be compared image by image
             (:func:`~fermetric.engine.metrics.paired_bootstrap`).
+        logit_offset: added to every logit before the argmax: predicting under another class
+            prior (:func:`fermetric.engine.priors.logit_offset`); embeddings are unchanged.
     Returns:
         ``accuracy, macro_f1, per_class_recall, confusion, classes, knn_accuracy, knn_k,
         centroid_accuracy, precision_at_1, map_at_r, nmi, n, tta, reference``.
@@ -154,6 +157,8 @@ def evaluate(
     space = space if space is not None else L2
     logits, embeddings = embed(model, evaluated, preprocessing, device, batch_size, tta, precision, progress)
     embeddings = space(embeddings)
+    if logit_offset is not None:
+        logits = logits + logit_offset
     labels = np.asarray(evaluated.labels, dtype=np.int64)
     if len(labels) and logits.shape[1] != len(evaluated.classes):
         raise CheckpointError(

@@ -72,6 +72,7 @@ from . import distributed as dist_utils
 from .evaluate import align_classes, embed_reference, evaluate
 from .optim import build_optimizer, build_scheduler, ema_model
 from .precision import autocast, deterministic_mode, resolve_precision, thread_count
+from .priors import class_frequencies
 from .progress import progress_bar
 from .rundir import (
     METRICS_FILE,
@@ -178,6 +179,8 @@ class Trainer:
         self._load_data(train_set, metric_labels)
         self.meta = ckpt.make_meta(recipe, self.classes, self.preprocessing, self.dataset, self.seed)
         self.meta["precision"] = self.precision
+        # what the classifier's outputs assume; predicting under another prior needs it (priors.py)
+        self.meta["class_prior"] = class_frequencies(train_set, len(self.classes))
         if self.module.teacher is not None:  # a name such as "default" may later ship other weights
             teacher = self.module.teacher[0]
             self.meta["distill_teacher"] = {"source": teacher.source, "digest": teacher.digest}

@@ -1,0 +1,121 @@
+"""Average the weights of two checkpoints of one model (a two-ingredient "model soup").
+
+    python benchmarks/weight_soup.py --a runs/candidates/default4.safetensors --b default \
+        --alphas 0.25,0.5,0.75 --data fer2013=../shared/data/fer2013 --select-split val \
+        --write soup.safetensors --out benchmarks/results/shipped_candidates/soup.json
+
+A model fine-tuned from another stays in its basin, so ``alpha * a + (1 - alpha) * b`` is a model
+too (Wortsman et al., "Model soups", 2022), often better than either on data neither was selected
+on. Every floating tensor is averaged, BatchNorm running statistics included; integer buffers
+(``num_batches_tracked``) are taken from ``b``. ``alpha`` is chosen on ``--select-split`` only
+(largest accuracy, the smaller alpha on a tie); the chosen soup is written as float16 with both
+ingredients' sources and digests in its metadata, and the other splits are scored with
+``benchmarks/paired_checkpoints.py`` afterwards, so no test split chooses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpu_predict_vs_fer import git_commit, machine_info  # noqa: E402
+
+
+def soup(a: dict, b: dict, alpha: float) -> dict:
+    """``alpha * a + (1 - alpha) * b`` for floating tensors, ``b``'s value for the rest (in float32)."""
+    if a.keys() != b.keys():
+        raise SystemExit(f"the two checkpoints hold different tensors: {sorted(a.keys() ^ b.keys())[:5]}")
+    mixed = {}
+    for name, tb in b.items():
+        ta = a[name]
+        if ta.shape != tb.shape:
+            raise SystemExit(f"{name} has shape {tuple(ta.shape)} in one checkpoint and {tuple(tb.shape)} in the other")
+        mixed[name] = alpha * ta.float() + (1 - alpha) * tb.float() if tb.is_floating_point() else tb.clone()
+    return mixed
+
+
+def accuracy(state: dict, meta: dict, imageset) -> float:
+    import numpy as np
+    import torch
+
+    from fermetric.engine.checkpoint import build_model
+    from fermetric.engine.evaluate import embed, preprocessing_from_meta
+
+    model = build_model(meta)
+    model.load_state_dict(state)
+    model.eval()
+    with torch.inference_mode():
+        logits, _ = embed(model, imageset, preprocessing_from_meta(meta), precision="fp32")
+    labels = np.asarray(imageset.labels, np.int64)
+    keep = labels >= 0
+    return float(np.mean(logits[keep].argmax(1) == labels[keep]))
+
+
+def run(args) -> dict:
+    import torch
+
+    from fermetric.data import load_dataset
+    from fermetric.engine.checkpoint import read_source, save_weights, state_digest
+    from fermetric.engine.evaluate import align_classes
+
+    (a, meta_a, _), (b, meta_b, _) = read_source(args.a), read_source(args.b)
+    for key, value in (
+        ("classes", lambda m: m["classes"]),
+        ("model", lambda m: m["recipe"]["model"]),
+        ("preprocessing", lambda m: m["preprocessing"]),
+    ):
+        if value(meta_a) != value(meta_b):
+            raise SystemExit(f"{args.a} and {args.b} differ in {key}; a soup needs one architecture and input")
+    dataset, root = args.data.split("=", 1)
+    imageset = align_classes(load_dataset(dataset, root, args.select_split), meta_b["classes"])
+    alphas = [float(x) for x in args.alphas.split(",")]
+    rows = [{"alpha": alpha, "accuracy": accuracy(soup(a, b, alpha), meta_b, imageset)} for alpha in alphas]
+    best = max(rows, key=lambda r: (round(r["accuracy"], 9), -r["alpha"]))
+    result = {
+        "benchmark": "weight_soup",
+        "a": args.a,
+        "b": args.b,
+        "digests": {"a": state_digest(a), "b": state_digest(b)},
+        "rule": f"largest accuracy on {dataset}/{args.select_split} over alpha in {alphas}, smaller alpha on a tie",
+        "select_split": {"split": args.select_split, "n": len(imageset), "grid": rows},
+        "selected_alpha": best["alpha"],
+    }
+    if args.write:
+        state = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in soup(a, b, best["alpha"]).items()}
+        meta = {**meta_b, "weights_dtype": "float16", "soup": {k: result[k] for k in ("a", "b", "digests")}}
+        meta["soup"]["alpha"] = best["alpha"]
+        result["written"] = str(save_weights(args.write, state, meta))
+    result.update(
+        machine=machine_info(),
+        date=datetime.now(UTC).isoformat(timespec="seconds"),
+        commit=git_commit(),
+        command="python benchmarks/weight_soup.py " + " ".join(sys.argv[1:]),
+    )
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--a", required=True, help="checkpoint weighted by alpha (shipped name, run or file)")
+    parser.add_argument("--b", required=True, help="checkpoint weighted by 1 - alpha; its metadata is kept")
+    parser.add_argument("--alphas", default="0.25,0.5,0.75")
+    parser.add_argument("--data", required=True, metavar="DATASET=ROOT")
+    parser.add_argument("--select-split", default="val")
+    parser.add_argument("--write", metavar="SAFETENSORS", help="save the chosen soup as float16")
+    parser.add_argument("--out", required=True, help="result JSON")
+    args = parser.parse_args(argv)
+    result = run(args)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    grid = ", ".join(f"{r['alpha']:g}: {100 * r['accuracy']:.2f}%" for r in result["select_split"]["grid"])
+    print(f"{args.select_split} accuracy by alpha: {grid}; chosen alpha {result['selected_alpha']:g}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
