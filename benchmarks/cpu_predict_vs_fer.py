@@ -327,6 +327,8 @@ def run(args) -> dict:
         "classes": list(predictor.classes),
         "parameters": int(sum(v.numel() for k, v in weights.items() if not k.endswith(BATCHNORM_BUFFERS))),
         "backend": predictor.backend,
+        # auto: bf16 on CPUs with native bf16 (AVX512-BF16/AMX), fp32 elsewhere and in onnxruntime
+        "precision": predictor.precision,
         "detector": repr(predictor.detector),
     }
 
@@ -548,7 +550,7 @@ def render(result: dict) -> str:
         f"{threads} thread(s) each (torch, OpenCV, TensorFlow/TFLite). Machine: {machine['cpu_model']}, "
         f"{machine['usable_cpus']} usable CPUs; load average {machine['load_average_start'][0]:.2f} at start. "
         f"Model: `{model['checkpoint']}` ({model['recipe']}, {model['backbone']}, {model['input_size']} px, "
-        f"{model.get('backend', 'torch')} backend, "
+        f"{model.get('backend', 'torch')} backend in {model.get('precision', 'fp32')}, "
         f"{model['parameters'] / 1e6:.2f} M parameters); fer {versions['fer_side']['fer']} "
         f"(mini-Xception, quantised TFLite, TensorFlow {versions['fer_side']['tensorflow']}). "
         f"Faces: FER2013 PrivateTest, seed {result['seed']}.",

@@ -35,6 +35,12 @@ def main() -> int:
     parser.add_argument("--data", required=True, metavar="DATASET=ROOT")
     parser.add_argument("--split", default="test")
     parser.add_argument("--tta", choices=["none", "flip"], default="none")
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "auto"],
+        default="fp32",
+        help="fp32 (default): the catalogue's figures are fp32 ones on every host; auto picks bf16 on AMX/AVX512-BF16 CPUs",
+    )
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
@@ -57,6 +63,8 @@ def main() -> int:
         args.tta,
         "--device",
         "cpu",
+        "--precision",
+        args.precision,
         "--json",
     ]
     started = time.perf_counter()

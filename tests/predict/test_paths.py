@@ -117,6 +117,24 @@ def test_cli_min_face_reaches_the_detector(tiny_checkpoint, tmp_path, astronaut,
     assert "min_face" in capsys.readouterr().err
 
 
+def test_cli_prior_reaches_the_predictor(tiny_checkpoint, photo_folder, tmp_path, capsys):
+    from fermetric.engine.checkpoint import load_weights, save_weights
+
+    face = photo_folder / "face.png"
+    argv = ["predict", str(face), "--json", "--no-detect", "--backend", "torch", "--precision", "fp32"]
+    assert main([*argv, "--checkpoint", str(tiny_checkpoint), "--prior", "uniform"]) == 2
+    assert "class_prior" in capsys.readouterr().err  # refused before any image is read
+    tensors, meta = load_weights(tiny_checkpoint)
+    trained = np.array([0.3, 0.3, 0.1, 0.1, 0.1, 0.05, 0.05])
+    with_prior = save_weights(tmp_path / "p.safetensors", tensors, {**meta, "class_prior": list(trained)})
+    records = {}
+    for prior in ("train", "uniform"):
+        assert main([*argv, "--checkpoint", str(with_prior), "--prior", prior]) == 0
+        records[prior] = json.loads(capsys.readouterr().out.splitlines()[0])["probabilities"]
+    plain, uniform = (np.array([records[p][c] for c in CLASSES]) for p in ("train", "uniform"))
+    np.testing.assert_allclose(uniform, (plain / trained) / (plain / trained).sum(), rtol=1e-4, atol=1e-6)
+
+
 def test_cli_csv_rows(tiny_checkpoint, photo_folder, tmp_path, astronaut_small):
     clip = write_video(tmp_path / "clip.avi", [astronaut_small] * 4)
     out = tmp_path / "out" / "faces.csv"
