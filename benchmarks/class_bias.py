@@ -20,12 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cpu_predict_vs_fer import git_commit, machine_info  # noqa: E402
+from cpu_predict_vs_fer import provenance  # noqa: E402
 
 CLASSIFIER_BIAS = "classifier.linear.bias"
 
@@ -119,10 +118,7 @@ def run(args) -> dict:
             "biased": public(after),
             "accuracy_change": paired_bootstrap(after["correct"], before["correct"]),
         },
-        "machine": machine_info(),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": git_commit(),
-        "command": "python benchmarks/class_bias.py " + " ".join(sys.argv[1:]),
+        **provenance("class_bias.py"),
     }
     if args.write:
         write(args.write, tensors, meta, column, best["bias"], result)

@@ -18,12 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cpu_predict_vs_fer import git_commit, machine_info  # noqa: E402
+from cpu_predict_vs_fer import provenance  # noqa: E402
 
 
 def report(model, meta: dict, dataset: str, root: str, split: str) -> dict:
@@ -54,7 +53,7 @@ def report(model, meta: dict, dataset: str, root: str, split: str) -> dict:
     }
 
 
-def run(args) -> dict:
+def run(args, argv=None) -> dict:
     from fermetric.data import load_dataset
     from fermetric.engine.checkpoint import build_model, read_source, save_weights
     from fermetric.engine.evaluate import align_classes
@@ -83,12 +82,7 @@ def run(args) -> dict:
         dataset, splits = where.split("/", 1)
         rows += [report(model, meta, dataset, root, split) for split in splits.split(",")]
     result["results"] = rows
-    result.update(
-        machine=machine_info(),
-        date=datetime.now(UTC).isoformat(timespec="seconds"),
-        commit=git_commit(),
-        command="python benchmarks/class_prior.py " + " ".join(sys.argv[1:]),
-    )
+    result.update(provenance("class_prior.py", argv))
     return result
 
 
@@ -100,9 +94,10 @@ def main(argv=None) -> int:
     parser.add_argument("--write", metavar="SAFETENSORS", help="save the file with class_prior in its metadata")
     parser.add_argument("--out", required=True, help="result JSON")
     args = parser.parse_args(argv)
-    result = run(args)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    from fermetric.fileio import atomic_write
+
+    result = run(args, argv)
+    atomic_write(args.out, (json.dumps(result, indent=1) + "\n").encode())
     for row in result["results"]:
         change = row["uniform_minus_train"]
         low, high = change["ci95"]

@@ -145,6 +145,17 @@ def machine_info() -> dict:
     }
 
 
+def provenance(script: str, argv=None) -> dict:
+    """``machine``, ``date``, ``commit`` and the ``command`` that reruns ``benchmarks/<script>``:
+    what every result file carries beside its numbers."""
+    return {
+        "machine": machine_info(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "command": f"python benchmarks/{script} " + " ".join(sys.argv[1:] if argv is None else argv),
+    }
+
+
 def git_commit() -> str | None:
     try:
         head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)

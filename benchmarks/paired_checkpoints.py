@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cpu_predict_vs_fer import git_commit, machine_info  # noqa: E402
+from cpu_predict_vs_fer import provenance  # noqa: E402
 
 
 def split_predictions(model, meta: dict, imageset):
@@ -98,10 +97,7 @@ def main(argv=None) -> int:
         "precision": "fp32",
         "tta": "none",
         "results": rows,
-        "machine": machine_info(),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": git_commit(),
-        "command": "python benchmarks/paired_checkpoints.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        **provenance("paired_checkpoints.py", argv),
     }
     atomic_write(args.out, (json.dumps(result, indent=1) + "\n").encode())
     for row in rows:

@@ -18,12 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cpu_predict_vs_fer import git_commit, machine_info  # noqa: E402
+from cpu_predict_vs_fer import provenance  # noqa: E402
 
 
 def soup(a: dict, b: dict, alpha: float) -> dict:
@@ -56,7 +55,7 @@ def accuracy(state: dict, meta: dict, imageset) -> float:
     return float(np.mean(logits[keep].argmax(1) == labels[keep]))
 
 
-def run(args) -> dict:
+def run(args, argv=None) -> dict:
     import torch
 
     from fermetric.data import load_dataset
@@ -90,12 +89,7 @@ def run(args) -> dict:
         meta = {**meta_b, "weights_dtype": "float16", "soup": {k: result[k] for k in ("a", "b", "digests")}}
         meta["soup"]["alpha"] = best["alpha"]
         result["written"] = str(save_weights(args.write, state, meta))
-    result.update(
-        machine=machine_info(),
-        date=datetime.now(UTC).isoformat(timespec="seconds"),
-        commit=git_commit(),
-        command="python benchmarks/weight_soup.py " + " ".join(sys.argv[1:]),
-    )
+    result.update(provenance("weight_soup.py", argv))
     return result
 
 
@@ -109,9 +103,10 @@ def main(argv=None) -> int:
     parser.add_argument("--write", metavar="SAFETENSORS", help="save the chosen soup as float16")
     parser.add_argument("--out", required=True, help="result JSON")
     args = parser.parse_args(argv)
-    result = run(args)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    from fermetric.fileio import atomic_write
+
+    result = run(args, argv)
+    atomic_write(args.out, (json.dumps(result, indent=1) + "\n").encode())
     grid = ", ".join(f"{r['alpha']:g}: {100 * r['accuracy']:.2f}%" for r in result["select_split"]["grid"])
     print(f"{args.select_split} accuracy by alpha: {grid}; chosen alpha {result['selected_alpha']:g}")
     return 0

@@ -110,7 +110,7 @@ def _precision_option(p: argparse.ArgumentParser) -> None:
 
 def _prior(text: str):
     """``train``, ``uniform`` or ``class=weight,class=weight,...`` (argparse type of --prior)."""
-    if text in ("train", "uniform"):
+    if text in ("train", "uniform"):  # engine.priors.PRIORS, not imported: it would load numpy for --help
         return text
     weights = {}
     for part in text.split(","):
