@@ -91,6 +91,7 @@ class DistillConfig:
     teacher: str | list[str] | None = None  # None: no distillation
     weight: float = 1.0  # of the soft-target term, beside loss.ce_weight * cross-entropy
     temperature: float = 4.0
+    tta: str = "none"  # none | flip: each teacher averages its logits of the face and its mirror
 
 
 @dataclass

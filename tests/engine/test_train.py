@@ -464,6 +464,31 @@ def test_an_ensemble_teacher_teaches_the_mean_of_its_members_logits(tiny_sets, t
         tiny_recipe("ce", **{"distill.teacher": "[]"})
 
 
+def test_a_flip_tta_teacher_averages_the_face_and_its_mirror(tiny_sets, tiny_checkpoint, tmp_path):
+    from fermetric.engine.distill import EnsembleTeacher, Teacher
+    from fermetric.engine.evaluate import preprocessing_from_meta
+
+    train_set, val_set, _ = tiny_sets
+    source = tmp_path / "teacher"
+    train(tiny_recipe("ce", epochs=1), train_set, val_set, source, device="cpu", progress=False)
+    prep = preprocessing_from_meta(ckpt.read_source(source)[1])
+    images = prep.apply(torch.from_numpy(np.ascontiguousarray(train_set.images[:6])))
+    plain = Teacher(str(source), train_set.classes, prep, "cpu")
+    mirrored = plain(images.flip(-1))
+    assert not torch.allclose(plain(images), mirrored, atol=1e-4)  # the mirror is another opinion
+    flip = Teacher(str(source), train_set.classes, prep, "cpu", tta="flip")
+    torch.testing.assert_close(flip(images), (plain(images) + mirrored) / 2, rtol=1e-5, atol=1e-5)
+    ensemble = EnsembleTeacher([str(source), str(source)], train_set.classes, prep, "cpu", tta="flip")
+    torch.testing.assert_close(ensemble(images), flip(images), rtol=1e-5, atol=1e-5)
+
+    student = tiny_recipe("ce", epochs=1, **{"distill.teacher": str(source), "distill.tta": "flip"})
+    train(student, train_set, val_set, tmp_path / "student", device="cpu", progress=False)
+    assert ckpt.read_source(tmp_path / "student")[1]["recipe"]["distill"]["tta"] == "flip"
+    bad = tiny_recipe("ce", epochs=1, **{"distill.teacher": str(source), "distill.tta": "mirror"})
+    with pytest.raises(ConfigError, match="unknown tta 'mirror'"):
+        train(bad, train_set, val_set, tmp_path / "bad", device="cpu", progress=False)
+
+
 def test_a_teacher_of_other_classes_is_refused(tiny_sets, tiny_checkpoint, tmp_path):
     train_set, val_set, _ = tiny_sets
     recipe = tiny_recipe("ce", epochs=1, **{"distill.teacher": str(tiny_checkpoint)})

@@ -263,7 +263,7 @@ class Trainer:
                     f"weight={recipe.distill.weight}"
                 )
             teacher = (
-                make_teacher(recipe.distill.teacher, self.classes, self.preprocessing, self.device),
+                make_teacher(recipe.distill.teacher, self.classes, self.preprocessing, self.device, recipe.distill.tta),
                 recipe.distill,
             )
         self.module = TrainingTask(self.model, self.loss_fn, recipe.loss, teacher)
