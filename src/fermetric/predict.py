@@ -64,7 +64,7 @@ from .engine.precision import resolve_precision
 from .engine.priors import logit_offset, prior_name
 from .errors import ConfigError, ImageError
 from .export import onnx_model_for
-from .models import inference_model
+from .models import CompiledInference, inference_model
 
 __all__ = ["Predictor", "PredictionReport", "load", "expand_paths", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS"]
 
@@ -214,8 +214,11 @@ class Predictor:
 
         ``backend``: ``torch`` (default), ``onnx`` (the model exported once, cached, and run by
         onnxruntime on the CPU in fp32: 2-3x faster than torch on the development CPU, see
-        ``docs/RESULTS.md``), or ``auto`` (onnx on the CPU when onnx and onnxruntime are
-        installed, else torch; the command line's default).
+        ``docs/RESULTS.md``), ``compiled`` (torch compiled by TorchInductor with frozen
+        weights, in ``precision``: the most faces per second on batches, for folders and videos,
+        after a compilation of seconds to a minute per batch shape on first use; needs a C++
+        compiler), or ``auto`` (onnx on the CPU when onnx and onnxruntime are installed, else
+        torch; the command line's default).
         """
         device = resolve_device(device)
         if not isinstance(detector, FaceDetector):
@@ -225,10 +228,10 @@ class Predictor:
         if backend == "onnx":
             model, meta = onnx_model_for(source)
             device, precision = "cpu", "fp32"  # onnxruntime's CPU provider, in the graph's float32
-        elif backend == "torch":
+        elif backend in ("torch", "compiled"):
             model, meta = load_model(source, device=device)
         else:
-            raise ConfigError(f"unknown backend {backend!r}; use torch or onnx")
+            raise ConfigError(f"unknown backend {backend!r}; use torch, onnx, compiled or auto")
         predictor = cls(
             model,
             meta,
@@ -247,9 +250,15 @@ class Predictor:
     def inference_model(self):
         """What runs the crops: for a torch model, an eval-mode copy with BatchNorm folded and
         channels_last (:func:`fermetric.models.inference_model`; ``model`` keeps the trained
-        weights); an onnxruntime model as it is."""
+        weights), compiled in ``precision`` with the ``compiled`` backend
+        (:class:`fermetric.models.CompiledInference`); an onnxruntime model as it is."""
         if self._inference_model is None:
-            self._inference_model = inference_model(self.model) if isinstance(self.model, nn.Module) else self.model
+            if not isinstance(self.model, nn.Module):
+                self._inference_model = self.model
+            elif self.backend == "compiled":
+                self._inference_model = CompiledInference(self.model, self.precision)
+            else:
+                self._inference_model = inference_model(self.model)
         return self._inference_model
 
     @property

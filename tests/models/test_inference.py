@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from fermetric.config import ModelConfig
-from fermetric.models import create_model, fold_batchnorm, inference_model
+from fermetric.errors import ConfigError
+from fermetric.models import CompiledInference, create_model, fold_batchnorm, inference_model
 
 
 def _trained_like(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -63,3 +64,44 @@ def test_inference_model_gives_the_trained_outputs(backbone):
     assert model.state_dict().keys() == before.keys()
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
     assert [p.requires_grad for p in model.parameters()] == trainable and not ready.training
+
+
+def test_compiled_inference_gives_the_eager_outputs_for_every_batch_size():
+    """Chunks of ``micro_batch`` and a zero-padded last chunk: any batch size, the eager numbers."""
+    torch.manual_seed(0)
+    model = _trained_like(create_model(ModelConfig(backbone="tiny", embedding_dim=16), num_classes=7))
+    compiled = CompiledInference(model, "fp32", micro_batch=4)
+    x = torch.rand(11, 1, 48, 48)  # chunks of 4, 4 and 3 (padded to 4): one compiled shape
+    with torch.no_grad():
+        expected = model(x)
+    got = compiled(x)
+    assert got["logits"].shape == (11, 7) and got["embedding"].shape == (11, 16)
+    for key in ("logits", "embedding"):
+        assert got[key].dtype == torch.float32
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-4)
+    # the padding never leaks into the real rows: the first 3 faces alone give the same numbers
+    torch.testing.assert_close(compiled(x[:3])["logits"], got["logits"][:3], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("options", [{"precision": "fp16"}, {"micro_batch": 24}, {"micro_batch": 0}])
+def test_compiled_inference_refuses_what_it_cannot_run(options):
+    model = create_model(ModelConfig(backbone="tiny", embedding_dim=16), num_classes=7)
+    with pytest.raises(ConfigError, match="precision|micro_batch"):
+        CompiledInference(model, **options)
+
+
+def test_a_machine_that_cannot_compile_gets_a_clear_error(monkeypatch):
+    compiled = CompiledInference(create_model(ModelConfig(backbone="tiny", embedding_dim=16), num_classes=7))
+
+    class NoCompiler(nn.Module):  # what torch.compile raises where Inductor finds no C++ compiler
+        def forward(self, x):
+            failed = torch._dynamo.exc.BackendCompilerFailed  # its constructor differs between releases
+            error = failed.__new__(failed)
+            error.inner_exception = RuntimeError("no C++ compiler found")
+            raise error
+
+    monkeypatch.setattr(compiled, "_compiled", NoCompiler())
+    with pytest.raises(
+        ConfigError, match=r"could not compile .*RuntimeError: no C\+\+ compiler found\); use the torch or onnx backend"
+    ):
+        compiled(torch.rand(2, 1, 48, 48))

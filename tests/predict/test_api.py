@@ -213,3 +213,16 @@ def test_a_uniform_prior_divides_the_probabilities_by_the_training_frequencies(t
     )
     records = uniform.predict(crops[0], detect=False)
     assert records[0]["label"] == CLASSES[int(expected[0].argmax())]
+
+
+def test_the_compiled_backend_gives_the_torch_results(predictor, tiny_checkpoint, astronaut_small):
+    compiled = fermetric.load(tiny_checkpoint, backend="compiled", precision="fp32")
+    assert compiled.backend == "compiled" and compiled.precision == "fp32"
+    crops = np.random.default_rng(7).integers(0, 256, (40, INPUT_SIZE, INPUT_SIZE), dtype=np.uint8)
+    (expected, expected_embeddings), (got, embeddings) = predictor.run_crops(crops), compiled.run_crops(crops)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(embeddings, expected_embeddings, atol=1e-4)
+    a, b = predictor.predict(astronaut_small), compiled.predict(astronaut_small)
+    assert [r["label"] for r in a] == [r["label"] for r in b] and [r["box"] for r in a] == [r["box"] for r in b]
+    with pytest.raises(ConfigError, match="unknown backend 'jit'"):
+        fermetric.load(tiny_checkpoint, backend="jit")

@@ -271,11 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embeddings", action="store_true", help="--json records also carry each face's raw embedding")
     p.add_argument(
         "--backend",
-        choices=["auto", "torch", "onnx"],
+        choices=["auto", "torch", "onnx", "compiled"],
         default="auto",
         help="onnx: the model exported once (cached) and run by onnxruntime on the CPU (2-3x faster "
-        "than torch there, benchmarks/predict_backends.py); auto: onnx on the CPU when onnxruntime "
-        "is installed, else torch",
+        "than torch there, benchmarks/predict_backends.py); compiled: torch compiled by TorchInductor "
+        "(the most faces/s on folders and videos, after seconds to a minute of compilation; needs a "
+        "C++ compiler); auto: onnx on the CPU when onnxruntime is installed, else torch",
     )
     p.add_argument("--every", type=int, default=10, help="videos and streams: analyse every N-th frame (default 10)")
     p.add_argument(

@@ -7,7 +7,7 @@
 from .attention import SelectiveAttention
 from .backbones import BACKBONES, create_backbone, list_backbones
 from .heads import ClassifierHead, EmbeddingHead
-from .inference import fold_batchnorm, inference_model
+from .inference import CompiledInference, fold_batchnorm, inference_model
 from .network import FERNet, FERNetExport, create_model
 from .partial import (
     LANDMARK_TEMPLATE,
@@ -20,6 +20,7 @@ from .partial import (
 __all__ = [
     "BACKBONES",
     "ClassifierHead",
+    "CompiledInference",
     "EmbeddingHead",
     "FERNet",
     "FERNetExport",
