@@ -65,7 +65,8 @@ def run(args, argv=None) -> dict:
     (a, meta_a, _), (b, meta_b, _) = read_source(args.a), read_source(args.b)
     for key, value in (
         ("classes", lambda m: m["classes"]),
-        ("model", lambda m: m["recipe"]["model"]),
+        # the architecture: `pretrained` only says how training started, not what the tensors mean
+        ("model", lambda m: {k: v for k, v in m["recipe"]["model"].items() if k != "pretrained"}),
         ("preprocessing", lambda m: m["preprocessing"]),
     ):
         if value(meta_a) != value(meta_b):

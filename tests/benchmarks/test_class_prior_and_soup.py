@@ -85,3 +85,21 @@ def test_a_soup_is_the_exact_weighted_mean_chosen_on_validation(tiny_checkpoint,
         else:
             assert torch.equal(soup[name], expected)
     assert soup_meta["soup"]["alpha"] == alpha and soup_meta["classes"] == meta["classes"]
+
+
+def test_a_soup_needs_one_architecture_but_not_one_initialisation(tiny_checkpoint, fer_folder, tmp_path):
+    import copy
+
+    import weight_soup
+
+    tensors, meta = load_weights(tiny_checkpoint)
+    from_imagenet = copy.deepcopy(meta)
+    from_imagenet["recipe"]["model"]["pretrained"] = not meta["recipe"]["model"].get("pretrained", False)
+    b = save_weights(tmp_path / "b.safetensors", tensors, from_imagenet)
+    argv = ["--a", str(tiny_checkpoint), "--alphas", "0.5", "--data", f"fer2013={fer_folder}"]
+    assert weight_soup.main(argv + ["--b", str(b), "--out", str(tmp_path / "soup.json")]) == 0
+    wider = copy.deepcopy(meta)
+    wider["recipe"]["model"]["embedding_dim"] = meta["recipe"]["model"]["embedding_dim"] * 2
+    c = save_weights(tmp_path / "c.safetensors", tensors, wider)
+    with pytest.raises(SystemExit, match="differ in model"):
+        weight_soup.main(argv + ["--b", str(c), "--out", str(tmp_path / "soup2.json")])
