@@ -646,6 +646,7 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--backend",
+        # literal: importing fermetric.predict here would load OpenCV before its threads are fixed
         choices=["torch", "onnx", "compiled", "auto"],
         default="torch",
         help="fermetric's model runtime: torch (the Python API's default), onnx (onnxruntime, "

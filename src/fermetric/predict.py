@@ -66,7 +66,9 @@ from .errors import ConfigError, ImageError
 from .export import onnx_model_for
 from .models import CompiledInference, inference_model
 
-__all__ = ["Predictor", "PredictionReport", "load", "expand_paths", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS"]
+__all__ = ["Predictor", "PredictionReport", "load", "expand_paths", "BACKENDS", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS"]
+
+BACKENDS = ("torch", "onnx", "compiled", "auto")  # what runs the network (Predictor.load)
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv"})
 #: longest side (px) a file is decoded at; the detector then sees at most its own ``max_side``
@@ -231,7 +233,7 @@ class Predictor:
         elif backend in ("torch", "compiled"):
             model, meta = load_model(source, device=device)
         else:
-            raise ConfigError(f"unknown backend {backend!r}; use torch, onnx, compiled or auto")
+            raise ConfigError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
         predictor = cls(
             model,
             meta,

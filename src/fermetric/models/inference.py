@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..errors import ConfigError
+from .network import FERNetExport
 
 
 def fold_batchnorm(model: nn.Module) -> int:
@@ -70,6 +71,7 @@ class CompiledInference(nn.Module):
     """
 
     def __init__(self, model: nn.Module, precision: str = "fp32", micro_batch: int = 32) -> None:
+        """``model``: a :class:`FERNet` (compiled through :class:`FERNetExport`'s tuple outputs)."""
         super().__init__()
         if precision not in PRECISION_DTYPES:
             raise ConfigError(f"precision must be one of {sorted(PRECISION_DTYPES)}, got {precision!r}")
@@ -80,44 +82,34 @@ class CompiledInference(nn.Module):
         self.model = inference_model(model).to(self.dtype)
         self.micro_batch = micro_batch
         # dynamic=False: one specialised graph per padded shape
-        self._compiled = torch.compile(_LogitsAndEmbedding(self.model), dynamic=False)
+        self._compiled = torch.compile(FERNetExport(self.model), dynamic=False)
         self.eval()  # like inference_model: callers that restore a training mode leave it alone
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         import torch._inductor.config as inductor_config  # here: importing it costs a second
 
         logits, embeddings = [], []
-        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+        # freezing (weights as constants, prepacked) is read when a shape compiles, at call time;
+        # torch.compile(options={"freezing": True}) measured no faster, so it is set around the calls
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False), inductor_config.patch(freezing=True):
             for start in range(0, x.shape[0], self.micro_batch):
                 chunk = x[start : start + self.micro_batch].to(self.dtype).contiguous()
                 count = chunk.shape[0]
                 padded = 1 << (count - 1).bit_length()  # the next power of two
                 if padded > count:
                     chunk = torch.cat([chunk, chunk.new_zeros((padded - count, *chunk.shape[1:]))])
-                try:
-                    # freezing (weights as constants, prepacked) set around each call, where the
-                    # compilation happens; torch.compile(options={"freezing": True}) measured no faster
-                    with inductor_config.patch(freezing=True):
-                        chunk_logits, chunk_embedding = self._compiled(chunk)
-                except torch._dynamo.exc.BackendCompilerFailed as error:
-                    cause = getattr(error, "inner_exception", error)
-                    reason = " ".join(f"{type(cause).__name__}: {cause}".split())  # one line
-                    raise ConfigError(
-                        "the compiled backend could not compile the model (TorchInductor needs a working C++ "
-                        f"compiler on this machine; {reason}); use the torch or onnx backend instead"
-                    ) from error
+                chunk_logits, chunk_embedding = self._run_compiled(chunk)
                 logits.append(chunk_logits[:count].float())
                 embeddings.append(chunk_embedding[:count].float())
         return {"logits": torch.cat(logits), "embedding": torch.cat(embeddings)}
 
-
-class _LogitsAndEmbedding(nn.Module):
-    """The two outputs inference reads, as a tuple (a smaller graph than the full dict)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.model(x)
-        return out["logits"], out["embedding"]
+    def _run_compiled(self, chunk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            return self._compiled(chunk)
+        except torch._dynamo.exc.BackendCompilerFailed as error:
+            cause = getattr(error, "inner_exception", error)
+            reason = " ".join(f"{type(cause).__name__}: {cause}".split())  # one line
+            raise ConfigError(
+                "the compiled backend could not compile the model (TorchInductor needs a working C++ "
+                f"compiler on this machine; {reason}); use the torch or onnx backend instead"
+            ) from error
