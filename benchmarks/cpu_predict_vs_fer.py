@@ -32,7 +32,9 @@ Design decisions (defaults stated; each is an option):
   TensorFlow and PyTorch never share a process or its thread pools.
 * **Same threads**: ``--threads 1`` for torch (intra- and inter-op), OpenCV (both Haar
   detectors), TensorFlow and the TFLite interpreter, so neither side wins by taking both cores of
-  a shared 2-core machine. The JSON records every thread count.
+  a shared 2-core machine. The JSON records every thread count. ``--fer-extra-threads N``
+  also times fer's per-face paths at N threads in the same passes: with ``--threads 2`` (the whole
+  machine for each side in turn) fer's best path is then the best of its thread counts.
 * **Alternation**: photos and crop runs alternate between the two sides (which side goes first
   alternates too), so background load on a shared CPU falls on both alike; the load average
   before and after is recorded. Timings are ``time.perf_counter`` wall seconds.
@@ -339,7 +341,7 @@ def run(args) -> dict:
         "parameters": int(sum(v.numel() for k, v in weights.items() if not k.endswith(BATCHNORM_BUFFERS))),
         "backend": predictor.backend,
         # auto: bf16 on CPUs with native bf16 (AVX512-BF16/AMX), fp32 elsewhere and in onnxruntime
-        "precision": predictor.precision,
+        "precision": "int8" if predictor.backend == "compiled-int8" else predictor.precision,
         "detector": repr(predictor.detector),
     }
 
@@ -361,7 +363,12 @@ def run(args) -> dict:
             np.save(tmp / "cross.npy", cross["images"])
 
         peer = FerPeer(Path(args.fer_python), args.threads, tmp)
+        # fer's per-face paths again at other thread counts: its best path may not use --threads
+        extra_peers = {}
         try:
+            for threads in sorted(set(args.fer_extra_threads) - {args.threads}):
+                (tmp / f"threads{threads}").mkdir()
+                extra_peers[threads] = FerPeer(Path(args.fer_python), threads, tmp / f"threads{threads}")
             peer_info = peer("info")
             fer_to_canonical = [vocab.canonical(name) for name in peer_info["labels"]]
 
@@ -375,8 +382,9 @@ def run(args) -> dict:
                 # every crop once: the compiled backend compiles each chunk shape the timed run meets
                 predictor.run_crops(crops)
                 peer("crops", npy=str(warm_npy), mode="keras", batch=batch)
-            peer("crops", npy=str(warm_npy), mode="tflite")
-            peer("crops", npy=str(warm_npy), mode="api")
+            for each_peer in (peer, *extra_peers.values()):
+                each_peer("crops", npy=str(warm_npy), mode="tflite")
+                each_peer("crops", npy=str(warm_npy), mode="api")
 
             # ---- per-photo latency, alternating sides and which side goes first
             def time_ours(path):
@@ -447,6 +455,9 @@ def run(args) -> dict:
                     crop_predictions[f"fer_{mode}"] = [
                         fer_to_canonical[j] for j in np.argmax(reply["probabilities"], 1)
                     ]
+                    for threads, extra in extra_peers.items():
+                        reply = extra("crops", npy=str(crops_npy), mode=mode)
+                        throughput.setdefault(f"fer_{mode}_per_face_threads{threads}", []).append(reply["seconds"])
             if cross is not None:
                 log(f"{len(cross['images'])} CK+48 crops (a dataset neither side trained on)")
                 probabilities, _ = predictor.run_crops(cross["images"])
@@ -454,7 +465,8 @@ def run(args) -> dict:
                 reply = peer("crops", npy=str(tmp / "cross.npy"), mode="tflite")
                 cross["predicted"]["fer"] = [fer_to_canonical[j] for j in np.argmax(reply["probabilities"], 1)]
         finally:
-            peer.close()
+            for each_peer in (peer, *extra_peers.values()):
+                each_peer.close()
 
     # ---- numbers
     fer2013_classes = tuple(testset.classes)
@@ -528,6 +540,7 @@ def run(args) -> dict:
         },
         "settings": {
             "threads": args.threads,
+            "fer_extra_threads": sorted(extra_peers),
             "repeats": args.repeats,
             "astronaut_repeats": args.astronaut_repeats,
             "batch_sizes": list(args.batch_sizes),
@@ -589,6 +602,14 @@ def render(result: dict) -> str:
         f"| Pre-cropped faces/s, fer's default TFLite model (one face per call) | - | "
         f"{_fmt(tfl and tfl['faces_per_second'], 0)} |",
         f"| Pre-cropped faces/s, `detect_emotions(crop, face_rectangles=...)` | - | {_fmt(api and api['faces_per_second'], 0)} |",
+    ]
+    for threads in result["settings"].get("fer_extra_threads", []):
+        tfl, api = thr[f"fer_tflite_per_face_threads{threads}"], thr[f"fer_api_per_face_threads{threads}"]
+        lines.append(
+            f"| Pre-cropped faces/s, fer at {threads} thread(s): TFLite / `detect_emotions` (one face per call) | - | "
+            f"{_fmt(tfl['faces_per_second'], 0)} / {_fmt(api['faces_per_second'], 0)} |"
+        )
+    lines += [
         f"| Top-1 accuracy on {n_crops} crops (%) | {pct(acc['fermetric']['accuracy'])} | "
         f"{pct(acc['fer_tflite']['accuracy'])} (Keras {pct(acc['fer_keras']['accuracy'])}, "
         f"API {pct(acc['fer_api']['accuracy'])}) |",
@@ -647,10 +668,11 @@ def parse_args(argv=None):
     parser.add_argument(
         "--backend",
         # literal: importing fermetric.predict here would load OpenCV before its threads are fixed
-        choices=["torch", "onnx", "compiled", "auto"],
+        choices=["torch", "onnx", "compiled", "compiled-int8", "auto"],
         default="torch",
         help="fermetric's model runtime: torch (the Python API's default), onnx (onnxruntime, "
-        "what `fermetric predict` picks when it is installed), compiled (TorchInductor) or auto",
+        "what `fermetric predict` picks when it is installed), compiled (TorchInductor), "
+        "compiled-int8 (TorchInductor, int8 with the weights file's calibration) or auto",
     )
     parser.add_argument("--photos", type=int, default=100, help="timed FER2013 photos (100)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed photos first (5)")
@@ -663,6 +685,15 @@ def parse_args(argv=None):
         "--repeats", type=int, default=1, help="timed passes over the crops per configuration (1; median)"
     )
     parser.add_argument("--threads", type=int, default=1, help="threads for each side (1)")
+    parser.add_argument(
+        "--fer-extra-threads",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="N",
+        help="also time fer's per-face paths (TFLite, detect_emotions) at these thread counts in the same "
+        "passes, so that its best path is known whatever --threads is (e.g. --threads 2 --fer-extra-threads 1)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="subset permutation and bootstrap seed (0)")
     parser.add_argument(
         "--fer-python", default=str(DEFAULT_FER_PYTHON), help="python of the fer venv (.venv-fer/bin/python)"
@@ -675,8 +706,8 @@ def parse_args(argv=None):
     for name in ("photos", "crops", "astronaut_repeats", "repeats", "threads"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.warmup < 0 or min(args.batch_sizes) < 1:
-        parser.error("--warmup must be >= 0 and --batch-sizes >= 1")
+    if args.warmup < 0 or min(args.batch_sizes) < 1 or min(args.fer_extra_threads, default=1) < 1:
+        parser.error("--warmup must be >= 0, --batch-sizes and --fer-extra-threads >= 1")
     return args
 
 

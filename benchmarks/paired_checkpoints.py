@@ -9,6 +9,10 @@ number that question needs: the accuracy difference ``new - old`` per split, wit
 bootstrap 95% interval (the same resample scores both models). Both models run in fp32, one
 crop, no TTA, as ``fermetric eval`` scores them. A dataset whose classes the models do not all
 know (CK+ or FER+ against a 7-class model) is scored on the classes they share.
+
+``--new-backend compiled-int8`` runs the new side as ``fermetric predict --backend compiled-int8``
+runs it (int8 with the file's calibration): with ``--old`` the same file, it measures what int8
+costs in accuracy.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ def split_predictions(model, meta: dict, imageset):
     return logits[keep].argmax(1), labels[keep]
 
 
-def compare(new: str, old: str, dataset: str, root: str, split: str) -> dict:
+def compare(new: str, old: str, dataset: str, root: str, split: str, new_backend: str = "torch") -> dict:
     import numpy as np
     from sklearn.metrics import f1_score
 
@@ -50,6 +54,12 @@ def compare(new: str, old: str, dataset: str, root: str, split: str) -> dict:
     (new_model, new_meta), (old_model, old_meta) = load_model(new), load_model(old)
     if new_meta["classes"] != old_meta["classes"]:
         raise SystemExit(f"{new} and {old} do not predict the same class list; compare models of one vocabulary")
+    if new_backend == "compiled-int8":
+        from fermetric.models import CompiledInference
+
+        if "int8_calibration" not in new_meta:
+            raise SystemExit(f"{new} carries no int8 calibration (fermetric export --int8-calibration)")
+        new_model = CompiledInference(new_model, "int8", 64, int8_calibration=new_meta["int8_calibration"])
     imageset = load_dataset(dataset, root, split)  # read once, scored by both
     new_pred, labels = split_predictions(new_model, new_meta, imageset)
     old_pred, _ = split_predictions(old_model, old_meta, imageset)
@@ -80,6 +90,12 @@ def main(argv=None) -> int:
         metavar="DATASET[/SPLIT,...]=ROOT",
         help="repeatable; the splits default to test",
     )
+    p.add_argument(
+        "--new-backend",
+        choices=["torch", "compiled-int8"],
+        default="torch",
+        help="how the new side runs: torch (fp32) or compiled-int8 (the file's int8 calibration)",
+    )
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     from fermetric.fileio import atomic_write
@@ -89,12 +105,13 @@ def main(argv=None) -> int:
         name, root = spec.split("=", 1)
         dataset, _, splits = name.partition("/")
         for split in (splits or "test").split(","):
-            rows.append({"dataset": dataset, **compare(args.new, args.old, dataset, root, split)})
+            rows.append({"dataset": dataset, **compare(args.new, args.old, dataset, root, split, args.new_backend)})
     result = {
         "benchmark": "paired_checkpoints",
         "new": args.new,
         "old": args.old,
         "precision": "fp32",
+        "new_backend": args.new_backend,  # compiled-int8: the new side in int8, the old in fp32
         "tta": "none",
         "results": rows,
         **provenance("paired_checkpoints.py", argv),

@@ -38,7 +38,14 @@ from .errors import CheckpointError, ConfigError
 from .fileio import temp_file_beside
 from .models import FERNetExport
 
-__all__ = ["WEIGHT_DTYPES", "export_model_onnx", "export_onnx", "export_weights", "read_onnx_meta"]
+__all__ = [
+    "WEIGHT_DTYPES",
+    "export_model_onnx",
+    "export_onnx",
+    "export_weights",
+    "int8_calibration_of",
+    "read_onnx_meta",
+]
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("logits", "embedding")
@@ -155,10 +162,23 @@ def export_model_onnx(model, meta: dict, out: str | os.PathLike, opset: int = 17
     return out
 
 
-def export_weights(checkpoint="default", out: str | os.PathLike = "model.safetensors", dtype: str = "float32") -> Path:
+def export_weights(
+    checkpoint="default",
+    out: str | os.PathLike = "model.safetensors",
+    dtype: str = "float32",
+    int8_calibration=None,
+    calibration_faces: int = 512,
+    seed: int = 0,
+) -> Path:
     """Write the deployable weights of ``checkpoint`` as ``.safetensors`` with floating tensors
     stored as ``dtype`` (integer buffers unchanged); the model is rebuilt and loaded first, so a
-    file that would not load is never written. Returns ``out``."""
+    file that would not load is never written. Returns ``out``.
+
+    ``int8_calibration``: an image set (its training data: FER2013 Training for a FER2013 model)
+    from which ``calibration_faces`` faces (a ``seed``-ed draw) calibrate int8 inference
+    (:func:`int8_calibration_of`); the ranges go into the file's metadata, so the file runs with
+    ``backend="compiled-int8"`` anywhere, without that data.
+    """
     import torch
 
     if dtype not in WEIGHT_DTYPES:
@@ -168,7 +188,38 @@ def export_weights(checkpoint="default", out: str | os.PathLike = "model.safeten
     model, meta = load_model(checkpoint, device="cpu")
     target = getattr(torch, dtype)
     state = {k: v.to(target) if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    return save_weights(out, state, {**meta, "weights_dtype": dtype})
+    meta = {**meta, "weights_dtype": dtype}
+    if int8_calibration is not None:
+        model.load_state_dict(state)  # calibrate the weights as they will be loaded (rounded to dtype)
+        meta["int8_calibration"] = int8_calibration_of(model, meta, int8_calibration, calibration_faces, seed)
+    return save_weights(out, state, meta)
+
+
+def int8_calibration_of(model, meta: dict, imageset, faces: int = 512, seed: int = 0) -> dict:
+    """The int8 activation ranges of ``model`` (:func:`fermetric.models.quantize.calibrate_int8`)
+    from ``faces`` images of ``imageset`` drawn with ``seed``, prepared as evaluation prepares
+    them, plus where they came from."""
+    import numpy as np
+    import torch
+
+    from .engine.evaluate import preprocessing_from_meta
+    from .models.quantize import calibrate_int8
+
+    if faces < 1:
+        raise ConfigError(f"calibration needs at least one face, got {faces}")
+    images = imageset.images if hasattr(imageset, "images") else imageset
+    if len(images) == 0:
+        raise ConfigError("the calibration data holds no images")
+    preprocessing = preprocessing_from_meta(meta)
+    chosen = np.sort(np.random.default_rng(seed).permutation(len(images))[:faces])
+    batches = (
+        preprocessing.apply(torch.from_numpy(np.ascontiguousarray(images[chosen[start : start + 64]])))
+        for start in range(0, len(chosen), 64)
+    )
+    calibration = calibrate_int8(model, batches, int(preprocessing.size))
+    name = getattr(imageset, "name", "") or "images"
+    split = getattr(imageset, "split", "") or "?"
+    return {**calibration, "data": f"{name}/{split}", "seed": seed}
 
 
 def read_onnx_meta(path: str | os.PathLike) -> dict:

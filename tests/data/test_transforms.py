@@ -36,6 +36,17 @@ def test_preprocessing_normalises_and_resizes(batch):
         pre.apply(batch.float())
 
 
+@pytest.mark.parametrize("size", [96, 72, 30])
+def test_the_fast_evaluation_path_gives_the_plain_formula(batch, size):
+    """apply() normalises in place at the smaller size and antialiases only a shrink: the
+    straightforward order (antialiased resize, then normalise) within float rounding."""
+    pre = Preprocessing(size=size, mean=0.5, std=0.25)
+    before = batch.clone()
+    resized = F.interpolate(batch[:, None].float() / 255, size=(size, size), mode="bilinear", antialias=True)
+    torch.testing.assert_close(pre.apply(batch), (resized - 0.5) / 0.25, rtol=0, atol=2e-5)
+    assert torch.equal(batch, before)
+
+
 def test_preprocessing_dict_roundtrip():
     pre = Preprocessing(size=64, mean=0.4, std=0.2)
     assert Preprocessing.from_dict(pre.to_dict()) == pre

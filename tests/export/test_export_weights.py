@@ -70,3 +70,40 @@ def test_cli_safetensors_export_and_its_errors(tiny_checkpoint, tmp_path, capsys
     with pytest.raises(ConfigError, match="unknown weight dtype"):
         export_weights(tiny_checkpoint, out, "int8")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
+
+
+def test_int8_calibration_is_stored_and_runs_with_the_compiled_int8_backend(
+    predictor, tiny_checkpoint, tmp_path, capsys
+):
+    pytest.importorskip("torchao")
+    import cv2
+
+    rng = np.random.default_rng(3)
+    for name in ("happy", "sad"):  # a folder dataset's training split: the calibration faces
+        folder = tmp_path / "faces" / "train" / name
+        folder.mkdir(parents=True)
+        for i in range(6):
+            cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 256, (40, 40), dtype=np.uint8))
+    out = tmp_path / "int8.safetensors"
+    argv = ["export", "--checkpoint", str(tiny_checkpoint), "--format", "safetensors", "--int8-calibration"]
+    argv += ["--data", f"folder={tmp_path / 'faces'}", "--calibration-faces", "8", "--out", str(out)]
+    assert main(argv) == 0
+    assert "int8 calibration of 8 faces" in capsys.readouterr().out
+    tensors, meta = load_weights(out)
+    calibration = meta["int8_calibration"]
+    assert calibration["faces"] == 8 and calibration["data"].endswith("/train") and calibration["activations"]
+    reference = predictor.model.state_dict()
+    assert all(torch.equal(tensor, reference[name]) for name, tensor in tensors.items())  # the weights untouched
+
+    int8 = fermetric.load(out, backend="compiled-int8")
+    assert int8.backend == "compiled-int8" and "backend='compiled-int8'" in repr(int8)
+    (expected, _), (got, _) = predictor.run_crops(CROPS), int8.run_crops(CROPS)
+    np.testing.assert_allclose(got, expected, atol=0.1, rtol=0)  # int8 rounding, not another model
+    assert not np.array_equal(got, expected)
+
+    with pytest.raises(ConfigError, match="carries no int8 calibration; add one with fermetric export"):
+        fermetric.load(tiny_checkpoint, backend="compiled-int8")
+    assert main(argv[:-2] + ["--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "--int8-calibration applies to --format safetensors" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="at least one face"):
+        export_weights(tiny_checkpoint, tmp_path / "none.safetensors", int8_calibration=CROPS, calibration_faces=0)

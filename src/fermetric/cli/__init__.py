@@ -271,12 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embeddings", action="store_true", help="--json records also carry each face's raw embedding")
     p.add_argument(
         "--backend",
-        choices=["auto", "torch", "onnx", "compiled"],
+        choices=["auto", "torch", "onnx", "compiled", "compiled-int8"],
         default="auto",
         help="onnx: the model exported once (cached) and run by onnxruntime on the CPU (2-3x faster "
         "than torch there, benchmarks/predict_backends.py); compiled: torch compiled by TorchInductor "
         "(the most faces/s on folders and videos, after seconds to a minute of compilation; needs a "
-        "C++ compiler); auto: onnx on the CPU when onnxruntime is installed, else torch",
+        "C++ compiler); compiled-int8: the same with int8 weights and activations (faster again on CPUs "
+        "with AMX or VNNI; needs torchao and a model that carries an int8 calibration, as the shipped "
+        "ones do); auto: onnx on the CPU when onnxruntime is installed, else torch",
     )
     p.add_argument("--every", type=int, default=10, help="videos and streams: analyse every N-th frame (default 10)")
     p.add_argument(
@@ -335,6 +337,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="safetensors: storage type of the weights (float16 halves the file)",
     )
+    p.add_argument(
+        "--int8-calibration",
+        action="store_true",
+        help="safetensors: calibrate int8 inference (--backend compiled-int8) on faces of --data's training "
+        "split and store the ranges in the file (needs torchao: pip install 'fermetric[int8]')",
+    )
+    _data_options(p, required=False)
+    p.add_argument("--calibration-faces", type=int, default=512, help="faces drawn for --int8-calibration")
+    p.add_argument("--seed", type=int, default=0, help="draw of the calibration faces")
     p.add_argument("--out", required=True)
 
     p = sub.add_parser("subclasses", help="DMSL sub-class discovery ('mitosis') on a trained model")

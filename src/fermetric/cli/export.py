@@ -4,20 +4,37 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from ..export import INPUT_NAME, export_onnx, export_weights, read_onnx_meta
+from .common import load_model, load_split
 
 
 def run(args) -> int:
-    """``fermetric export --checkpoint C --format onnx|safetensors [--dtype float16] --out FILE``."""
+    """``fermetric export --checkpoint C --format onnx|safetensors [--dtype float16]
+    [--int8-calibration --data DATASET=ROOT] --out FILE``."""
     dtype = getattr(args, "dtype", None)
+    calibrate = getattr(args, "int8_calibration", False)
     if args.format == "safetensors":
-        out = export_weights(args.checkpoint, args.out, dtype or "float32")
+        calibration = None
+        if calibrate:
+            _, _, meta = load_model(args)
+            calibration, _, _, _ = load_split(args, meta, split="train", align=False)
+        out = export_weights(
+            args.checkpoint,
+            args.out,
+            dtype or "float32",
+            int8_calibration=calibration,
+            calibration_faces=args.calibration_faces,
+            seed=args.seed,
+        )
         print(
-            f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {dtype or 'float32'} weights); "
+            f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {dtype or 'float32'} weights"
+            f"{', int8 calibration of ' + str(args.calibration_faces) + ' faces' if calibrate else ''}); "
             f"load it with fermetric.load({str(out)!r}) or --checkpoint {out}"
         )
         return 0
     if args.format != "onnx":
         raise ConfigError(f"unknown export format {args.format!r}; use onnx or safetensors")
+    if calibrate:
+        raise ConfigError("--int8-calibration applies to --format safetensors (the compiled-int8 backend)")
     if dtype not in (None, "float32"):
         raise ConfigError("--dtype applies to --format safetensors; ONNX graphs are exported in float32")
     out = export_onnx(args.checkpoint, args.out)

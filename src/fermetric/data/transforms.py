@@ -74,14 +74,23 @@ class Preprocessing:
     def resize(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] == (self.size, self.size):
             return x
-        return F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+        # antialiasing only changes a shrink: enlarged (FER2013's 48 px to 96) both give the same
+        # pixels within 1e-6, and the antialiased kernel took 1.5x as long
+        shrink = max(x.shape[-2:]) > self.size
+        return F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=shrink)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
 
     def apply(self, images: torch.Tensor) -> torch.Tensor:
-        """The evaluation path: to float, resize if needed, normalise."""
-        return self.normalise(self.resize(self.to_float(images)))
+        """The evaluation path: to float, resize if needed, normalise.
+
+        Normalising commutes with the bilinear resize (its weights sum to 1), so it runs in place
+        at the smaller of the two sizes: a quarter of the work for 48 px faces enlarged to 96."""
+        x = self.to_float(images)  # a new tensor: in-place work below never touches the caller's
+        if x.shape[-2] * x.shape[-1] <= self.size * self.size:
+            return self.resize(x.sub_(self.mean).div_(self.std))
+        return self.resize(x).sub_(self.mean).div_(self.std)
 
     def to_dict(self) -> dict:
         return {"size": int(self.size), "mean": float(self.mean), "std": float(self.std)}

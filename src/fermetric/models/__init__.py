@@ -6,8 +6,9 @@
 
 from .attention import SelectiveAttention
 from .backbones import BACKBONES, create_backbone, list_backbones
+from .compiled import CompiledInference
 from .heads import ClassifierHead, EmbeddingHead
-from .inference import CompiledInference, fold_batchnorm, inference_model
+from .inference import fold_batchnorm, inference_model
 from .network import FERNet, FERNetExport, create_model
 from .partial import (
     LANDMARK_TEMPLATE,
