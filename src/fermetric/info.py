@@ -7,6 +7,7 @@ module still missing) is reported as such instead of failing the whole command.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import platform
 
 from ._version import __version__
@@ -52,6 +53,37 @@ def _device() -> dict:
             "cuda_version": torch.version.cuda,
         }
     return {"type": "cpu", "threads": torch.get_num_threads()}
+
+
+def _distribution(name: str) -> str | None:
+    """An installed distribution's version, read from its metadata without importing it."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _backends() -> dict:
+    """What each prediction backend (``--backend``) needs, and whether this install has it."""
+    try:
+        import torch
+
+        cpu = torch.backends.cpu.get_cpu_capability()  # e.g. AVX512, AMX for oneDNN's fastest kernels
+    except Exception:
+        cpu = None
+    flags = set()
+    try:
+        with open("/proc/cpuinfo", errors="replace") as handle:
+            flags = set(handle.read().split())
+    except OSError:
+        pass
+    return {
+        "onnxruntime": _distribution("onnxruntime"),
+        "torchao": _distribution("torchao"),
+        "cpu_capability": cpu,
+        "cpu_int8": sorted(flags & {"amx_int8", "avx512_vnni", "avx_vnni"}),
+        "cpu_bf16": sorted(flags & {"amx_bf16", "avx512_bf16"}),
+    }
 
 
 def collect() -> dict:
@@ -106,6 +138,7 @@ def collect() -> dict:
         "platform": platform.platform(),
         "versions": {label: _version(module) for module, label in _LIBRARIES.items()},
         "device": _device(),
+        "backends": _backends(),
         "backbones": _names(backbones),
         "recipes": _names(recipe_names),
         "datasets": _names(datasets),

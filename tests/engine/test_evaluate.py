@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -174,6 +175,11 @@ def test_info_cli_json(capsys):
     assert info["versions"]["torch"] == torch.__version__ and info["device"]["type"] in ("cpu", "cuda")
     shipped = {model["name"]: model for model in info["shipped_models"]}
     assert shipped["default"]["path"] == str(ckpt.default_weights_path()) and "error" not in shipped["default"]
+    backends = info["backends"]  # read from package metadata: what --backend onnx / compiled-int8 need
+    for name, module in (("onnxruntime", "onnxruntime"), ("torchao", "torchao")):
+        installed = importlib.util.find_spec(module) is not None
+        assert (backends[name] is not None) == installed, name
     assert cli.main(["info"]) == 0
     text = capsys.readouterr().out
     assert "shipped models" in text and f"{100 * shipped['default']['measured'][0]['accuracy']:.1f}%" in text
+    assert "backends:" in text and "compiled-int8" in text

@@ -24,8 +24,10 @@ def format_info(info: dict) -> str:
         shipped_lines = [f"  {model['name']:<10} {_shipped_text(model)}" for model in shipped] or ["  none"]
     lines = [f"fermetric {info['fermetric']} (python {info['python']}, {info['platform']})"]
     lines += [f"  {name:<24} {version or 'not installed'}" for name, version in info["versions"].items()]
+    backends = info.get("backends", {})
     lines += [
         f"device:        {device_text}",
+        f"backends:      {_backends_text(backends)}",
         f"backbones:     {listing(info['backbones'])} (and timm:<any timm architecture>)",
         f"recipes:       {listing(info['recipes'])}",
         f"datasets:      {listing(info['datasets'])}",
@@ -34,6 +36,22 @@ def format_info(info: dict) -> str:
         *shipped_lines,
     ]
     return "\n".join(lines)
+
+
+def _backends_text(backends: dict) -> str:
+    onnx = (
+        f"onnx (onnxruntime {backends['onnxruntime']})"
+        if backends.get("onnxruntime")
+        else ("onnx: pip install 'fermetric[export]'")
+    )
+    if not backends.get("torchao"):
+        int8 = "compiled-int8: pip install 'fermetric[int8]'"
+    elif backends.get("cpu_int8"):
+        int8 = f"compiled-int8 (torchao {backends['torchao']}; CPU {'/'.join(backends['cpu_int8'])})"
+    else:
+        int8 = f"compiled-int8 (torchao {backends['torchao']}; no AMX-INT8 or VNNI on this CPU: not measured there)"
+    bf16 = "bf16" if backends.get("cpu_bf16") else "fp32: no native bf16 on this CPU"
+    return f"torch, compiled ({bf16}), {onnx}, {int8}"
 
 
 def _shipped_text(model: dict) -> str:
