@@ -96,16 +96,23 @@ def test_int8_refuses_a_missing_foreign_or_mismatched_calibration():
         quantize_int8(other, calibration, SIZE)
 
 
-def test_without_torchao_int8_says_what_to_install(monkeypatch):
+@pytest.mark.parametrize(
+    "failure, message",
+    [
+        (ImportError("torchao"), "int8 inference needs torchao"),
+        (AttributeError("no _C"), "does not load with this torch"),
+    ],
+)
+def test_without_a_working_torchao_int8_says_what_to_install(monkeypatch, failure, message):
     import builtins
 
     real_import = builtins.__import__
 
-    def no_torchao(name, *args, **kwargs):
+    def broken_torchao(name, *args, **kwargs):
         if name.startswith("torchao"):
-            raise ImportError(name)
+            raise failure
         return real_import(name, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "__import__", no_torchao)
-    with pytest.raises(ConfigError, match=r"pip install 'fermetric\[int8\]'"):
+    monkeypatch.setattr(builtins, "__import__", broken_torchao)
+    with pytest.raises(ConfigError, match=message + r".*pip install 'fermetric\[int8\]'"):
         calibrate_int8(_model(), _batches(1), SIZE)

@@ -46,6 +46,9 @@ def _torchao():
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     except ImportError:
         raise ConfigError("int8 inference needs torchao: pip install 'fermetric[int8]'") from None
+    except Exception as err:  # a torchao built for another torch fails on import in its own ways
+        reason = " ".join(f"{type(err).__name__}: {err}".split())
+        raise ConfigError(f"torchao does not load with this torch ({reason}); pip install 'fermetric[int8]'") from None
     finally:
         pytree_log.setLevel(level)
     return x86, FixedQParamsObserver, ObserverBase, prepare_pt2e, convert_pt2e
