@@ -57,9 +57,7 @@ def compare(new: str, old: str, dataset: str, root: str, split: str, new_backend
     if new_backend == "compiled-int8":
         from fermetric.models import CompiledInference
 
-        if "int8_calibration" not in new_meta:
-            raise SystemExit(f"{new} carries no int8 calibration (fermetric export --int8-calibration)")
-        new_model = CompiledInference(new_model, "int8", 128, int8_calibration=new_meta["int8_calibration"])
+        new_model = CompiledInference(new_model, "int8", int8_calibration=new_meta.get("int8_calibration"))
     imageset = load_dataset(dataset, root, split)  # read once, scored by both
     new_pred, labels = split_predictions(new_model, new_meta, imageset)
     old_pred, _ = split_predictions(old_model, old_meta, imageset)

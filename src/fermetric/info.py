@@ -71,12 +71,9 @@ def _backends() -> dict:
         cpu = torch.backends.cpu.get_cpu_capability()  # e.g. AVX512, AMX for oneDNN's fastest kernels
     except Exception:
         cpu = None
-    flags = set()
-    try:
-        with open("/proc/cpuinfo", errors="replace") as handle:
-            flags = set(handle.read().split())
-    except OSError:
-        pass
+    from .engine.precision import cpu_flags
+
+    flags = cpu_flags()
     return {
         "onnxruntime": _distribution("onnxruntime"),
         "torchao": _distribution("torchao"),

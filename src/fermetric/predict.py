@@ -271,10 +271,8 @@ class Predictor:
             elif self.backend == "compiled":
                 self._inference_model = CompiledInference(self.model, self.precision)
             elif self.backend == "compiled-int8":
-                # chunks of 128: on the development CPU (one thread, default) 1985 faces/s against 1851 at
-                # 64, 1621 at 32 and 1705 at 256 (interleaved passes in one process)
                 calibration = self.meta["int8_calibration"]
-                self._inference_model = CompiledInference(self.model, "int8", 128, int8_calibration=calibration)
+                self._inference_model = CompiledInference(self.model, "int8", int8_calibration=calibration)
             else:
                 self._inference_model = inference_model(self.model)
         return self._inference_model

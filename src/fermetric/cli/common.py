@@ -30,8 +30,11 @@ def load_model(args):
     return device, model, meta
 
 
-def load_split(args, meta: dict, split: str | None = None, classes: str = "all", align: bool = True):
+def load_split(args, meta: dict | None, split: str | None = None, classes: str = "all", align: bool = True):
     """``(imageset, name, root, left_out)``: ``--data``'s split (``--split`` unless given).
+
+    ``meta`` (the model's) is read only for its classes: ``None`` with ``align=False`` and
+    ``classes="all"``.
 
     ``align``: relabelled into the model's class order (a class the model lacks is refused).
     ``classes="shared"`` first leaves out the images of classes the model does not know

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from ..export import INPUT_NAME, export_onnx, export_weights, read_onnx_meta
-from .common import load_model, load_split
+from .common import load_split
 
 
 def run(args) -> int:
@@ -15,8 +15,7 @@ def run(args) -> int:
     if args.format == "safetensors":
         calibration = None
         if calibrate:
-            _, _, meta = load_model(args)
-            calibration, _, _, _ = load_split(args, meta, split="train", align=False)
+            calibration, _, _, _ = load_split(args, None, split="train", align=False)  # no labels needed
         out = export_weights(
             args.checkpoint,
             args.out,

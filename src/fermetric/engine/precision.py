@@ -32,6 +32,7 @@ PRECISIONS = ("auto", "bf16", "fp32")
 
 __all__ = [
     "PRECISIONS",
+    "cpu_flags",
     "cpu_has_native_bf16",
     "resolve_precision",
     "autocast",
@@ -42,6 +43,14 @@ __all__ = [
 ]
 
 
+def cpu_flags() -> set[str]:
+    """The CPU feature flags the kernel reports (``/proc/cpuinfo``); empty where it reports none."""
+    try:
+        return set(Path("/proc/cpuinfo").read_text(errors="replace").split())
+    except OSError:
+        return set()
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU runs bf16 matrix maths in hardware (AMX tiles or AVX512-BF16)."""
     probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
@@ -50,11 +59,7 @@ def cpu_has_native_bf16() -> bool:
             return any(probe() for probe in probes)
         except Exception:  # private probes that changed: fall back to the kernel's flags
             pass
-    try:  # torch builds without the probes: the flags the kernel reports
-        flags = Path("/proc/cpuinfo").read_text(errors="replace").split()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})  # torch builds without the probes
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:

@@ -15,11 +15,13 @@ from .inference import inference_model
 from .network import FERNetExport
 from .quantize import quantize_int8
 
-__all__ = ["COMPILED_PRECISIONS", "CompiledInference"]
+__all__ = ["COMPILED_PRECISIONS", "MICRO_BATCH", "CompiledInference"]
 
-PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-# what CompiledInference runs in; int8 takes float32 in and quantises inside the graph
-COMPILED_PRECISIONS = {**PRECISION_DTYPES, "int8": torch.float32}
+# what CompiledInference feeds its graph; int8 takes float32 in and quantises inside the graph
+COMPILED_PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}
+# faces per chunk unless told: for int8, on the development CPU (one thread, `default`) 1985 faces/s
+# against 1851 at 64, 1621 at 32 and 1705 at 256 (interleaved passes in one process)
+MICRO_BATCH = {"fp32": 32, "bf16": 32, "int8": 128}
 
 
 @contextlib.contextmanager
@@ -60,15 +62,17 @@ class CompiledInference(nn.Module):
         self,
         model: nn.Module,
         precision: str = "fp32",
-        micro_batch: int = 32,
+        micro_batch: int | None = None,
         int8_calibration: dict | None = None,
     ) -> None:
         """``model``: a :class:`FERNet` (compiled through :class:`FERNetExport`'s tuple outputs).
+        ``micro_batch``: faces per chunk, a power of two (default: :data:`MICRO_BATCH` of ``precision``).
         ``int8_calibration``: with ``precision="int8"``, the activation ranges of
         :func:`fermetric.models.quantize.calibrate_int8` (a shipped model's ``int8_calibration``)."""
         super().__init__()
         if precision not in COMPILED_PRECISIONS:
             raise ConfigError(f"precision must be one of {sorted(COMPILED_PRECISIONS)}, got {precision!r}")
+        micro_batch = MICRO_BATCH[precision] if micro_batch is None else micro_batch
         if micro_batch < 1 or micro_batch & (micro_batch - 1):
             raise ConfigError(f"micro_batch must be a power of two, got {micro_batch}")
         if precision == "int8" and int8_calibration is None:

@@ -135,8 +135,8 @@ def quantize_int8(model: nn.Module, calibration: dict, input_size: int) -> torch
             f"{len(activations)} points (calibrated with torch {calibration.get('torch')}, torchao "
             f"{calibration.get('torchao')}); calibrate the model again or use another backend"
         )
-    for observer, (scale, zero_point) in zip(activations, ranges):
-        fixed = fixed_observer(
+    fixed = {
+        id(observer): fixed_observer(
             scale=float(scale),
             zero_point=int(zero_point),
             dtype=observer.dtype,
@@ -144,9 +144,11 @@ def quantize_int8(model: nn.Module, calibration: dict, input_size: int) -> torch
             quant_min=observer.quant_min,
             quant_max=observer.quant_max,
         )
-        for node in prepared.graph.nodes:  # an observer shared by several points is replaced everywhere
-            if node.op == "call_module" and getattr(prepared, node.target) is observer:
-                setattr(prepared, node.target, fixed)
+        for observer, (scale, zero_point) in zip(activations, ranges)
+    }
+    for node in prepared.graph.nodes:  # an observer shared by several points is replaced at each
+        if node.op == "call_module" and id(getattr(prepared, node.target)) in fixed:
+            setattr(prepared, node.target, fixed[id(getattr(prepared, node.target))])
     with torch.no_grad():
         prepared(example)  # the weight observers' one look at the weights
     return convert_pt2e(prepared)
