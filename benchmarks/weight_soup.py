@@ -9,7 +9,8 @@ too (Wortsman et al., "Model soups", 2022), often better than either on data nei
 on. Every floating tensor is averaged, BatchNorm running statistics included; integer buffers
 (``num_batches_tracked``) are taken from ``b``. ``alpha`` is chosen on ``--select-split`` only
 (largest accuracy, the smaller alpha on a tie); the chosen soup is written as float16 with both
-ingredients' sources and digests in its metadata, and the other splits are scored with
+ingredients' sources and digests in its metadata. Each alpha is scored as that float16 file (the
+rounding alone moved a soup by six PublicTest images once), and the other splits are scored with
 ``benchmarks/paired_checkpoints.py`` afterwards, so no test split chooses.
 """
 
@@ -38,6 +39,13 @@ def soup(a: dict, b: dict, alpha: float) -> dict:
     return mixed
 
 
+def as_float16(state: dict) -> dict:
+    """The tensors as the written file holds them: floating ones rounded to float16."""
+    import torch
+
+    return {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in state.items()}
+
+
 def accuracy(state: dict, meta: dict, imageset) -> float:
     import numpy as np
     import torch
@@ -46,7 +54,7 @@ def accuracy(state: dict, meta: dict, imageset) -> float:
     from fermetric.engine.evaluate import embed, preprocessing_from_meta
 
     model = build_model(meta)
-    model.load_state_dict(state)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     model.eval()
     with torch.inference_mode():
         logits, _ = embed(model, imageset, preprocessing_from_meta(meta), precision="fp32")
@@ -56,7 +64,6 @@ def accuracy(state: dict, meta: dict, imageset) -> float:
 
 
 def run(args, argv=None) -> dict:
-    import torch
 
     from fermetric.data import load_dataset
     from fermetric.engine.checkpoint import read_source, save_weights, state_digest
@@ -74,19 +81,20 @@ def run(args, argv=None) -> dict:
     dataset, root = args.data.split("=", 1)
     imageset = align_classes(load_dataset(dataset, root, args.select_split), meta_b["classes"])
     alphas = [float(x) for x in args.alphas.split(",")]
-    rows = [{"alpha": alpha, "accuracy": accuracy(soup(a, b, alpha), meta_b, imageset)} for alpha in alphas]
+    rows = [{"alpha": alpha, "accuracy": accuracy(as_float16(soup(a, b, alpha)), meta_b, imageset)} for alpha in alphas]
     best = max(rows, key=lambda r: (round(r["accuracy"], 9), -r["alpha"]))
     result = {
         "benchmark": "weight_soup",
         "a": args.a,
         "b": args.b,
         "digests": {"a": state_digest(a), "b": state_digest(b)},
-        "rule": f"largest accuracy on {dataset}/{args.select_split} over alpha in {alphas}, smaller alpha on a tie",
+        "rule": f"largest accuracy on {dataset}/{args.select_split} over alpha in {alphas} (each soup rounded to "
+        "float16, as written), smaller alpha on a tie",
         "select_split": {"split": args.select_split, "n": len(imageset), "grid": rows},
         "selected_alpha": best["alpha"],
     }
     if args.write:
-        state = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in soup(a, b, best["alpha"]).items()}
+        state = as_float16(soup(a, b, best["alpha"]))
         meta = {**meta_b, "weights_dtype": "float16", "soup": {k: result[k] for k in ("a", "b", "digests")}}
         meta["soup"]["alpha"] = best["alpha"]
         result["written"] = str(save_weights(args.write, state, meta))
