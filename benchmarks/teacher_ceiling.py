@@ -6,7 +6,7 @@
 
 A distilled student rarely passes its teacher, so the teacher's accuracy on the selection split
 bounds what a cycle can reach. This scores each ``--teacher`` and every ensemble of two or more of
-them exactly as ``distill.teacher`` builds it (``fermetric.engine.distill.make_teacher``: each
+them exactly as ``distill.teacher`` builds it (``fermetric.engine.distill.EnsembleTeacher``: each
 member with its own preprocessing and ``--tta``, the ensemble the mean of the members' logits), in
 fp32, and the paired bootstrap of each ensemble against the first teacher (normally the model a
 candidate must beat). Only the selection split is meant here: a teacher chosen on it is a
@@ -33,15 +33,14 @@ def member_logits(sources: list[str], dataset: str, root: str, split: str, tta: 
     import torch
 
     from fermetric.data import load_dataset
-    from fermetric.engine.checkpoint import load_model
-    from fermetric.engine.distill import make_teacher
+    from fermetric.engine.checkpoint import read_source
+    from fermetric.engine.distill import EnsembleTeacher
     from fermetric.engine.evaluate import align_classes, preprocessing_from_meta
 
-    _, meta = load_model(sources[0])
+    _, meta, _ = read_source(sources[0])
     classes = list(meta["classes"])
     student = preprocessing_from_meta(meta)  # the batch the teachers see, as a student of the first would
-    teacher = make_teacher(sources, classes, student, "cpu", tta)
-    members = teacher.members if hasattr(teacher, "members") else [teacher]
+    members = EnsembleTeacher(sources, classes, student, "cpu", tta).members
     imageset = align_classes(load_dataset(dataset, root, split), classes)
     labels = np.asarray(imageset.labels, np.int64)
     keep = np.flatnonzero(labels >= 0)

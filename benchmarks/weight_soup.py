@@ -54,7 +54,7 @@ def accuracy(state: dict, meta: dict, imageset) -> float:
     from fermetric.engine.evaluate import embed, preprocessing_from_meta
 
     model = build_model(meta)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    model.load_state_dict(state)  # copies float16 tensors into the float32 parameters
     model.eval()
     with torch.inference_mode():
         logits, _ = embed(model, imageset, preprocessing_from_meta(meta), precision="fp32")
@@ -81,7 +81,8 @@ def run(args, argv=None) -> dict:
     dataset, root = args.data.split("=", 1)
     imageset = align_classes(load_dataset(dataset, root, args.select_split), meta_b["classes"])
     alphas = [float(x) for x in args.alphas.split(",")]
-    rows = [{"alpha": alpha, "accuracy": accuracy(as_float16(soup(a, b, alpha)), meta_b, imageset)} for alpha in alphas]
+    soups = {alpha: as_float16(soup(a, b, alpha)) for alpha in alphas}
+    rows = [{"alpha": alpha, "accuracy": accuracy(state, meta_b, imageset)} for alpha, state in soups.items()]
     best = max(rows, key=lambda r: (round(r["accuracy"], 9), -r["alpha"]))
     result = {
         "benchmark": "weight_soup",
@@ -94,10 +95,9 @@ def run(args, argv=None) -> dict:
         "selected_alpha": best["alpha"],
     }
     if args.write:
-        state = as_float16(soup(a, b, best["alpha"]))
         meta = {**meta_b, "weights_dtype": "float16", "soup": {k: result[k] for k in ("a", "b", "digests")}}
         meta["soup"]["alpha"] = best["alpha"]
-        result["written"] = str(save_weights(args.write, state, meta))
+        result["written"] = str(save_weights(args.write, soups[best["alpha"]], meta))
     result.update(provenance("weight_soup.py", argv))
     return result
 

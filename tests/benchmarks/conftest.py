@@ -62,3 +62,24 @@ def ck_pack(tmp_path_factory, ck_folder) -> Path:
     path = tmp_path_factory.mktemp("packs") / "ckplus48.npz"
     pack(f"ckplus48={ck_folder}", path, num_folds=3, preset=1)
     return path
+
+
+@pytest.fixture
+def perturbed_copy(tmp_path):
+    """``perturbed_copy(checkpoint, scale, seed) -> (path, tensors)``: the checkpoint's weights plus
+    Gaussian noise of ``scale`` (integer tensors kept), saved with its metadata: a second model of
+    the same architecture for the scripts that compare or average two."""
+    import torch
+
+    from fermetric.engine.checkpoint import load_weights, save_weights
+
+    def make(checkpoint, scale: float, seed: int):
+        tensors, meta = load_weights(checkpoint)
+        generator = torch.Generator().manual_seed(seed)
+        noisy = {
+            k: v + scale * torch.randn(v.shape, generator=generator) if v.is_floating_point() else v
+            for k, v in tensors.items()
+        }
+        return save_weights(tmp_path / f"perturbed-{seed}.safetensors", noisy, meta), noisy
+
+    return make

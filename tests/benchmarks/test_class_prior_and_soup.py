@@ -56,16 +56,11 @@ def test_class_prior_is_recorded_from_the_training_folder_and_both_priors_are_sc
         )
 
 
-def test_a_soup_is_the_exact_weighted_mean_chosen_on_validation(tiny_checkpoint, fer_folder, tmp_path):
+def test_a_soup_is_the_exact_weighted_mean_chosen_on_validation(tiny_checkpoint, fer_folder, tmp_path, perturbed_copy):
     import weight_soup
 
     tensors, meta = load_weights(tiny_checkpoint)
-    generator = torch.Generator().manual_seed(0)
-    other = {
-        k: v + 0.1 * torch.randn(v.shape, generator=generator) if v.is_floating_point() else v
-        for k, v in tensors.items()
-    }
-    b = save_weights(tmp_path / "b.safetensors", other, meta)
+    b, other = perturbed_copy(tiny_checkpoint, scale=0.1, seed=0)
     out = tmp_path / "soup.json"
     argv = ["--a", str(tiny_checkpoint), "--b", str(b), "--alphas", "0,0.5,1", "--data", f"fer2013={fer_folder}"]
     assert weight_soup.main(argv + ["--write", str(tmp_path / "soup.safetensors"), "--out", str(out)]) == 0

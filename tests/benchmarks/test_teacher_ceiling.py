@@ -7,25 +7,18 @@ import json
 
 import numpy as np
 import pytest
-import torch
-
-from fermetric.engine.checkpoint import load_weights, save_weights
 
 
-def test_each_teacher_and_every_ensemble_match_an_independent_flip_evaluation(tiny_checkpoint, fer_folder, tmp_path):
+def test_each_teacher_and_every_ensemble_match_an_independent_flip_evaluation(
+    tiny_checkpoint, fer_folder, tmp_path, perturbed_copy
+):
     import teacher_ceiling
 
     from fermetric.data import load_dataset
     from fermetric.engine.checkpoint import load_model
     from fermetric.engine.evaluate import embed, preprocessing_from_meta
 
-    tensors, meta = load_weights(tiny_checkpoint)
-    generator = torch.Generator().manual_seed(1)
-    other = {
-        k: v + 0.5 * torch.randn(v.shape, generator=generator) if v.is_floating_point() else v
-        for k, v in tensors.items()
-    }
-    b = save_weights(tmp_path / "b.safetensors", other, meta)
+    b, _ = perturbed_copy(tiny_checkpoint, scale=0.5, seed=1)
     out = tmp_path / "ceiling.json"
     argv = ["--teacher", str(tiny_checkpoint), "--teacher", str(b), "--data", f"fer2013={fer_folder}"]
     assert teacher_ceiling.main(argv + ["--out", str(out)]) == 0
