@@ -336,6 +336,7 @@ def run(args) -> dict:
         "recipe": recipe.get("name"),
         "backbone": recipe.get("model", {}).get("backbone"),
         "input_size": predictor.input_size,
+        "crop_size": predictor.crop_size,  # photos' faces are cropped at this side, then enlarged
         "embedding_dim": predictor.embedding_dim,
         "classes": list(predictor.classes),
         "parameters": int(sum(v.numel() for k, v in weights.items() if not k.endswith(BATCHNORM_BUFFERS))),

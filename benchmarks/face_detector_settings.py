@@ -156,9 +156,7 @@ def run(args) -> dict:
 
     def classify(found: list, up, margin) -> dict:
         """Largest-face labels of the photos at ``up``, given their detected ``found`` faces."""
-        crops = [
-            align_face(photo, face, predictor.input_size, margin) for photo, face in zip(photos[up], found) if face
-        ]
+        crops = [align_face(photo, face, predictor.crop_size, margin) for photo, face in zip(photos[up], found) if face]
         hit = np.array([face is not None for face in found])
         labels = np.array([None] * len(found), dtype=object)
         if crops:

@@ -179,7 +179,7 @@ def run(args) -> dict:
         for up in ACCURACY_UPSCALES:
             found = largest_faces[up]
             crops = [
-                align_face(p, f, predictor.input_size, detector.crop_margin) for p, f in zip(photos[up], found) if f
+                align_face(p, f, predictor.crop_size, detector.crop_margin) for p, f in zip(photos[up], found) if f
             ]
             hit = np.array([f is not None for f in found])
             labels = np.array([None] * len(found), dtype=object)

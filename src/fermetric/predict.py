@@ -15,11 +15,23 @@ Design decisions (defaults stated; every one is an argument):
   ``max_side=4096`` px on their longer side (bounded memory); boxes are still reported in the
   original file's pixels.
 * **Faces**: ``detect=True`` runs the face detector (``haar`` by default, see
-  ``data/faces.py``) and crops each face as a square, grey, ``input_size`` px image, aligned on
-  the eyes when the detector gives landmarks, with the detector's calibrated margin (FER2013-style
-  tight crops; rendered at the face's resolution, then ``INTER_AREA`` to ``input_size``).
+  ``data/faces.py``) and crops each face as a square, grey image, aligned on the eyes when the
+  detector gives landmarks, with the detector's calibrated margin (FER2013-style tight crops;
+  rendered at the face's resolution, then ``INTER_AREA`` down to the crop side).
   ``detect=False`` treats the whole image as one face crop, like a dataset image: it reaches
-  ``Preprocessing`` at its own size and is resized there exactly as ``fermetric eval`` does.
+  ``Preprocessing`` at its own size and is resized there exactly as ``fermetric eval`` does,
+  except that an image larger than a crop side below ``input_size`` is first averaged down
+  (``INTER_AREA``) to that side.
+* **Crop side** (``crop_resolution``): ``"train"`` (default) renders a face at the side of the
+  images the model was trained on (``meta["train_image_size"]``: 48 px for FER2013 and FER+)
+  and lets ``Preprocessing`` enlarge it to ``input_size`` exactly as in training, so a photo's
+  face carries the detail the model learned from and no finer; ``"input"`` renders it at
+  ``input_size`` directly. The shipped models learned from 48 px faces enlarged to 96 px: real
+  photos' finer detail (sensor noise, JPEG blocks, sharpening) is outside what they saw, and
+  rendered at 96 px it cost the shipped ``default`` 3-5 points on FER2013 faces photographed at
+  4x resolution, where the 48 px crops held their accuracy (``benchmarks/crop_resolution.py``,
+  docs/RESULTS.md). A model without ``train_image_size`` (trained before fermetric recorded
+  it) is cropped at ``input_size``.
 * **Same path as evaluation**: crops go through ``engine.evaluate.embed`` with the checkpoint's
   own ``Preprocessing`` (grey, size, mean/std from its meta) and precision policy (``auto``),
   no test-time augmentation unless ``tta="flip"`` (``--tta flip``: logits and embeddings averaged
@@ -44,6 +56,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 from torch import nn
 
@@ -69,6 +82,7 @@ from .models import CompiledInference, inference_model
 __all__ = ["Predictor", "PredictionReport", "load", "expand_paths", "BACKENDS", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS"]
 
 BACKENDS = ("torch", "onnx", "compiled", "compiled-int8", "auto")  # what runs the network (Predictor.load)
+CROP_RESOLUTIONS = ("train", "input")  # the side face crops are rendered at (Predictor)
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv"})
 #: longest side (px) a file is decoded at; the detector then sees at most its own ``max_side``
@@ -161,6 +175,8 @@ class Predictor:
         precision: ``auto`` (bf16 on CUDA and on CPUs with native bf16, else fp32), ``bf16`` or
             ``fp32`` (:mod:`fermetric.engine.precision`).
         with_embeddings: records also carry each face's raw ``embedding`` (``--embeddings``).
+        crop_resolution: ``"train"`` (faces rendered at the training images' side, then enlarged
+            as in training) or ``"input"`` (at ``input_size``); see the module notes.
         prior: the class frequencies to predict under: ``"train"`` (as trained), ``"uniform"``
             (posed and lab photos: every expression equally likely) or ``{class: weight}``
             (:mod:`fermetric.engine.priors`); probabilities and labels follow it.
@@ -178,8 +194,12 @@ class Predictor:
         precision: str = "auto",
         with_embeddings: bool = False,
         prior="train",
+        crop_resolution: str = "train",
     ) -> None:
         self.tta = check_tta(tta)
+        if crop_resolution not in CROP_RESOLUTIONS:
+            raise ConfigError(f"crop_resolution must be one of {', '.join(CROP_RESOLUTIONS)}, got {crop_resolution!r}")
+        self.crop_resolution = crop_resolution
         self.prior = prior
         self.logit_offset = logit_offset(meta, prior)
         self.precision = resolve_precision(precision, device)
@@ -191,6 +211,9 @@ class Predictor:
         self.classes: tuple[str, ...] = tuple(meta["classes"])
         self.preprocessing = preprocessing_from_meta(meta)
         self.input_size = int(self.preprocessing.size)
+        trained_at = meta.get("train_image_size")
+        #: the side (px) face crops are rendered at before ``Preprocessing`` resizes them
+        self.crop_size = int(trained_at) if crop_resolution == "train" and trained_at else self.input_size
         self.device = device
         self.batch_size = batch_size
         self.source = source
@@ -208,6 +231,7 @@ class Predictor:
         precision: str = "auto",
         backend: str = "torch",
         prior="train",
+        crop_resolution: str = "train",
     ) -> Predictor:
         """A predictor for a checkpoint: a shipped model's name (``"default"``, listed by
         :func:`fermetric.engine.shipped.shipped_models` and ``fermetric info``), a run directory, a
@@ -255,6 +279,7 @@ class Predictor:
             tta=tta,
             precision=precision,
             prior=prior,
+            crop_resolution=crop_resolution,
         )
         predictor.backend = backend
         return predictor
@@ -288,7 +313,8 @@ class Predictor:
         return (
             f"Predictor(source={self.source!r}, recipe={recipe!r}, classes={list(self.classes)}, "
             f"input_size={self.input_size}, device={str(self.device)!r}, tta={self.tta!r}, "
-            f"backend={self.backend!r}, precision={self.precision!r}, prior={prior_name(self.prior)!r})"
+            f"backend={self.backend!r}, precision={self.precision!r}, prior={prior_name(self.prior)!r}, "
+            f"crop_size={self.crop_size})"
         )
 
     # ------------------------------------------------------------------------------ images
@@ -302,18 +328,22 @@ class Predictor:
         return to_array(image, mode="rgb", channel_order=channel_order, max_side=MAX_DECODE_SIDE), 1.0
 
     def _crops(self, image: np.ndarray, detect: bool) -> tuple[list[Face], list[np.ndarray]]:
-        """Faces (decoded pixels) and their ``input_size`` grey crops."""
+        """Faces (decoded pixels) and their grey crops (``crop_size`` squares)."""
         grey = to_grey(image)
         if not detect:  # the whole image, resized later by Preprocessing exactly as in evaluation
             height, width = grey.shape
+            if self.crop_size < min(self.input_size, max(height, width)):  # no finer detail than training had
+                grey = cv2.resize(grey, (self.crop_size, self.crop_size), interpolation=cv2.INTER_AREA)
             return [Face((0.0, 0.0, float(width), float(height)), None)], [grey]
         detector = self.detector
         faces = detector(image)
-        return faces, [align_face(grey, face, self.input_size, detector.crop_margin) for face in faces]
+        return faces, [align_face(grey, face, self.crop_size, detector.crop_margin) for face in faces]
 
     def faces(self, image, detect: bool = True, channel_order: str = "rgb") -> list[tuple[Face, np.ndarray]]:
         """``[(Face in original pixels, grey crop)]``: exactly what the model is given (crops are
-        ``input_size`` squares; with ``detect=False`` the whole grey image at its own size)."""
+        ``crop_size`` squares, enlarged to ``input_size`` by ``Preprocessing``; with
+        ``detect=False`` the whole grey image, averaged down to ``crop_size`` when that is below
+        both its size and ``input_size``)."""
         decoded, scale = self._decode(image, channel_order)
         faces, crops = self._crops(decoded, detect)
         return [(f.scaled(scale) if scale != 1.0 else f, c) for f, c in zip(faces, crops)]
@@ -584,11 +614,19 @@ def load(
     precision: str = "auto",
     backend: str = "torch",
     prior="train",
+    crop_resolution: str = "train",
 ) -> Predictor:
     """``fermetric.load``: a :class:`Predictor` for a checkpoint (a shipped model's name such as
     ``"default"``, a run directory or a file); ``prior="uniform"`` for posed or lab photos."""
     return Predictor.load(
-        source, device=device, detector=detector, tta=tta, precision=precision, backend=backend, prior=prior
+        source,
+        device=device,
+        detector=detector,
+        tta=tta,
+        precision=precision,
+        backend=backend,
+        prior=prior,
+        crop_resolution=crop_resolution,
     )
 
 

@@ -499,7 +499,7 @@ def test_a_teacher_of_other_classes_is_refused(tiny_sets, tiny_checkpoint, tmp_p
         train(bad, train_set, val_set, tmp_path / "bad", device="cpu", progress=False)
 
 
-def test_a_run_records_the_class_frequencies_of_its_training_labels(tmp_path):
+def test_a_run_records_the_class_frequencies_and_image_side_of_its_training_data(tmp_path):
     from .engine_helpers import make_imageset
 
     full = make_imageset(8, seed=6)
@@ -510,3 +510,4 @@ def test_a_run_records_the_class_frequencies_of_its_training_labels(tmp_path):
     _, meta = ckpt.load_weights(tmp_path / "model.safetensors")
     counts = np.bincount(np.asarray(train_set.labels), minlength=len(train_set.classes))
     assert meta["class_prior"] == pytest.approx(list(counts / counts.sum()))
+    assert meta["train_image_size"] == train_set.images.shape[1]  # photos are cropped at this side

@@ -116,6 +116,14 @@ def test_shipped_metadata_names_its_own_backbone():
     assert "ResNet" not in meta["recipe"]["description"] or backbone.startswith("resnet")
 
 
+def test_every_shipped_model_records_the_side_of_its_48_px_training_faces():
+    """Photos are cropped at this side (``crop_resolution="train"``); FER2013 and FER+ are 48 px."""
+    for name, model in shipped_models().items():
+        _, meta = load_weights(model.path)
+        assert meta["train_image_size"] == 48, name
+        assert meta["dataset"].split()[0] in ("fer2013", "ferplus"), name
+
+
 def test_every_shipped_model_records_its_training_class_prior():
     """``prior="uniform"`` needs it; with the data present, it is FER2013 Training's class shares,
     counted here from the image folders (FER+ drops images by vote, so only the FER2013 models)."""

@@ -169,6 +169,33 @@ def test_photo_folder_indexes_detected_faces(predictor, tmp_path, astronaut_smal
     assert result.path == "astronaut.png#face0" and result.distance < 1e-3
 
 
+def test_an_index_queries_with_faces_cropped_at_the_side_it_was_built_from(tiny_checkpoint, tmp_path, astronaut_small):
+    from fermetric.engine.checkpoint import load_weights, save_weights
+    from fermetric.predict import Predictor
+
+    tensors, meta = load_weights(tiny_checkpoint)
+    meta["train_image_size"] = 16
+    save_weights(tmp_path / "tiny16.safetensors", tensors, meta)
+    root = tmp_path / "photos"
+    root.mkdir()
+    Image.fromarray(astronaut_small).save(root / "astronaut.png")
+    index = EmbeddingIndex.build(Predictor.load(tmp_path / "tiny16.safetensors"), root, detect=True)
+    assert index.meta["crop_size"] == 16 and index.thumbnails.shape == (1, 16, 16)
+    index.save(tmp_path / "photos.index")
+    loaded = EmbeddingIndex.load(tmp_path / "photos.index")
+    assert loaded.predictor().crop_size == 16 and loaded.query(astronaut_small, k=1)[0].distance < 1e-3
+    at_input = Predictor.load(tmp_path / "tiny16.safetensors", crop_resolution="input")
+    with pytest.raises(
+        ConfigError,
+        match="built from 16 px face crops but the predictor crops 32 px; load it with crop_resolution=.train.",
+    ):
+        loaded.query(astronaut_small, predictor=at_input)
+    # an index written before crop_size was recorded was built from crops at the input size
+    del loaded.meta["crop_size"]
+    loaded._predictor = None
+    assert loaded.predictor().crop_size == 32
+
+
 def test_contact_sheet_png(predictor, crop_folder, tmp_path):
     index = EmbeddingIndex.build(predictor, crop_folder)
     query = crop_folder / "happy" / "2.png"

@@ -270,6 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--embeddings", action="store_true", help="--json records also carry each face's raw embedding")
     p.add_argument(
+        "--crop-resolution",
+        choices=("train", "input"),
+        default="train",
+        help="train: render each face at the side of the model's training images (48 px for the shipped "
+        "models) and enlarge it as in training, so photos carry no finer detail than the model learned "
+        "from (docs/RESULTS.md, crop resolution); input: render it at the model's input size",
+    )
+    p.add_argument(
         "--backend",
         choices=["auto", "torch", "onnx", "compiled", "compiled-int8"],
         default="auto",

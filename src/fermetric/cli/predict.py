@@ -166,7 +166,8 @@ def has_gui(cv2) -> bool:
 
 def run(args) -> int:
     """``fermetric predict PATH... [--checkpoint] [--json | --csv FILE] [--annotate DIR] [--no-detect]
-    [--detector haar] [--min-face PX] [--tta none|flip] [--prior train|uniform] [--every N] [--device]``."""
+    [--detector haar] [--min-face PX] [--tta none|flip] [--prior train|uniform] [--crop-resolution train|input]
+    [--every N] [--device]``."""
     detector = create_detector(args.detector, **detector_options(args.detector, args.min_face, args.device))
     predictor = Predictor.load(
         args.checkpoint,
@@ -176,6 +177,7 @@ def run(args) -> int:
         precision=args.precision,
         backend=args.backend,
         prior=args.prior,
+        crop_resolution=args.crop_resolution,
     )
     predictor.with_embeddings = args.embeddings
     # Outputs are checked before any work, so an unwritable target does not waste the whole run.

@@ -181,6 +181,8 @@ class Trainer:
         self.meta["precision"] = self.precision
         # what the classifier's outputs assume; predicting under another prior needs it (priors.py)
         self.meta["class_prior"] = class_frequencies(train_set, len(self.classes))
+        # the detail its training faces had: prediction renders photo crops at this side first
+        self.meta["train_image_size"] = int(max(train_set.images.shape[1:]))
         if self.module.teacher is not None:  # a name such as "default" may later ship other weights
             teacher = self.module.teacher[0]
             self.meta["distill_teacher"] = {"source": teacher.source, "digest": teacher.digest}

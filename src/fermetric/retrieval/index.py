@@ -15,10 +15,11 @@ Design decisions (defaults stated):
 * **What is stored** (one directory, written atomically: a temporary sibling directory renamed
   into place): ``index.faiss`` (the faiss index), ``items.npz`` (``embeddings`` in that space,
   ``labels`` (-1: unknown), ``paths``, and ``thumbnails``: the grey crops that were embedded,
-  at the model's input size for folders, so contact sheets work without the original files) and ``meta.json`` (the
-  checkpoint it was built with, its meta, a fingerprint of the model weights, the data source).
-* **One model per index**: a query must use the model that built the index; the weight
-  fingerprint is checked and a mismatch is a one-line error.
+  at the side faces are cropped at for folders (the predictor's ``crop_size``), so contact sheets
+  work without the original files) and ``meta.json`` (the checkpoint it was built with, its meta,
+  a fingerprint of the model weights, the crop side, the data source).
+* **One model per index**: a query must use the model that built the index, its test-time
+  augmentation and its crop side; each is checked and a mismatch is a one-line error.
 * **Data**: a dataset split (``DATASET=ROOT``, through ``load_dataset``; its crops are embedded
   as ``fermetric eval`` does) or a folder of images (recursive). In a folder, images under a
   directory named after an emotion (``happy/``, ``Anger/``...) are labelled with it and the
@@ -178,7 +179,7 @@ class EmbeddingIndex:
                 )
             crops, paths, labels, classes = _folder_items(predictor, root, detect, progress)
             _, embeddings = predictor.run_crops(crops)  # whole images keep their own size here
-            size = predictor.input_size
+            size = predictor.crop_size  # thumbnails at the side faces are cropped at
             crops = (
                 np.stack(
                     [
@@ -215,6 +216,7 @@ class EmbeddingIndex:
             "model_fingerprint": model_fingerprint(predictor.model),
             "model_meta": predictor.meta,
             "tta": predictor.tta,  # queries are embedded the same way
+            "crop_size": predictor.crop_size,  # and faces cropped at the same side
             "data": source,
             "embedding_space": space.to_dict(),
             "metric": f"{space.describe()} (faiss IndexFlatL2)",
@@ -251,7 +253,12 @@ class EmbeddingIndex:
         if self._predictor is None:
             source = self.meta.get("checkpoint", "default")
             try:
-                predictor = Predictor.load(source, device=device, tta=self.meta.get("tta", "none"))
+                predictor = Predictor.load(
+                    source,
+                    device=device,
+                    tta=self.meta.get("tta", "none"),
+                    crop_resolution=self._crop_resolution(),
+                )
             except CheckpointError as err:
                 raise CheckpointError(
                     f"this index was built with checkpoint {source}, which cannot be loaded ({err}); rebuild the index"
@@ -259,6 +266,18 @@ class EmbeddingIndex:
             self.check_predictor(predictor)
             self._predictor = predictor
         return self._predictor
+
+    def _built_crop_size(self) -> int | None:
+        """The side faces were cropped at (indexes before it was recorded: the model's input size)."""
+        if "crop_size" in self.meta:
+            return int(self.meta["crop_size"])
+        size = ((self.meta.get("model_meta") or {}).get("preprocessing") or {}).get("size")
+        return None if size is None else int(size)
+
+    def _crop_resolution(self) -> str:
+        """The ``Predictor`` ``crop_resolution`` that reproduces the index's crops."""
+        trained_at = (self.meta.get("model_meta") or {}).get("train_image_size")
+        return "train" if trained_at is not None and int(trained_at) == self._built_crop_size() else "input"
 
     def check_predictor(self, predictor) -> None:
         built_tta = self.meta.get("tta", "none")
@@ -280,6 +299,12 @@ class EmbeddingIndex:
                 f"the model {predictor.source or ''} has preprocessing "
                 f"{predictor.meta.get('preprocessing')} but this index was built with {built}; "
                 "query with the model the index was built with or rebuild the index"
+            )
+        built_crop_size = self._built_crop_size()
+        if built_crop_size is not None and predictor.crop_size != built_crop_size:
+            raise ConfigError(
+                f"this index was built from {built_crop_size} px face crops but the predictor crops "
+                f"{predictor.crop_size} px; load it with crop_resolution={self._crop_resolution()!r}"
             )
 
     def query_crop(self, image, detect: bool = True, predictor=None, channel_order: str = "rgb") -> np.ndarray:
