@@ -575,7 +575,13 @@ def render(result: dict) -> str:
         f"`benchmarks/cpu_predict_vs_fer.py`, one run, both libraries alternating on the same inputs, "
         f"{threads} thread(s) each (torch, OpenCV, TensorFlow/TFLite). Machine: {machine['cpu_model']}, "
         f"{machine['usable_cpus']} usable CPUs; load average {machine['load_average_start'][0]:.2f} at start. "
-        f"Model: `{model['checkpoint']}` ({model['recipe']}, {model['backbone']}, {model['input_size']} px, "
+        f"Model: `{model['checkpoint']}` ({model['recipe']}, {model['backbone']}, {model['input_size']} px"
+        + (
+            f" (photos' faces cropped at {model['crop_size']} px)"
+            if model.get("crop_size", 0) < model["input_size"]
+            else ""
+        )
+        + ", "
         f"{model.get('backend', 'torch')} backend in {model.get('precision', 'fp32')}, "
         f"{model['parameters'] / 1e6:.2f} M parameters); fer {versions['fer_side']['fer']} "
         f"(mini-Xception, quantised TFLite, TensorFlow {versions['fer_side']['tensorflow']}). "

@@ -28,8 +28,8 @@ Design decisions (defaults stated; every one is an argument):
   face carries the detail the model learned from and no finer; ``"input"`` renders it at
   ``input_size`` directly. The shipped models learned from 48 px faces enlarged to 96 px: real
   photos' finer detail (sensor noise, JPEG blocks, sharpening) is outside what they saw, and
-  rendered at 96 px it cost the shipped ``default`` 3-5 points on FER2013 faces photographed at
-  4x resolution, where the 48 px crops held their accuracy (``benchmarks/crop_resolution.py``,
+  rendered at 96 px it cost the shipped ``default`` 2.6-4.5 points on FER2013 PrivateTest faces
+  photographed at 4x resolution, where the 48 px crops held their accuracy (``benchmarks/crop_resolution.py``,
   docs/RESULTS.md). A model without ``train_image_size`` (trained before fermetric recorded
   it) is cropped at ``input_size``.
 * **Same path as evaluation**: crops go through ``engine.evaluate.embed`` with the checkpoint's
