@@ -18,10 +18,9 @@ Design decisions (defaults stated; every one is an argument):
   ``data/faces.py``) and crops each face as a square, grey image, aligned on the eyes when the
   detector gives landmarks, with the detector's calibrated margin (FER2013-style tight crops;
   rendered at the face's resolution, then ``INTER_AREA`` down to the crop side).
-  ``detect=False`` treats the whole image as one face crop, like a dataset image: it reaches
-  ``Preprocessing`` at its own size and is resized there exactly as ``fermetric eval`` does,
-  except that an image larger than a crop side below ``input_size`` is first averaged down
-  (``INTER_AREA``) to that side.
+  ``detect=False`` treats the whole image as one face crop, like a dataset image, exactly as
+  ``fermetric eval`` does: larger than a crop side below ``input_size``, it is first averaged
+  down (``INTER_AREA``) to that side; then ``Preprocessing`` resizes it.
 * **Crop side** (``crop_resolution``): ``"train"`` (default) renders a face at the side of the
   images the model was trained on (``meta["train_image_size"]``: 48 px for FER2013 and FER+)
   and lets ``Preprocessing`` enlarge it to ``input_size`` exactly as in training, so a photo's
@@ -56,7 +55,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 from torch import nn
 
@@ -72,7 +70,7 @@ from .data.faces import (
 from .data.imageio import non_regular_kind, to_array
 from .engine.checkpoint import load_model
 from .engine.distributed import resolve_device
-from .engine.evaluate import check_tta, embed, preprocessing_from_meta
+from .engine.evaluate import at_crop_side, check_tta, crop_side, embed, preprocessing_from_meta
 from .engine.precision import resolve_precision
 from .engine.priors import logit_offset, prior_name
 from .errors import ConfigError, ImageError
@@ -82,7 +80,6 @@ from .models import CompiledInference, inference_model
 __all__ = ["Predictor", "PredictionReport", "load", "expand_paths", "BACKENDS", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS"]
 
 BACKENDS = ("torch", "onnx", "compiled", "compiled-int8", "auto")  # what runs the network (Predictor.load)
-CROP_RESOLUTIONS = ("train", "input")  # the side face crops are rendered at (Predictor)
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv"})
 #: longest side (px) a file is decoded at; the detector then sees at most its own ``max_side``
@@ -197,8 +194,8 @@ class Predictor:
         crop_resolution: str = "train",
     ) -> None:
         self.tta = check_tta(tta)
-        if crop_resolution not in CROP_RESOLUTIONS:
-            raise ConfigError(f"crop_resolution must be one of {', '.join(CROP_RESOLUTIONS)}, got {crop_resolution!r}")
+        #: the side (px) face crops are rendered at before ``Preprocessing`` resizes them
+        self.crop_size = crop_side(meta, crop_resolution)
         self.crop_resolution = crop_resolution
         self.prior = prior
         self.logit_offset = logit_offset(meta, prior)
@@ -211,9 +208,6 @@ class Predictor:
         self.classes: tuple[str, ...] = tuple(meta["classes"])
         self.preprocessing = preprocessing_from_meta(meta)
         self.input_size = int(self.preprocessing.size)
-        trained_at = meta.get("train_image_size")
-        #: the side (px) face crops are rendered at before ``Preprocessing`` resizes them
-        self.crop_size = int(trained_at) if crop_resolution == "train" and trained_at else self.input_size
         self.device = device
         self.batch_size = batch_size
         self.source = source
@@ -330,11 +324,10 @@ class Predictor:
     def _crops(self, image: np.ndarray, detect: bool) -> tuple[list[Face], list[np.ndarray]]:
         """Faces (decoded pixels) and their grey crops (``crop_size`` squares)."""
         grey = to_grey(image)
-        if not detect:  # the whole image, resized later by Preprocessing exactly as in evaluation
+        if not detect:  # the whole image, shown to the model exactly as in evaluation
             height, width = grey.shape
-            if self.crop_size < min(self.input_size, max(height, width)):  # no finer detail than training had
-                grey = cv2.resize(grey, (self.crop_size, self.crop_size), interpolation=cv2.INTER_AREA)
-            return [Face((0.0, 0.0, float(width), float(height)), None)], [grey]
+            whole = Face((0.0, 0.0, float(width), float(height)), None)
+            return [whole], [at_crop_side(grey, self.crop_size, self.input_size)]
         detector = self.detector
         faces = detector(image)
         return faces, [align_face(grey, face, self.crop_size, detector.crop_margin) for face in faces]

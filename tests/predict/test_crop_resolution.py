@@ -99,3 +99,50 @@ def test_the_command_line_passes_the_crop_resolution(trained_small, tmp_path, ca
             image, detect=False
         )
         np.testing.assert_allclose(probabilities_of(line), probabilities_of(expected), atol=1e-5)
+
+
+def test_images_larger_than_the_training_side_are_averaged_down_and_others_pass_through():
+    from fermetric.engine.evaluate import at_crop_side, crop_side
+
+    images = np.random.default_rng(2).integers(0, 256, (3, 40, 40), dtype=np.uint8)
+    small = at_crop_side(images, 16, 32)
+    assert small.shape == (3, 16, 16)
+    np.testing.assert_array_equal(small[1], cv2.resize(images[1], (16, 16), interpolation=cv2.INTER_AREA))
+    np.testing.assert_array_equal(at_crop_side(images[0], 16, 32), small[0])  # one [H, W] image
+    assert at_crop_side(images, 32, 32) is images  # not below the input size: Preprocessing resizes
+    assert at_crop_side(images[:, :12, :12], 16, 32).shape == (3, 12, 12)  # smaller than the side
+    meta = {"preprocessing": {"size": 32}, "train_image_size": 16}
+    assert crop_side(meta) == 16 and crop_side(meta, "input") == 32
+    assert crop_side({"preprocessing": {"size": 32}}) == 32
+    with pytest.raises(ConfigError, match="crop_resolution must be one of train, input"):
+        crop_side(meta, "native")
+
+
+def test_eval_shows_dataset_images_at_the_training_side_as_prediction_does(trained_small, tmp_path, capsys):
+    """``fermetric eval`` of 40 px images: averaged down to 16 px, then enlarged to 32 as in
+    training; ``--crop-resolution input`` shrinks them straight to 32 (antialiased, as before)."""
+    from fermetric.cli import main
+    from fermetric.data import load_dataset
+    from fermetric.data.synthetic import make_synthetic_faces
+    from fermetric.engine.evaluate import align_classes
+
+    root = make_synthetic_faces(tmp_path / "fer", "fer2013", n_per_class=2, size=40, seed=3)
+    predictor = fermetric.load(trained_small, precision="fp32")
+    testset = align_classes(load_dataset("fer2013", root, "test"), list(CLASSES))
+    labels = np.asarray(testset.labels)
+    small = [cv2.resize(x, (TRAINED_AT, TRAINED_AT), interpolation=cv2.INTER_AREA) for x in testset.images]
+    at_train = np.array([np.argmax(enlarged_probabilities(predictor.model, x)) for x in small])
+    x = torch.from_numpy(np.asarray(testset.images, np.float32) / 255.0)[:, None]
+    x = torch.nn.functional.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", antialias=True)
+    with torch.no_grad():
+        at_input = predictor.model((x - 0.5) / 0.25)["logits"].argmax(1).numpy()
+    expected = {"train": np.mean(at_train == labels), "input": np.mean(at_input == labels)}
+    for resolution, side in (("train", TRAINED_AT), ("input", INPUT_SIZE)):
+        argv = ["eval", "--checkpoint", str(trained_small), "--data", f"fer2013={root}", "--reference", "none"]
+        assert main(argv + ["--json", "--precision", "fp32", "--crop-resolution", resolution]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["crop_size"] == side and result["n"] == len(labels)
+        assert result["accuracy"] == pytest.approx(expected[resolution])
+    # and prediction on the same files without detection agrees with eval
+    (record,) = predictor.predict(root / testset.paths[0], detect=False)
+    assert CLASSES.index(record["label"]) == at_train[0]

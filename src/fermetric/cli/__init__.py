@@ -138,6 +138,17 @@ def _prior_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _crop_resolution_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--crop-resolution",
+        choices=("train", "input"),
+        default="train",
+        help="train (default): show each face at the side of the model's training images (48 px for the "
+        "shipped models), enlarged as in training, so it carries no finer detail than the model learned "
+        "from (docs/RESULTS.md, face crop resolution); input: at the model's input size",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fermetric",
@@ -225,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="also write metrics.json and confusion.png here")
     _precision_option(p)
     _prior_option(p)
+    _crop_resolution_option(p)
 
     p = sub.add_parser("audit-data", help="class counts, duplicates, blank and unreadable images")
     p.add_argument("dataset", metavar="DATASET=ROOT")
@@ -270,14 +282,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--embeddings", action="store_true", help="--json records also carry each face's raw embedding")
     p.add_argument(
-        "--crop-resolution",
-        choices=("train", "input"),
-        default="train",
-        help="train: render each face at the side of the model's training images (48 px for the shipped "
-        "models) and enlarge it as in training, so photos carry no finer detail than the model learned "
-        "from (docs/RESULTS.md, crop resolution); input: render it at the model's input size",
-    )
-    p.add_argument(
         "--backend",
         choices=["auto", "torch", "onnx", "compiled", "compiled-int8"],
         default="auto",
@@ -304,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     _precision_option(p)
     _prior_option(p)
+    _crop_resolution_option(p)
 
     p = sub.add_parser("index", help="nearest-expression retrieval (faiss)")
     isub = p.add_subparsers(dest="index_command", metavar="ACTION", required=True)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ..data import dataset_splits
-from ..engine.evaluate import evaluate
+from ..engine.evaluate import at_crop_side, crop_side, evaluate
 from ..engine.precision import resolve_precision
 from ..engine.priors import logit_offset, prior_name
 from ..engine.progress import progress_bar
@@ -54,16 +55,23 @@ def format_table(result: dict, title: str = "") -> str:
 
 
 def run(args) -> int:
-    """``fermetric eval --checkpoint PATH|default --data DATASET=ROOT --split S [--tta] [--prior] [--json] [--out DIR]``."""
+    """``fermetric eval --checkpoint PATH|default --data DATASET=ROOT --split S [--tta] [--prior]
+    [--crop-resolution train|input] [--json] [--out DIR]``."""
     device, model, meta = load_model(args)
     model = inference_model(model)  # BatchNorm folded, channels_last: the same numbers, sooner
     offset = logit_offset(meta, args.prior)  # before any image is read: a file without a prior fails now
     imageset, name, root, left_out = load_split(args, meta, classes=args.classes)
     preprocessing = preprocessing_of(meta)
+    side = crop_side(meta, args.crop_resolution)
+
+    def shown(split_set):  # images larger than the training side are averaged down to it first
+        return replace(split_set, images=at_crop_side(split_set.images, side, preprocessing.size))
+
+    imageset = shown(imageset)
     reference = None
     choice = args.reference
     if choice == "train" or (choice == "auto" and args.split != "train" and "train" in dataset_splits(name, root)):
-        reference, _, _, _ = load_split(args, meta, split="train", classes=args.classes)
+        reference = shown(load_split(args, meta, split="train", classes=args.classes)[0])
     total = len(imageset) + (len(reference) if reference is not None else 0)
     with progress_bar(f"eval {name}/{args.split}", total=total, enabled=not args.json) as progress:
         result = evaluate(
@@ -87,6 +95,7 @@ def run(args) -> int:
             "recipe": meta["recipe"].get("name"),
             "model_classes": list(meta["classes"]),
             "prior": args.prior,
+            "crop_size": side,
         }
     )
     if left_out is not None:

@@ -19,6 +19,12 @@ Decisions and defaults:
   when the dataset's classes are a subset of the model's (:func:`align_classes`); predictions still
   range over all the model's classes (a wrong prediction of a class the dataset lacks counts as
   wrong). Anything else is refused with a CheckpointError.
+* **Crop side** (:func:`crop_side`, :func:`at_crop_side`): a model that learned from smaller
+  images than its input (the shipped ones: 48 px faces enlarged to 96) is shown larger images
+  averaged down to that training side first, then enlarged by ``Preprocessing`` as in training,
+  so it never sees detail finer than it learned from (``fermetric eval --crop-resolution``,
+  ``Predictor(crop_resolution=...)``; docs/RESULTS.md, "Face crop resolution"). Datasets at the
+  training side (FER2013, FER+, CK+48 for the shipped models) are unchanged by it.
 """
 
 from __future__ import annotations
@@ -35,6 +41,33 @@ from . import metrics as M
 from .precision import autocast, resolve_precision
 
 TTA_MODES = ("none", "flip")
+CROP_RESOLUTIONS = ("train", "input")  # the side faces are shown at before Preprocessing
+
+
+def crop_side(meta: dict, crop_resolution: str = "train") -> int:
+    """The side (px) a face is rendered at before ``Preprocessing`` resizes it: with ``"train"``
+    the side of the training images (``meta["train_image_size"]``, recorded by training) when the
+    checkpoint has it, else (and with ``"input"``) the model's input size."""
+    if crop_resolution not in CROP_RESOLUTIONS:
+        raise ConfigError(f"crop_resolution must be one of {', '.join(CROP_RESOLUTIONS)}, got {crop_resolution!r}")
+    trained_at = meta.get("train_image_size")
+    if crop_resolution == "train" and trained_at:
+        return int(trained_at)
+    return int(meta["preprocessing"]["size"])
+
+
+def at_crop_side(images: np.ndarray, side: int, input_size: int) -> np.ndarray:
+    """uint8 ``[N, H, W]`` images (or one ``[H, W]``) averaged down (``INTER_AREA``) to ``side`` x
+    ``side`` when ``side`` is below both their size and ``input_size``; otherwise the same array,
+    for ``Preprocessing`` to resize as usual."""
+    import cv2
+
+    height, width = images.shape[-2:]
+    if not side < min(input_size, max(height, width)):
+        return images
+    if images.ndim == 2:
+        return cv2.resize(images, (side, side), interpolation=cv2.INTER_AREA)
+    return np.stack([cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA) for image in images])
 
 
 class ReferenceEmbeddings(NamedTuple):
