@@ -30,12 +30,18 @@ def report(model, meta: dict, dataset: str, root: str, split: str) -> dict:
     import torch
 
     from fermetric.data import load_dataset
-    from fermetric.engine.evaluate import align_classes, embed, preprocessing_from_meta, restrict_to_classes
+    from fermetric.engine.evaluate import (
+        align_classes,
+        embed,
+        preprocessing_from_meta,
+        restrict_to_classes,
+        shown_as_trained,
+    )
     from fermetric.engine.metrics import paired_bootstrap
     from fermetric.engine.priors import logit_offset
 
     imageset, _ = restrict_to_classes(load_dataset(dataset, root, split), meta["classes"])
-    imageset = align_classes(imageset, meta["classes"])
+    imageset = shown_as_trained(align_classes(imageset, meta["classes"]), meta)  # as fermetric eval shows it
     with torch.inference_mode():
         logits, _ = embed(model, imageset, preprocessing_from_meta(meta), precision="fp32")
     labels = np.asarray(imageset.labels, np.int64)

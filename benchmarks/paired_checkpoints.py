@@ -32,10 +32,16 @@ def split_predictions(model, meta: dict, imageset):
     import numpy as np
     import torch
 
-    from fermetric.engine.evaluate import align_classes, embed, preprocessing_from_meta, restrict_to_classes
+    from fermetric.engine.evaluate import (
+        align_classes,
+        embed,
+        preprocessing_from_meta,
+        restrict_to_classes,
+        shown_as_trained,
+    )
 
     imageset, _ = restrict_to_classes(imageset, meta["classes"])
-    imageset = align_classes(imageset, meta["classes"])
+    imageset = shown_as_trained(align_classes(imageset, meta["classes"]), meta)  # as fermetric eval shows it
     with torch.inference_mode():
         logits, _ = embed(model, imageset, preprocessing_from_meta(meta), precision="fp32")
     labels = np.asarray(imageset.labels, np.int64)

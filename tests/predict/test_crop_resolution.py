@@ -116,6 +116,14 @@ def test_images_larger_than_the_training_side_are_averaged_down_and_others_pass_
     assert crop_side({"preprocessing": {"size": 32}}) == 32
     with pytest.raises(ConfigError, match="crop_resolution must be one of train, input"):
         crop_side(meta, "native")
+    from fermetric.data.base import ImageSet
+    from fermetric.engine.evaluate import shown_as_trained
+
+    imageset = ImageSet(images, np.zeros(3, np.int64), CLASSES, ["a", "b", "c"], name="x", split="test")
+    shown = shown_as_trained(imageset, meta)
+    np.testing.assert_array_equal(shown.images, small)
+    assert shown.paths == imageset.paths and shown.name == "x"
+    assert shown_as_trained(imageset, meta, "input").images is images
 
 
 def test_eval_shows_dataset_images_at_the_training_side_as_prediction_does(trained_small, tmp_path, capsys):

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from ..data import dataset_splits
-from ..engine.evaluate import at_crop_side, crop_side, evaluate
+from ..engine.evaluate import crop_side, evaluate, shown_as_trained
 from ..engine.precision import resolve_precision
 from ..engine.priors import logit_offset, prior_name
 from ..engine.progress import progress_bar
@@ -62,16 +61,14 @@ def run(args) -> int:
     offset = logit_offset(meta, args.prior)  # before any image is read: a file without a prior fails now
     imageset, name, root, left_out = load_split(args, meta, classes=args.classes)
     preprocessing = preprocessing_of(meta)
-    side = crop_side(meta, args.crop_resolution)
-
-    def shown(split_set):  # images larger than the training side are averaged down to it first
-        return replace(split_set, images=at_crop_side(split_set.images, side, preprocessing.size))
-
-    imageset = shown(imageset)
+    # images larger than the training side are averaged down to it first, as prediction does
+    imageset = shown_as_trained(imageset, meta, args.crop_resolution)
     reference = None
     choice = args.reference
     if choice == "train" or (choice == "auto" and args.split != "train" and "train" in dataset_splits(name, root)):
-        reference = shown(load_split(args, meta, split="train", classes=args.classes)[0])
+        reference = shown_as_trained(
+            load_split(args, meta, split="train", classes=args.classes)[0], meta, args.crop_resolution
+        )
     total = len(imageset) + (len(reference) if reference is not None else 0)
     with progress_bar(f"eval {name}/{args.split}", total=total, enabled=not args.json) as progress:
         result = evaluate(
@@ -95,7 +92,7 @@ def run(args) -> int:
             "recipe": meta["recipe"].get("name"),
             "model_classes": list(meta["classes"]),
             "prior": args.prior,
-            "crop_size": side,
+            "crop_size": crop_side(meta, args.crop_resolution),
         }
     )
     if left_out is not None:

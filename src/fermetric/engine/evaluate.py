@@ -70,6 +70,15 @@ def at_crop_side(images: np.ndarray, side: int, input_size: int) -> np.ndarray:
     return np.stack([cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA) for image in images])
 
 
+def shown_as_trained(imageset, meta: dict, crop_resolution: str = "train"):
+    """``imageset`` as the checkpoint of ``meta`` is shown it (:func:`at_crop_side` at
+    :func:`crop_side`): ``fermetric eval`` and the benchmarks that score datasets use it."""
+    from dataclasses import replace
+
+    side = crop_side(meta, crop_resolution)
+    return replace(imageset, images=at_crop_side(imageset.images, side, int(meta["preprocessing"]["size"])))
+
+
 class ReferenceEmbeddings(NamedTuple):
     """A reference set already embedded (:func:`embed_reference`): evaluating several splits
     against one training set embeds it once."""
