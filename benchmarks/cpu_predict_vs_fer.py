@@ -114,11 +114,11 @@ def classification_scores(truth: list[str], predicted: list[str], classes: tuple
     }
 
 
-def make_photo(face48: np.ndarray) -> np.ndarray:
-    """A small 'photo' from a FER2013 face: ``UPSCALE``x bicubic, then a ``BORDER`` px grey frame."""
+def make_photo(face48: np.ndarray, upscale: int = UPSCALE) -> np.ndarray:
+    """A small 'photo' from a FER2013 face: ``upscale``x bicubic, then a ``BORDER`` px grey frame."""
     import cv2
 
-    big = cv2.resize(face48, None, fx=UPSCALE, fy=UPSCALE, interpolation=cv2.INTER_CUBIC)
+    big = cv2.resize(face48, None, fx=upscale, fy=upscale, interpolation=cv2.INTER_CUBIC)
     return cv2.copyMakeBorder(big, BORDER, BORDER, BORDER, BORDER, cv2.BORDER_CONSTANT, value=BORDER_GREY)
 
 

@@ -7,8 +7,8 @@
 The shipped models learned from 48 px faces enlarged to their 96 (or 72) px input, so they never
 saw detail finer than 48 px carries. A real photo's face is larger and carries more: sensor noise,
 JPEG blocks, the camera's sharpening. Each labelled face of ``--split`` becomes a photo the way
-``cpu_predict_vs_fer.py`` makes one (4x bicubic, 24 px grey border), in four conditions drawn at
-the photo's own resolution:
+``cpu_predict_vs_fer.py`` makes one (``--upscale``, 4x by default, bicubic, 24 px grey border),
+in four conditions drawn at the photo's own resolution:
 
 * ``clean``: the photo as made;
 * ``noise``: Gaussian sensor noise, sigma ``NOISE_SIGMA`` grey levels;
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cpu_predict_vs_fer import make_photo, provenance  # noqa: E402
+from cpu_predict_vs_fer import UPSCALE, make_photo, provenance  # noqa: E402
 
 NOISE_SIGMA = 4.0
 SHARPEN_AMOUNT, SHARPEN_SIGMA = 1.0, 1.5
@@ -80,7 +80,9 @@ def paired_crops(predictors: dict, photos) -> tuple[list[int], dict[str, list[np
     return kept, crops
 
 
-def score_split(predictors: dict, images: np.ndarray, labels: np.ndarray, seed: int) -> list[dict]:
+def score_split(
+    predictors: dict, images: np.ndarray, labels: np.ndarray, seed: int, upscale: int = UPSCALE
+) -> list[dict]:
     """One row per condition: each crop side's accuracy and macro-F1, and ``train - input``."""
     from sklearn.metrics import f1_score
 
@@ -89,7 +91,7 @@ def score_split(predictors: dict, images: np.ndarray, labels: np.ndarray, seed: 
     rows = []
     for number, condition in enumerate(CONDITIONS):
         rng = np.random.default_rng([seed, number])
-        photos = (degrade(make_photo(face), condition, rng) for face in images)
+        photos = (degrade(make_photo(face, upscale), condition, rng) for face in images)
         kept, crops = paired_crops(predictors, photos)
         truth = labels[kept]
         row = {"condition": condition, "photos": int(len(images)), "faces_found": len(kept)}
@@ -129,9 +131,9 @@ def versions() -> dict:
 def render(results: list[dict]) -> str:
     """The docs/RESULTS.md table of one or more result files (one row per model, split, condition)."""
     lines = [
-        "| model | split | condition | photos with a face | crops at the training side | at the input side "
+        "| model | split | photo | condition | photos with a face | crops at the training side | at the input side "
         "| training - input side (points, paired 95% interval) |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         for split, rows in result["splits"].items():
@@ -144,7 +146,8 @@ def render(results: list[dict]) -> str:
                     if low > 0:
                         cell = f"**{cell}**"
                 lines.append(
-                    f"| `{result['checkpoint']}` | {result['dataset']} {split} | {row['condition']} "
+                    f"| `{result['checkpoint']}` | {result['dataset']} {split} | faces x{result.get('upscale', UPSCALE)} "
+                    f"| {row['condition']} "
                     f"| {row['faces_found']} / {row['photos']} "
                     f"| {100 * row['train']['accuracy']:.2f}% ({row['train']['crop_size']} px) "
                     f"| {100 * row['input']['accuracy']:.2f}% ({row['input']['crop_size']} px) | {cell} |"
@@ -175,6 +178,7 @@ def main(argv=None) -> int:
     p.add_argument("--split", action="append", help="repeatable (default: val)")
     p.add_argument("--backend", default="torch", choices=["torch", "onnx"], help="what runs the network (fp32)")
     p.add_argument("--limit", type=int, default=None, help="N labelled faces of each split, drawn with --seed")
+    p.add_argument("--upscale", type=int, default=UPSCALE, help="photo scale of the 48 px faces")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="result JSON")
     args = p.parse_args(argv)
@@ -197,7 +201,8 @@ def main(argv=None) -> int:
         keep = np.flatnonzero(labels >= 0)
         if args.limit is not None and args.limit < len(keep):  # splits are stored class by class
             keep = np.sort(np.random.default_rng(args.seed).choice(keep, args.limit, replace=False))
-        splits[split] = score_split(predictors, np.asarray(imageset.images)[keep], labels[keep], args.seed)
+        images = np.asarray(imageset.images)[keep]
+        splits[split] = score_split(predictors, images, labels[keep], args.seed, args.upscale)
         for row in splits[split]:
             change = row.get("train_minus_input")
             interval = ""
@@ -219,7 +224,9 @@ def main(argv=None) -> int:
         "backend": args.backend,
         "precision": "fp32",
         "detector": repr(predictors["train"].detector),
-        "photo": "face x4 INTER_CUBIC + 24 px border grey 128 (cpu_predict_vs_fer.make_photo), then the condition",
+        "photo": f"face x{args.upscale} INTER_CUBIC + 24 px border grey 128 (cpu_predict_vs_fer.make_photo), "
+        "then the condition",
+        "upscale": args.upscale,
         "conditions": {
             "noise_sigma": NOISE_SIGMA,
             "sharpen_amount": SHARPEN_AMOUNT,

@@ -91,11 +91,11 @@ def test_the_table_has_one_row_per_split_and_condition(tmp_path, capsys):
     assert crop_resolution.main(["--render", str(tmp_path / "r.json")]) == 0
     table = capsys.readouterr().out.splitlines()
     assert (
-        "| `default` | fer2013 val | noise | 8 / 10 | 75.00% (48 px) | 50.00% (96 px) | **+25.00 [+5.00, +45.00]** |"
+        "| `default` | fer2013 val | faces x4 | noise | 8 / 10 | 75.00% (48 px) | 50.00% (96 px) | **+25.00 [+5.00, +45.00]** |"
         in table
     )
     assert (
-        "| `default` | fer2013 test | noise | 8 / 10 | 75.00% (48 px) | 50.00% (96 px) | +10.00 [-10.00, +30.00] |"
+        "| `default` | fer2013 test | faces x4 | noise | 8 / 10 | 75.00% (48 px) | 50.00% (96 px) | +10.00 [-10.00, +30.00] |"
         in table
     )
 

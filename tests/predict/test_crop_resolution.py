@@ -111,6 +111,7 @@ def test_images_larger_than_the_training_side_are_averaged_down_and_others_pass_
     np.testing.assert_array_equal(at_crop_side(images[0], 16, 32), small[0])  # one [H, W] image
     assert at_crop_side(images, 32, 32) is images  # not below the input size: Preprocessing resizes
     assert at_crop_side(images[:, :12, :12], 16, 32).shape == (3, 12, 12)  # smaller than the side
+    assert at_crop_side(images[:0], 16, 32).shape == (0, 16, 16)  # an empty split stays empty
     meta = {"preprocessing": {"size": 32}, "train_image_size": 16}
     assert crop_side(meta) == 16 and crop_side(meta, "input") == 32
     assert crop_side({"preprocessing": {"size": 32}}) == 32

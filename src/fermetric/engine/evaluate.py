@@ -67,7 +67,10 @@ def at_crop_side(images: np.ndarray, side: int, input_size: int) -> np.ndarray:
         return images
     if images.ndim == 2:
         return cv2.resize(images, (side, side), interpolation=cv2.INTER_AREA)
-    return np.stack([cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA) for image in images])
+    out = np.empty((len(images), side, side), np.uint8)
+    for i, image in enumerate(images):
+        out[i] = cv2.resize(np.ascontiguousarray(image), (side, side), interpolation=cv2.INTER_AREA)
+    return out
 
 
 def shown_as_trained(imageset, meta: dict, crop_resolution: str = "train"):
