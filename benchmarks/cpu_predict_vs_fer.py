@@ -158,6 +158,12 @@ def provenance(script: str, argv=None) -> dict:
     }
 
 
+def points_interval(change: dict) -> str:
+    """``+d [low, high]``: a :func:`~fermetric.engine.metrics.paired_bootstrap` result in points."""
+    low, high = (100 * v for v in change["ci95"])
+    return f"{100 * change['difference']:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
 def git_commit() -> str | None:
     try:
         head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)

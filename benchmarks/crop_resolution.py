@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cpu_predict_vs_fer import UPSCALE, make_photo, provenance  # noqa: E402
+from cpu_predict_vs_fer import UPSCALE, make_photo, points_interval, provenance  # noqa: E402
 
 NOISE_SIGMA = 4.0
 SHARPEN_AMOUNT, SHARPEN_SIGMA = 1.0, 1.5
@@ -141,9 +141,8 @@ def render(results: list[dict]) -> str:
                 change = row.get("train_minus_input")
                 cell = "n/a"
                 if change:
-                    low, high = (100 * v for v in change["ci95"])
-                    cell = f"{100 * change['difference']:+.2f} [{low:+.2f}, {high:+.2f}]"
-                    if low > 0:
+                    cell = points_interval(change)
+                    if change["ci95"][0] > 0:  # the whole interval above 0
                         cell = f"**{cell}**"
                 lines.append(
                     f"| `{result['checkpoint']}` | {result['dataset']} {split} | faces x{result.get('upscale', UPSCALE)} "
@@ -205,10 +204,7 @@ def main(argv=None) -> int:
         splits[split] = score_split(predictors, images, labels[keep], args.seed, args.upscale)
         for row in splits[split]:
             change = row.get("train_minus_input")
-            interval = ""
-            if change:
-                low, high = (100 * v for v in change["ci95"])
-                interval = f"  train - input {100 * change['difference']:+.2f} [{low:+.2f}, {high:+.2f}]"
+            interval = f"  train - input {points_interval(change)}" if change else ""
             print(
                 f"{split} {row['condition']:<10} faces {row['faces_found']}/{row['photos']}  "
                 f"train {100 * row['train']['accuracy']:.2f}%  input {100 * row['input']['accuracy']:.2f}%{interval}",

@@ -24,7 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cpu_predict_vs_fer import provenance  # noqa: E402
+from cpu_predict_vs_fer import points_interval, provenance  # noqa: E402
 
 
 def split_predictions(model, meta: dict, imageset):
@@ -123,10 +123,9 @@ def main(argv=None) -> int:
     atomic_write(args.out, (json.dumps(result, indent=1) + "\n").encode())
     for row in rows:
         change = row["accuracy_change"]
-        low, high = (100 * v for v in change["ci95"])
         print(
             f"{row['dataset']} {row['split']} (n = {row['n']}): {100 * row['new']['accuracy']:.2f} vs "
-            f"{100 * row['old']['accuracy']:.2f}%, {100 * change['difference']:+.2f} [{low:+.2f}, {high:+.2f}]"
+            f"{100 * row['old']['accuracy']:.2f}%, {points_interval(change)}"
         )
     return 0
 

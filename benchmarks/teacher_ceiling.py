@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cpu_predict_vs_fer import provenance  # noqa: E402
+from cpu_predict_vs_fer import points_interval, provenance  # noqa: E402
 
 MAX_MEMBERS = 6  # every subset is scored: 57 ensembles at six members
 
@@ -103,10 +103,7 @@ def main(argv=None) -> int:
     atomic_write(args.out, (json.dumps(result, indent=1) + "\n").encode())
     for row in rows:
         change = row.get("change_vs_first")
-        versus = ""
-        if change:
-            low, high = (100 * v for v in change["ci95"])
-            versus = f"  {100 * change['difference']:+.2f} [{low:+.2f}, {high:+.2f}] vs the first"
+        versus = f"  {points_interval(change)} vs the first" if change else ""
         print(f"{100 * row['accuracy']:.2f}%  {' + '.join(row['members'])}{versus}")
     return 0
 
