@@ -194,6 +194,17 @@ def test_an_index_queries_with_faces_cropped_at_the_side_it_was_built_from(tiny_
     del loaded.meta["crop_size"]
     loaded._predictor = None
     assert loaded.predictor().crop_size == 32
+    # a dataset of larger images is embedded as the predictor shows them: averaged down to 16 px
+    import cv2
+
+    images = smooth_crops(4, seed=6, size=40)
+    imageset = ImageSet(images, np.array([0, 1, 0, 1]), ("neutral", "happy"), [f"{i}.png" for i in range(4)])
+    small16 = Predictor.load(tmp_path / "tiny16.safetensors")
+    index = EmbeddingIndex.build(small16, imageset)
+    small = np.stack([cv2.resize(x, (16, 16), interpolation=cv2.INTER_AREA) for x in images])
+    _, expected = small16.run_crops(small)
+    np.testing.assert_allclose(index.embeddings, expected / np.linalg.norm(expected, axis=1, keepdims=True), atol=1e-5)
+    np.testing.assert_array_equal(index.thumbnails, small)
 
 
 def test_contact_sheet_png(predictor, crop_folder, tmp_path):

@@ -49,7 +49,7 @@ from ..data import load_dataset, parse_data_arg
 from ..data.base import IMAGE_EXTENSIONS, DataWarning
 from ..data.imageio import to_array
 from ..engine.checkpoint import state_digest
-from ..engine.evaluate import embed
+from ..engine.evaluate import at_crop_side, embed
 from ..errors import CheckpointError, ConfigError, DataError, ImageError
 from ..fileio import json_default
 from ..losses.space import EmbeddingSpace, space_of_meta
@@ -192,10 +192,12 @@ class EmbeddingIndex:
             )
             source = {"kind": "folder", "root": str(root.resolve()), "detect": detect}
         else:
-            crops, paths, labels, classes = data.images, list(data.paths), data.labels, data.classes
+            # shown as the predictor shows a face: larger images averaged down to its crop side
+            crops = at_crop_side(data.images, predictor.crop_size, predictor.input_size)
+            paths, labels, classes = list(data.paths), data.labels, data.classes
             _, embeddings = embed(
                 predictor.inference_model,
-                data,
+                crops,
                 predictor.preprocessing,
                 predictor.device,
                 predictor.batch_size,
