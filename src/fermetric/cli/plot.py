@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..engine.evaluate import embed, evaluate
+from ..engine.evaluate import embed, evaluate, shown_as_trained
 from ..errors import ConfigError, DataError
 from ..losses.space import space_of_meta
 from ..reports.plots import find_confusion, plot_confusion, plot_curves, plot_embeddings, subsample
@@ -36,6 +36,7 @@ def run(args) -> int:
             raise ConfigError(f"plot {args.kind} needs --data DATASET=ROOT (and --checkpoint)")
         device, model, meta = load_model(args)
         imageset, name, _, _ = load_split(args, meta)
+        imageset = shown_as_trained(imageset, meta)  # as fermetric eval shows it
         preprocessing = preprocessing_of(meta)
         if args.kind == "confusion":
             result = evaluate(model, imageset, preprocessing, device=device, embedding_metrics=False)

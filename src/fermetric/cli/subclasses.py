@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..engine.evaluate import shown_as_trained
 from ..engine.progress import progress_bar
 from ..errors import DataError
 from ..losses.space import space_of_meta
@@ -42,6 +43,7 @@ def run(args) -> int:
     """``fermetric subclasses``: discover and write the sub-class structure of a dataset split."""
     device, model, meta = load_model(args)
     imageset, name, root, _ = load_split(args, meta, align=False)
+    imageset = shown_as_trained(imageset, meta)  # as fermetric eval shows it
     if not (imageset.labels >= 0).any():
         raise DataError(
             f"{name} split {args.split!r} has no labelled image; choose a labelled split (e.g. --split train)"
