@@ -191,8 +191,9 @@ def near_blank_paths(root: Path) -> set[str]:
         return {row["path"] for row in csv.DictReader(handle)}
 
 
-def fer2013_test_order(root: Path, seed: int):
-    """``(FER2013 test ImageSet, its indices without near-blank images in a seeded random order)``."""
+def fer2013_test_order(root: Path, seed: int, split: str = "test"):
+    """``(FER2013 ImageSet of ``split`` (test: PrivateTest), its indices without near-blank images
+    in a seeded random order)``."""
     from fermetric.data import load_dataset
     from fermetric.errors import ConfigError
 
@@ -200,7 +201,7 @@ def fer2013_test_order(root: Path, seed: int):
         raise ConfigError(
             f"--data {root} is not a folder; pass the FER2013 image-folder root (e.g. ../shared/data/fer2013)"
         )
-    testset = load_dataset("fer2013", root, split="test")
+    testset = load_dataset("fer2013", root, split=split)
     excluded = near_blank_paths(root)
     usable = np.array([i for i, p in enumerate(testset.paths) if p not in excluded])
     return testset, np.random.default_rng(seed).permutation(usable)

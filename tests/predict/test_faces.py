@@ -170,6 +170,23 @@ def test_detector_options_are_checked_by_name():
         HaarDetector(scale_factor=1.0)
 
 
+def test_a_face_filling_the_frame_is_found_in_an_edge_padded_second_search(astronaut):
+    (face,) = detect_faces(astronaut)  # about 98 px
+    x0, y0, x1, y1 = (int(v) for v in face.box)
+    inset = 8  # the photo ends inside the face's box: no cascade window fits around the face
+    tight = astronaut[y0 + inset : y1 - inset, x0 + inset : x1 - inset]
+    assert HaarDetector(edge_pad=0)(tight) == []
+    (found,) = HaarDetector()(tight)  # the default: edge_pad 0.2
+    expected = (-inset, -inset, x1 - x0 - inset, y1 - y0 - inset)  # the box reaches past the photo
+    np.testing.assert_allclose(found.box, expected, atol=4)
+    crop = align_face(to_grey(tight), found, 48)  # the edge is replicated where the box leaves the photo
+    assert crop.shape == (48, 48)
+    # a face found in the first search is all there is: the second never runs
+    assert HaarDetector()(astronaut) == HaarDetector(edge_pad=0)(astronaut)
+    with pytest.raises(ConfigError, match="0 <= edge_pad <= 1"):
+        HaarDetector(edge_pad=1.5)
+
+
 def test_min_face_bounds_the_faces_found(astronaut):
     side = detect_faces(astronaut)[0].width  # about 100 px
     assert len(HaarDetector(min_face=int(side * 0.8))(astronaut)) == 1

@@ -9,9 +9,14 @@ list[Face]``, on RGB (or grey) uint8 arrays:
   docs/RESULTS.md) over the usual ``frontalface_default`` at ``1.1 / 5`` (``fer``'s settings):
   the same FER2013 faces found, fewer detections on face-free images, about 1.5x less time per
   photo (alt2's early stages reject more windows, and the larger step between pyramid scales
-  searches fewer of them). The score is the cascade's final-stage sum from ``detectMultiScale3``
-  (``levelWeights``): higher is surer, it is **not** a probability. No landmarks, so Haar crops
-  are not rotated.
+  searches fewer of them). When it finds no face it searches once more in the image with its
+  edges replicated outward by 0.2 of its longer side (``edge_pad``), for faces of at least half
+  its shorter side: a cascade window must fit inside the image, so a face that fills the frame
+  (a close portrait, a tight crop) was otherwise missed. On 600 PublicTest faces made into photos
+  this found 475 instead of 431 at 192 px with a border and 450 instead of 364 framed tightly,
+  with no more false detections (``face_detector_settings.py --split val``). The score is the
+  cascade's final-stage sum from ``detectMultiScale3`` (``levelWeights``): higher is surer, it is
+  **not** a probability. No landmarks, so Haar crops are not rotated.
 * ``mtcnn`` (``pip install --no-deps facenet-pytorch && pip install requests``): score is a probability, 5 landmarks
   (eye, eye, nose, mouth corner, mouth corner) so crops are aligned.
 * ``mediapipe`` (``pip install mediapipe==0.10.21``, the last release with bundled models): the
@@ -181,6 +186,10 @@ class FaceDetector:
 FACE_DETECTORS: Registry[Callable[..., FaceDetector]] = Registry("face detector")
 
 
+#: the smallest face (fraction of the image's shorter side) Haar's edge-padded second search looks for
+EDGE_FACE_SIDE = 0.5
+
+
 @FACE_DETECTORS.register("haar")
 class HaarDetector(FaceDetector):
     """OpenCV's frontal-face Haar cascade (no landmarks, score = final-stage sum, not a probability).
@@ -189,6 +198,13 @@ class HaarDetector(FaceDetector):
         scale_factor, min_neighbors: ``detectMultiScale`` settings (1.2 and 2: see the module notes).
         min_face: smallest face side (px) in the detection image.
         cascade: file name inside ``cv2.data.haarcascades`` or a path to a cascade XML.
+        edge_pad: when no face is found, search once more in the image with its edges replicated
+            outward by this fraction of its longer side on every side (0: never), for faces of at
+            least ``EDGE_FACE_SIDE`` of the image's shorter side. A cascade window must fit inside
+            the image, so a tightly framed face that reaches the edges (a close portrait) is missed
+            without it; its box may then reach past the image (the crop replicates the edge). Only
+            large faces reach all the edges, so the second search skips small windows: it costs
+            a fraction of the first.
     """
 
     name = "haar"
@@ -202,13 +218,15 @@ class HaarDetector(FaceDetector):
         min_neighbors: int = 2,
         min_face: int = 40,
         cascade: str = "haarcascade_frontalface_alt2.xml",
+        edge_pad: float = 0.2,
     ) -> None:
         super().__init__(max_side, min_score)
-        if scale_factor <= 1.0 or min_neighbors < 0 or min_face < 1:
+        if scale_factor <= 1.0 or min_neighbors < 0 or min_face < 1 or not 0 <= edge_pad <= 1:
             raise ConfigError(
-                f"Haar settings need scale_factor > 1, min_neighbors >= 0 and min_face >= 1; got "
-                f"{scale_factor}, {min_neighbors}, {min_face}"
+                f"Haar settings need scale_factor > 1, min_neighbors >= 0, min_face >= 1 and 0 <= edge_pad <= 1; "
+                f"got {scale_factor}, {min_neighbors}, {min_face}, {edge_pad}"
             )
+        self.edge_pad = float(edge_pad)
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
         self.min_face = int(min_face)
@@ -225,18 +243,29 @@ class HaarDetector(FaceDetector):
     def __repr__(self) -> str:
         return (
             f"HaarDetector(cascade={self.cascade!r}, scale_factor={self.scale_factor}, "
-            f"min_neighbors={self.min_neighbors}, min_face={self.min_face}, max_side={self.max_side})"
+            f"min_neighbors={self.min_neighbors}, min_face={self.min_face}, edge_pad={self.edge_pad}, "
+            f"max_side={self.max_side})"
         )
 
     def _detect(self, image: np.ndarray) -> list[Face]:
         grey = to_grey(image)
         if min(grey.shape) < self.min_face:
             return []
+        faces = self._cascade_faces(grey)
+        if faces or not self.edge_pad:
+            return faces
+        pad = int(round(self.edge_pad * max(grey.shape)))
+        padded = cv2.copyMakeBorder(grey, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        large = max(self.min_face, int(EDGE_FACE_SIDE * min(grey.shape)))
+        return [replace(face, box=tuple(v - pad for v in face.box)) for face in self._cascade_faces(padded, large)]
+
+    def _cascade_faces(self, grey: np.ndarray, min_face: int | None = None) -> list[Face]:
+        side = self.min_face if min_face is None else min_face
         boxes, _levels, weights = self._cascade.detectMultiScale3(
             grey,
             scaleFactor=self.scale_factor,
             minNeighbors=self.min_neighbors,
-            minSize=(self.min_face, self.min_face),
+            minSize=(side, side),
             outputRejectLevels=True,
         )
         weights = np.asarray(weights, dtype=np.float64).reshape(-1)
