@@ -39,7 +39,8 @@ Design decisions (defaults stated; every one is an argument):
 * **Outputs**: ``label`` is the classifier's argmax; ``probabilities`` its softmax; ``score`` the
   detector's confidence (``None`` without detection); ``embedding_norm`` the L2 norm of the raw
   embedding (retrieval L2-normalises it; an unusually small norm marks an input far from the
-  training data).
+  training data); ``box`` is in the photo's pixels and may reach past its edges for a face that
+  fills the frame (Haar's edge-padded search; the crop replicates the edge there).
 * **Many files** (:meth:`Predictor.predict_paths`): files, folders (recursive, sorted, hidden
   files and folders skipped) and videos (every ``every``-th frame, ``frame`` and ``time`` in the
   output); a file that cannot be read is recorded in ``skipped`` with the reason, and the run
