@@ -158,6 +158,22 @@ def provenance(script: str, argv=None) -> dict:
     }
 
 
+def library_versions() -> dict:
+    """The versions behind fermetric's side of a benchmark (fermetric, torch, OpenCV, numpy, python)."""
+    import cv2
+    import torch
+
+    import fermetric
+
+    return {
+        "fermetric": fermetric.__version__,
+        "torch": torch.__version__,
+        "opencv": cv2.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
 def points_interval(change: dict) -> str:
     """``+d [low, high]``: a :func:`~fermetric.engine.metrics.paired_bootstrap` result in points."""
     low, high = (100 * v for v in change["ci95"])
@@ -315,7 +331,6 @@ def set_torch_threads(threads: int) -> dict:
 
 def run(args) -> dict:
     import cv2
-    import torch
 
     import fermetric
     from fermetric import vocab
@@ -510,11 +525,7 @@ def run(args) -> dict:
         },
         "threads": {"fermetric": ours_threads, "fer": peer_info["threads"]},
         "versions": {
-            "fermetric": fermetric.__version__,
-            "torch": torch.__version__,
-            "opencv": cv2.__version__,
-            "numpy": np.__version__,
-            "python": platform.python_version(),
+            **library_versions(),
             "fer_side": {k: peer_info[k] for k in ("fer", "tensorflow", "opencv", "numpy", "python")},
         },
         "model": model_info,

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cpu_predict_vs_fer import UPSCALE, make_photo, points_interval, provenance  # noqa: E402
+from cpu_predict_vs_fer import UPSCALE, library_versions, make_photo, points_interval, provenance  # noqa: E402
 
 NOISE_SIGMA = 4.0
 SHARPEN_AMOUNT, SHARPEN_SIGMA = 1.0, 1.5
@@ -109,23 +109,6 @@ def score_split(
             row["agreement"] = float(np.mean(correct["train"] == correct["input"]))
         rows.append(row)
     return rows
-
-
-def versions() -> dict:
-    import platform
-
-    import cv2
-    import torch
-
-    import fermetric
-
-    return {
-        "fermetric": fermetric.__version__,
-        "torch": torch.__version__,
-        "opencv": cv2.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def render(results: list[dict]) -> str:
@@ -230,7 +213,7 @@ def main(argv=None) -> int:
             "jpeg_quality": JPEG_QUALITY,
         },
         "seed": args.seed,
-        "versions": versions(),
+        "versions": library_versions(),
         "splits": splits,
         **provenance("crop_resolution.py", argv),
     }

@@ -72,38 +72,38 @@ FACE_FREE = (
     "colorwheel",
     "clock",
 )
+
+
+def haar_candidate(cascade: str, scale_factor: float, min_neighbors: int, min_face: int, edge_pad: float = 0.0):
+    """``(name, HaarDetector options)``; the name spells the options: ``alt2 1.2/2/40 pad 0.2``."""
+    name = f"{cascade} {scale_factor:g}/{min_neighbors}/{min_face}" + (f" pad {edge_pad:g}" if edge_pad else "")
+    options = dict(
+        cascade=f"haarcascade_frontalface_{cascade}.xml",
+        scale_factor=scale_factor,
+        min_neighbors=min_neighbors,
+        min_face=min_face,
+        edge_pad=edge_pad,
+    )
+    return name, options
+
+
+#: name -> HaarDetector options; "default 1.1/5/50" is fer's settings, DEFAULT_NAME fermetric's default
+CANDIDATES = dict(
+    haar_candidate(*settings)
+    for settings in (
+        ("default", 1.1, 5, 24),
+        ("default", 1.1, 5, 50),
+        ("default", 1.2, 3, 40),
+        ("default", 1.2, 2, 40),
+        ("alt2", 1.1, 5, 50),
+        ("alt2", 1.2, 2, 40),
+        ("alt2", 1.3, 2, 40),
+        # the default, searching again in an edge-replicated copy when it finds nothing (edge_pad)
+        ("alt2", 1.2, 2, 40, 0.1),
+        ("alt2", 1.2, 2, 40, 0.2),
+    )
+)
 DEFAULT_NAME = "alt2 1.2/2/40 pad 0.2"
-#: name -> HaarDetector options; the second is fer's settings, DEFAULT_NAME fermetric's default
-CANDIDATES = {
-    "default 1.1/5/24": dict(
-        cascade="haarcascade_frontalface_default.xml", scale_factor=1.1, min_neighbors=5, min_face=24, edge_pad=0.0
-    ),
-    "default 1.1/5/50": dict(
-        cascade="haarcascade_frontalface_default.xml", scale_factor=1.1, min_neighbors=5, min_face=50, edge_pad=0.0
-    ),
-    "default 1.2/3/40": dict(
-        cascade="haarcascade_frontalface_default.xml", scale_factor=1.2, min_neighbors=3, min_face=40, edge_pad=0.0
-    ),
-    "default 1.2/2/40": dict(
-        cascade="haarcascade_frontalface_default.xml", scale_factor=1.2, min_neighbors=2, min_face=40, edge_pad=0.0
-    ),
-    "alt2 1.1/5/50": dict(
-        cascade="haarcascade_frontalface_alt2.xml", scale_factor=1.1, min_neighbors=5, min_face=50, edge_pad=0.0
-    ),
-    "alt2 1.2/2/40": dict(
-        cascade="haarcascade_frontalface_alt2.xml", scale_factor=1.2, min_neighbors=2, min_face=40, edge_pad=0.0
-    ),
-    "alt2 1.3/2/40": dict(
-        cascade="haarcascade_frontalface_alt2.xml", scale_factor=1.3, min_neighbors=2, min_face=40, edge_pad=0.0
-    ),
-    # the default, searching again in an edge-replicated copy when it finds nothing (edge_pad)
-    "alt2 1.2/2/40 pad 0.1": dict(
-        cascade="haarcascade_frontalface_alt2.xml", scale_factor=1.2, min_neighbors=2, min_face=40, edge_pad=0.1
-    ),
-    DEFAULT_NAME: dict(
-        cascade="haarcascade_frontalface_alt2.xml", scale_factor=1.2, min_neighbors=2, min_face=40, edge_pad=0.2
-    ),
-}
 TIGHT = "x4 tight"  # the x4 faces without the grey border
 
 
