@@ -7,7 +7,7 @@ One run measures both libraries on the same inputs, alternately, on the same mac
    Photos: the shipped astronaut photo (512x512, one face; ``--astronaut-repeats`` timings) and
    ``--photos`` FER2013 test faces turned into small photos (48 px face upscaled 4x with
    ``INTER_CUBIC`` and a 24 px grey border: 240x240 PNG, the setting ``data/faces.py`` was
-   calibrated with, in which OpenCV's Haar cascade finds most faces). Median and p90 after
+   calibrated with, in which OpenCV's Haar cascade finds most faces and YuNet nearly all). Median and p90 after
    ``--warmup`` untimed photos; the photos' end-to-end accuracy (largest face's label, a photo
    without a face counts as wrong) and how many faces each side found are recorded too.
 2. **Pre-cropped faces** (``--crops`` FER2013 test images, the same decoded pixels on both sides):
@@ -30,8 +30,8 @@ Design decisions (defaults stated; each is an option):
   ``benchmarks/fer_peer/setup.sh``) as a worker (``benchmarks/fer_peer/run_fer.py``) that
   answers one JSON line per request; it times itself, so the pipe is never inside a timing.
   TensorFlow and PyTorch never share a process or its thread pools.
-* **Same threads**: ``--threads 1`` for torch (intra- and inter-op), OpenCV (both Haar
-  detectors), TensorFlow and the TFLite interpreter, so neither side wins by taking both cores of
+* **Same threads**: ``--threads 1`` for torch (intra- and inter-op), OpenCV (fer's Haar
+  cascade, fermetric's YuNet), TensorFlow and the TFLite interpreter, so neither side wins by taking both cores of
   a shared 2-core machine. The JSON records every thread count. ``--fer-extra-threads N``
   also times fer's per-face paths at N threads in the same passes: with ``--threads 2`` (the whole
   machine for each side in turn) fer's best path is then the best of its thread counts.
@@ -47,10 +47,12 @@ Design decisions (defaults stated; each is an option):
   docs/RESULTS.md section from such a file. The file carries no ``schema`` key, so
   ``make_tables.py`` leaves it alone.
 
-Known difference in detector settings (recorded, not changed): ``fer`` runs OpenCV's
-``frontalface_default`` cascade at ``scaleFactor=1.1, minNeighbors=5, minSize=50``; fermetric's
-default is the ``frontalface_alt2`` cascade at ``1.2 / 2 / 40`` (chosen, with the numbers, by
-``benchmarks/face_detector_settings.py``). Each side runs its own library's defaults.
+Known difference in detectors (recorded, not changed): ``fer`` runs OpenCV's
+``frontalface_default`` Haar cascade at ``scaleFactor=1.1, minNeighbors=5, minSize=50``;
+fermetric's default is the YuNet CNN through OpenCV's ``FaceDetectorYN`` (chosen, with the
+numbers, by ``benchmarks/face_detector_settings.py``; the ``frontalface_alt2`` cascade at
+``1.2 / 2 / 40`` with an edge-padded second search until 2026-12-07). Each side runs its own
+library's defaults.
 
 Run (about 3-5 minutes on the 2-core CPU with a ResNet-18 model)::
 

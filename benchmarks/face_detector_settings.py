@@ -1,7 +1,8 @@
-"""CPU benchmark (not a test): which OpenCV Haar settings the default face detector uses.
+"""CPU benchmark (not a test): which detector and settings fermetric's default face detection uses.
 
-Each candidate (cascade file, ``scaleFactor``, ``minNeighbors``, smallest face) is run on the
-same inputs, one thread, on this machine:
+Each candidate, an OpenCV Haar cascade (cascade file, ``scaleFactor``, ``minNeighbors``, smallest
+face, edge padding) or the shipped YuNet CNN (model, score threshold), is run on the same inputs,
+one thread, on this machine:
 
 * **Faces found**: ``--faces`` FER2013 faces of ``--split`` (PrivateTest by default; seeded
   permutation, near-blank images left out) made into small photos as ``cpu_predict_vs_fer.py``
@@ -12,9 +13,11 @@ same inputs, one thread, on this machine:
   (``FACE_FREE``: a cup, a cat, a rocket, coins, text, ...). Lower is better.
 * **Time**: median ms per image of the astronaut photo (512x512) and of the x4 photos (240x240).
 * **End-to-end accuracy** with ``--checkpoint`` (the shipped model by default): the largest
-  face's label on the x2 and x4 photos, among photos with a face and overall (no face = wrong).
-* **Box calibration**: the median ratio of the largest box's side to the true face side on the x4
-  photos, and for the chosen default the end-to-end accuracy at crop margins 0, 0.04 and 0.08
+  face's label on the x2, x4 and tight x4 photos, among photos with a face and overall (no face =
+  wrong). Detectors with eye landmarks (YuNet) rotate crops to level the eyes; their accuracy
+  with unrotated crops is recorded too.
+* **Box calibration**: the median ratio of the largest box's longer side to the true face side
+  on the x4 photos, and the median offset of its centre (x, y; fraction of the face side), and for the chosen default the end-to-end accuracy at crop margins 0, 0.04 and 0.08
   (does widening the crop to the FER2013 side help?).
 
 Output: ``--out`` (``benchmarks/results/face_detector_settings.json``) with machine, versions,
@@ -34,6 +37,7 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +79,7 @@ FACE_FREE = (
 
 
 def haar_candidate(cascade: str, scale_factor: float, min_neighbors: int, min_face: int, edge_pad: float = 0.0):
-    """``(name, HaarDetector options)``; the name spells the options: ``alt2 1.2/2/40 pad 0.2``."""
+    """``(name, ("haar", HaarDetector options))``; the name spells the options: ``alt2 1.2/2/40 pad 0.2``."""
     name = f"{cascade} {scale_factor:g}/{min_neighbors}/{min_face}" + (f" pad {edge_pad:g}" if edge_pad else "")
     options = dict(
         cascade=f"haarcascade_frontalface_{cascade}.xml",
@@ -84,26 +88,34 @@ def haar_candidate(cascade: str, scale_factor: float, min_neighbors: int, min_fa
         min_face=min_face,
         edge_pad=edge_pad,
     )
-    return name, options
+    return name, ("haar", options)
 
 
-#: name -> HaarDetector options; "default 1.1/5/50" is fer's settings, DEFAULT_NAME fermetric's default
+def yunet_candidate(model: str, min_score: float):
+    """``(name, ("yunet", YuNetDetector options))``: ``yunet n 0.7`` is model n, faces scoring >= 0.7."""
+    return f"yunet {model} {min_score:g}", ("yunet", dict(model=model, min_score=min_score))
+
+
+#: name -> (detector, options); "default 1.1/5/50" is fer's settings, DEFAULT_NAME fermetric's default
 CANDIDATES = dict(
-    haar_candidate(*settings)
-    for settings in (
-        ("default", 1.1, 5, 24),
-        ("default", 1.1, 5, 50),
-        ("default", 1.2, 3, 40),
-        ("default", 1.2, 2, 40),
-        ("alt2", 1.1, 5, 50),
-        ("alt2", 1.2, 2, 40),
-        ("alt2", 1.3, 2, 40),
-        # the default, searching again in an edge-replicated copy when it finds nothing (edge_pad)
-        ("alt2", 1.2, 2, 40, 0.1),
-        ("alt2", 1.2, 2, 40, 0.2),
-    )
+    [
+        haar_candidate(*settings)
+        for settings in (
+            ("default", 1.1, 5, 24),
+            ("default", 1.1, 5, 50),
+            ("default", 1.2, 3, 40),
+            ("default", 1.2, 2, 40),
+            ("alt2", 1.1, 5, 50),
+            ("alt2", 1.2, 2, 40),
+            ("alt2", 1.3, 2, 40),
+            # the default, searching again in an edge-replicated copy when it finds nothing (edge_pad)
+            ("alt2", 1.2, 2, 40, 0.1),
+            ("alt2", 1.2, 2, 40, 0.2),
+        )
+    ]
+    + [yunet_candidate(model, min_score) for model in ("n", "s") for min_score in (0.5, 0.6, 0.7, 0.8)]
 )
-DEFAULT_NAME = "alt2 1.2/2/40 pad 0.2"
+DEFAULT_NAME = "yunet s 0.5"  # alt2 1.2/2/40 pad 0.2 until 2026-12-07 15:15 (Haar's best)
 TIGHT = "x4 tight"  # the x4 faces without the grey border
 
 
@@ -150,7 +162,7 @@ def run(args) -> dict:
 
     import fermetric
     from fermetric.assets import example_photo
-    from fermetric.data.faces import HaarDetector, align_face, to_grey
+    from fermetric.data.faces import align_face, create_detector, to_grey
 
     started = time.perf_counter()
     load_start = os.getloadavg()
@@ -171,7 +183,8 @@ def run(args) -> dict:
         return {up: [largest(detector(photo)) for photo in photos[up]] for up in photos}
 
     def classify(found: list, up, margin) -> dict:
-        """Largest-face labels of the photos at ``up``, given their detected ``found`` faces."""
+        """Largest-face labels of the photos at ``up``, given their detected ``found`` faces
+        (cropped as ``align_face`` does: eyes levelled where the faces carry landmarks)."""
         crops = [align_face(photo, face, predictor.crop_size, margin) for photo, face in zip(photos[up], found) if face]
         hit = np.array([face is not None for face in found])
         labels = np.array([None] * len(found), dtype=object)
@@ -186,13 +199,18 @@ def run(args) -> dict:
         }
 
     candidates = {}
-    for name, options in CANDIDATES.items():
-        detector = HaarDetector(**options)
+    for name, (detector_name, options) in CANDIDATES.items():
+        detector = create_detector(detector_name, **options)
         faces = largest_faces(detector)
         found = {(up if up == TIGHT else f"x{up:g}"): sum(face is not None for face in faces[up]) for up in photos}
         false = {image_name: len(detector(image)) for image_name, image in face_free.items()}
-        sides = [face.width / (48 * 4.0) for face in faces[4.0] if face is not None]
+        # the crop is a square on the box's longer side, centred on the box: both against the true face
+        true_side, true_centre = 48 * 4.0, BORDER + 48 * 2.0
+        found_x4 = [face for face in faces[4.0] if face is not None]
+        sides = [max(face.width, face.height) / true_side for face in found_x4]
+        offsets = [np.subtract(face.center, true_centre) / true_side for face in found_x4]
         candidates[name] = {
+            "detector": detector_name,
             "options": options,
             "photos_with_a_face": found,
             "false_detections": int(sum(false.values())),
@@ -200,17 +218,25 @@ def run(args) -> dict:
             "ms_astronaut_512": median_ms(detector, [astronaut], repeats=args.repeats),
             "ms_photo_240": median_ms(detector, photos[4.0][: args.timed_photos]),
             "box_side_over_face_side_x4": float(np.median(sides)) if sides else None,
+            "box_centre_offset_x4": np.median(offsets, axis=0).tolist() if offsets else None,
             "end_to_end": {
                 **{f"x{up:g}": classify(faces[up], up, 0.0) for up in ACCURACY_UPSCALES},
                 TIGHT: classify(faces[TIGHT], TIGHT, 0.0),
             },
         }
+        if any(face is not None and face.landmarks is not None for face in faces[4.0]):
+            unrotated = {up: [face and replace(face, landmarks=None) for face in faces[up]] for up in faces}
+            candidates[name]["end_to_end_unrotated"] = {
+                **{f"x{up:g}": classify(unrotated[up], up, 0.0) for up in ACCURACY_UPSCALES},
+                TIGHT: classify(unrotated[TIGHT], TIGHT, 0.0),
+            }
         print(
             f"[face_detector_settings] {name}: {json.dumps({k: candidates[name][k] for k in ('photos_with_a_face', 'false_detections', 'ms_astronaut_512')})}",
             file=sys.stderr,
             flush=True,
         )
-    default_faces = largest_faces(HaarDetector(**CANDIDATES[DEFAULT_NAME]))
+    default_detector, default_options = CANDIDATES[DEFAULT_NAME]
+    default_faces = largest_faces(create_detector(default_detector, **default_options))
     margins = {f"{m:g}": {f"x{up:g}": classify(default_faces[up], up, m) for up in ACCURACY_UPSCALES} for m in MARGINS}
     import PIL
     import sklearn
@@ -258,37 +284,51 @@ def render(result: dict) -> str:
         result["data"]["split"].split()[0], result["data"]["split"]
     )
     first = next(iter(result["candidates"].values()))
+    # files written before the centre offset was recorded have no such column
+    with_centre = all("box_centre_offset_x4" in c for c in result["candidates"].values())
+    centre_head = " (centre offset x, y)" if with_centre else ""
     found_keys, e2e_keys = " / ".join(first["photos_with_a_face"]), " / ".join(first["end_to_end"])
     lines = [
         "## Face detector settings (CPU)",
         "",
-        f"`benchmarks/face_detector_settings.py`: OpenCV Haar candidates on the same {n} FER2013 {split} faces "
+        f"`benchmarks/face_detector_settings.py`: face detector candidates on the same {n} FER2013 {split} faces "
         f"made into photos (faces of 72 / 96 / 192 px; `x4 tight`: the 192 px faces without the grey border), "
         f"{len(result['data']['face_free_images'])} face-free "
         f"scikit-image images and the astronaut photo; one thread; model `{result['model']['checkpoint']}` for the "
-        f"end-to-end columns (largest face's label; no face counts as wrong). Settings: cascade "
+        f"end-to-end columns (largest face's label; no face counts as wrong). Haar settings: cascade "
         f"scaleFactor/minNeighbors/smallest face (px), `pad`: a second search with the edges replicated "
-        f"outward when the first finds nothing (`edge_pad`); **{result['default']}** is fermetric's default, "
+        f"outward when the first finds nothing (`edge_pad`); YuNet: model, smallest score (its crops are "
+        f"rotated to level the eyes); **{result['default']}** is fermetric's default, "
         f"`default 1.1/5/50` is `fer`'s.",
         "",
         f"| settings | photos with a face {found_keys} (of {n}) | false detections | ms astronaut 512 | "
-        f"ms photo 240 | box side / face side | end-to-end accuracy {e2e_keys} (%) |",
+        f"ms photo 240 | box side / face side{centre_head} | end-to-end accuracy {e2e_keys} (%) |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, c in result["candidates"].items():
         found = " / ".join(str(v) for v in c["photos_with_a_face"].values())
         e2e = " / ".join(pct(v["accuracy"]) for v in c["end_to_end"].values())
         side = c["box_side_over_face_side_x4"]
+        side = "-" if side is None else f"{side:.2f}"
+        if with_centre and c["box_centre_offset_x4"] is not None:
+            side += " ({:+.2f}, {:+.2f})".format(*c["box_centre_offset_x4"])
         bold = "**" if name == result["default"] else ""
         lines.append(
             f"| {bold}{name}{bold} | {found} | {c['false_detections']} | {c['ms_astronaut_512']:.1f} | "
-            f"{c['ms_photo_240']:.1f} | {'-' if side is None else f'{side:.2f}'} | {e2e} |"
+            f"{c['ms_photo_240']:.1f} | {side} | {e2e} |"
         )
     margins = "; ".join(
         f"margin {m}: " + " / ".join(pct(v["accuracy_among_found"]) for v in block.values())
         for m, block in result["default_margins"].items()
     )
+    unrotated = "; ".join(
+        f"{name}: " + " / ".join(pct(v["accuracy"]) for v in c["end_to_end_unrotated"].values())
+        for name, c in result["candidates"].items()
+        if "end_to_end_unrotated" in c
+    )
     machine, versions = result["machine"], result["versions"]
+    if unrotated:
+        lines += ["", f"End-to-end accuracy with unrotated crops ({e2e_keys}, %): {unrotated}."]
     lines += [
         "",
         f"Crop margin of the default (accuracy among photos with a face, x2 / x4, %): {margins}.",

@@ -1,6 +1,6 @@
 """CPU benchmark (not a test): which offline face detector finds the faces fermetric classifies.
 
-Every registered detector that can be created here (``haar``; ``mtcnn`` with facenet-pytorch;
+Every registered detector that can be created here (``haar``, ``yunet``; ``mtcnn`` with facenet-pytorch;
 ``mediapipe`` with mediapipe 0.10.21) runs on the same inputs, one thread, on this machine:
 
 * **Single faces**: ``--faces`` FER2013 PrivateTest faces made into small photos as
@@ -60,7 +60,7 @@ from face_detector_settings import (
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "face_detectors.json"
-DETECTORS = ("haar", "mtcnn", "mediapipe")
+DETECTORS = ("haar", "yunet", "mtcnn", "mediapipe")
 GROUP_SIZE = (640, 480)
 FACE_SIDES = (40, 160)
 MAX_ROLL = 25.0

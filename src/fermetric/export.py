@@ -57,7 +57,9 @@ def _require_onnx(opset: int | None = None):
     try:
         import onnx
     except ImportError:
-        raise ConfigError("ONNX export needs onnx: pip install 'fermetric[export]'") from None
+        raise ConfigError(
+            "ONNX export needs onnx, a fermetric dependency missing here: pip install 'onnx>=1.15,<2'"
+        ) from None
     if opset is not None and opset < 13:
         raise ConfigError(f"opset {opset} is too old; use 13 or newer (default 17)")
     return onnx
@@ -251,7 +253,9 @@ class OnnxRuntimeModel:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise ConfigError("the onnx backend needs onnxruntime: pip install 'fermetric[export]'") from None
+            raise ConfigError(
+                "the onnx backend needs onnxruntime, a fermetric dependency missing here: pip install 'onnxruntime>=1.17,<2'"
+            ) from None
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(threads or torch.get_num_threads())
         options.inter_op_num_threads = 1

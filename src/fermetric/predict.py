@@ -14,9 +14,9 @@ Design decisions (defaults stated; every one is an argument):
   pixels give the same result whatever container they came in. Files are decoded at most
   ``max_side=4096`` px on their longer side (bounded memory); boxes are still reported in the
   original file's pixels.
-* **Faces**: ``detect=True`` runs the face detector (``haar`` by default, see
-  ``data/faces.py``) and crops each face as a square, grey image, aligned on the eyes when the
-  detector gives landmarks, with the detector's calibrated margin (FER2013-style tight crops;
+* **Faces**: ``detect=True`` runs the face detector (``yunet`` by default, see
+  ``data/faces.py``) and crops each face as a square, grey image, turned to level the eyes when
+  the detector gives landmarks, with the detector's calibrated margin (FER2013-style tight crops;
   rendered at the face's resolution, then ``INTER_AREA`` down to the crop side).
   ``detect=False`` treats the whole image as one face crop, like a dataset image, exactly as
   ``fermetric eval`` does: larger than a crop side below ``input_size``, it is first averaged
@@ -40,7 +40,7 @@ Design decisions (defaults stated; every one is an argument):
   detector's confidence (``None`` without detection); ``embedding_norm`` the L2 norm of the raw
   embedding (retrieval L2-normalises it; an unusually small norm marks an input far from the
   training data); ``box`` is in the photo's pixels and may reach past its edges for a face that
-  fills the frame (Haar's edge-padded search; the crop replicates the edge there).
+  fills the frame (the crop replicates the edge there).
 * **Many files** (:meth:`Predictor.predict_paths`): files, folders (recursive, sorted, hidden
   files and folders skipped) and videos (every ``every``-th frame, ``frame`` and ``time`` in the
   output); a file that cannot be read is recorded in ``skipped`` with the reason, and the run
@@ -61,6 +61,7 @@ from torch import nn
 
 from .data.base import IMAGE_EXTENSIONS
 from .data.faces import (
+    DEFAULT_DETECTOR,
     FACE_DETECTORS,
     Face,
     FaceDetector,
@@ -165,7 +166,7 @@ class Predictor:
     Args:
         model: a FERNet in eval mode (as ``engine.checkpoint.load_model`` returns it).
         meta: the checkpoint meta (``classes``, ``preprocessing``, ``recipe``...).
-        detector: face detector name or instance (``haar`` default), built on first use.
+        detector: face detector name or instance (``yunet`` default), built on first use.
         device: torch device of ``model``.
         batch_size: crops per forward pass.
         source: where the model came from (recorded by retrieval indexes).
@@ -184,7 +185,7 @@ class Predictor:
         self,
         model,
         meta: dict,
-        detector: str | FaceDetector = "haar",
+        detector: str | FaceDetector = DEFAULT_DETECTOR,
         device="cpu",
         batch_size: int = 256,
         source: str = "",
@@ -220,7 +221,7 @@ class Predictor:
         cls,
         source: str | os.PathLike = "default",
         device="cpu",
-        detector: str | FaceDetector = "haar",
+        detector: str | FaceDetector = DEFAULT_DETECTOR,
         batch_size: int = 256,
         tta: str = "none",
         precision: str = "auto",
@@ -233,22 +234,27 @@ class Predictor:
         ``.pt`` training checkpoint or a ``.safetensors`` weights file (or, with
         ``backend="onnx"``, an exported ``.onnx`` file).
 
-        ``backend``: ``torch`` (default), ``onnx`` (the model exported once, cached, and run by
-        onnxruntime on the CPU in fp32: 2-3x faster than torch on the development CPU, see
+        ``backend``: ``torch`` (default: the PyTorch module itself, in ``precision``), ``onnx``
+        (the model exported once, cached, and run by onnxruntime on the CPU in fp32: 2-3x faster
+        than torch per face on the development CPU and 1.8x per small photo, see
         ``docs/RESULTS.md``), ``compiled`` (torch compiled by TorchInductor with frozen
         weights, in ``precision``: the most faces per second on batches, for folders and videos,
         after a compilation of seconds to a minute per batch shape on first use; needs a C++
         compiler), ``compiled-int8`` (the same with int8 weights and activations, quantised with
         the activation ranges the weights file carries, ``int8_calibration``: the shipped models
         have them, ``fermetric export --int8-calibration`` adds them; needs torchao; runs on the
-        CPU), or ``auto`` (onnx on the CPU when onnx and onnxruntime are installed, else torch;
-        the command line's default).
+        CPU), or ``auto`` (the command line's default: ``onnx`` on the CPU when onnx and
+        onnxruntime are installed, as fermetric's dependencies are, and ``precision`` is ``auto``
+        or ``fp32``; else ``torch``). The first ``onnx`` load of a weights file exports it
+        (seconds) into the cache (``$FERMETRIC_CACHE``); ``model`` is then the onnxruntime model
+        (retrieval indexes and weight export need the torch one).
         """
         device = resolve_device(device)
         if not isinstance(detector, FaceDetector):
             FACE_DETECTORS.get(detector)  # an unknown name fails before the model loads
-        if backend == "auto":
-            backend = "onnx" if device.type == "cpu" and _onnx_available() else "torch"
+        if backend == "auto":  # a precision other than fp32 asks for torch: onnxruntime runs the graph in fp32
+            onnx = device.type == "cpu" and precision in ("auto", "fp32") and _onnx_available()
+            backend = "onnx" if onnx else "torch"
         if backend == "onnx":
             model, meta = onnx_model_for(source)
             device, precision = "cpu", "fp32"  # onnxruntime's CPU provider, in the graph's float32
@@ -603,7 +609,7 @@ class Predictor:
 def load(
     source: str | os.PathLike = "default",
     device="cpu",
-    detector: str | FaceDetector = "haar",
+    detector: str | FaceDetector = DEFAULT_DETECTOR,
     tta: str = "none",
     precision: str = "auto",
     backend: str = "torch",

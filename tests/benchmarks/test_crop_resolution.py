@@ -13,14 +13,15 @@ TRAINED_AT = 8  # the synthetic faces are 16 px; the tiny model's input is 32
 
 @pytest.fixture
 def fixed_face(monkeypatch):
-    """Haar finds nothing in synthetic faces: every photo gets the face where make_photo put it."""
+    """Detectors find few synthetic faces: every photo gets the face where make_photo put it."""
     from cpu_predict_vs_fer import BORDER, UPSCALE
 
-    from fermetric.data.faces import Face, HaarDetector
+    from fermetric.data.faces import Face, HaarDetector, YuNetDetector
 
     side = 16 * UPSCALE
     box = (float(BORDER), float(BORDER), float(BORDER + side), float(BORDER + side))
-    monkeypatch.setattr(HaarDetector, "_detect", lambda self, image: [Face(box, 1.0)])
+    for detector in (HaarDetector, YuNetDetector):
+        monkeypatch.setattr(detector, "_detect", lambda self, image: [Face(box, 1.0)])
 
 
 def test_both_crop_sides_score_as_the_predictor_does_on_the_same_photos(

@@ -121,7 +121,8 @@ def test_records_describe_each_face(predictor, astronaut_small):
     assert len(records) == len(faces) == 1
     record = records[0]
     assert set(record) == {"face", "box", "score", "label", "probabilities", "embedding_norm", "landmarks"}
-    assert record["landmarks"] is None  # Haar gives no landmarks
+    # YuNet's five points: eyes, nose tip, mouth corners (Haar gives none: null)
+    assert record["landmarks"] == [[round(float(x), 1), round(float(y), 1)] for x, y in faces[0].landmarks]
     assert record["box"] == [round(v, 1) for v in faces[0].box]
     assert record["score"] == pytest.approx(faces[0].score)
     probabilities = record["probabilities"]

@@ -55,10 +55,10 @@ def test_the_crop_side_follows_the_training_images_unless_asked_otherwise(tiny_c
 def test_a_detected_face_is_averaged_down_to_the_training_side_then_enlarged_as_in_training(
     trained_small, astronaut_small
 ):
-    predictor = fermetric.load(trained_small)
+    predictor = fermetric.load(trained_small, detector="haar")
     ((face, crop),) = predictor.faces(astronaut_small)
     assert crop.shape == (TRAINED_AT, TRAINED_AT)
-    # Haar boxes are integer squares: the crop is the box's pixels averaged down (INTER_AREA)
+    # Haar boxes are integer squares, and unrotated: the crop is the box's pixels averaged down (INTER_AREA)
     x0, y0, x1, y1 = (int(v) for v in face.box)
     assert x1 - x0 == y1 - y0 > 2 * TRAINED_AT
     grey = np.asarray(Image.fromarray(astronaut_small).convert("L"))
@@ -67,7 +67,7 @@ def test_a_detected_face_is_averaged_down_to_the_training_side_then_enlarged_as_
     (record,) = predictor.predict(astronaut_small)
     np.testing.assert_allclose(probabilities_of(record), enlarged_probabilities(predictor.model, crop), atol=1e-6)
     # the other side is a different input: the option is not a no-op
-    (at_input,) = fermetric.load(trained_small, crop_resolution="input").predict(astronaut_small)
+    (at_input,) = fermetric.load(trained_small, detector="haar", crop_resolution="input").predict(astronaut_small)
     assert at_input["box"] == record["box"]
     assert not np.allclose(probabilities_of(at_input), probabilities_of(record), atol=1e-4)
 

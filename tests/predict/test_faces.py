@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 
 from fermetric.data.faces import (
+    DEFAULT_DETECTOR,
     FACE_DETECTORS,
     Face,
     FaceDetector,
     HaarDetector,
+    YuNetDetector,
     align_face,
     create_detector,
     crop_faces,
@@ -23,7 +25,7 @@ from fermetric.errors import ConfigError, ImageError
 
 
 def test_astronaut_has_one_face_where_her_face_is(astronaut):
-    faces = detect_faces(astronaut)
+    faces = HaarDetector()(astronaut)
     assert len(faces) == 1
     face = faces[0]
     # Hand-read from the photo: Eileen Collins' face spans about x 180-270, y 65-165 (eyes near
@@ -146,8 +148,20 @@ def test_detector_base_sorts_filters_and_rescales():
     np.testing.assert_allclose(found[0].landmarks, [[24.0, 4.0], [36.0, 4.0]])
 
 
+def test_the_default_detector_is_yunet_everywhere():
+    import inspect
+
+    from fermetric.cli import build_parser
+    from fermetric.predict import Predictor
+
+    assert DEFAULT_DETECTOR == "yunet"
+    assert isinstance(create_detector(), YuNetDetector)
+    assert build_parser().parse_args(["predict", "photo.jpg"]).detector == DEFAULT_DETECTOR
+    assert inspect.signature(Predictor.load).parameters["detector"].default == DEFAULT_DETECTOR
+
+
 def test_registry_and_optional_detectors():
-    assert {"haar", "mtcnn", "mediapipe"} <= set(FACE_DETECTORS.names())
+    assert {"haar", "yunet", "mtcnn", "mediapipe"} <= set(FACE_DETECTORS.names())
     with pytest.raises(ConfigError, match="haar"):
         create_detector("nope")
     detector = HaarDetector()
@@ -171,7 +185,7 @@ def test_detector_options_are_checked_by_name():
 
 
 def test_a_face_filling_the_frame_is_found_in_an_edge_padded_second_search(astronaut):
-    (face,) = detect_faces(astronaut)  # about 98 px
+    (face,) = HaarDetector()(astronaut)  # about 98 px
     x0, y0, x1, y1 = (int(v) for v in face.box)
     inset = 8  # the photo ends inside the face's box: no cascade window fits around the face
     tight = astronaut[y0 + inset : y1 - inset, x0 + inset : x1 - inset]
@@ -219,3 +233,91 @@ def test_device_reaches_detectors_that_take_one(monkeypatch):
 
     monkeypatch.setitem(FACE_DETECTORS._items, "netdet", NetDetector)
     assert detector_options("netdet", None, "cpu") == {"device": "cpu"}
+
+
+# ------------------------------------------------------------------------------------- YuNet
+def test_yunet_finds_the_astronaut_with_eyes_nose_and_mouth(astronaut):
+    (face,) = YuNetDetector()(astronaut)
+    haar = HaarDetector()(astronaut)[0]
+    assert np.linalg.norm(np.subtract(face.center, haar.center)) < 15
+    assert 0.8 * haar.height <= face.height <= 1.4 * haar.height
+    assert 0.7 <= face.score <= 1.0
+    # the five points, hand-read from the photo: eyes near y 105, nose between them and the mouth
+    # (near y 140), all inside the box; rows 0 and 1 are the eyes (align_face levels them)
+    points = face.landmarks
+    assert points.shape == (5, 2)
+    x0, y0, x1, y1 = face.box
+    assert np.all((points[:, 0] > x0) & (points[:, 0] < x1) & (points[:, 1] > y0) & (points[:, 1] < y1))
+    eyes, nose, mouth = points[:2], points[2], points[3:]
+    assert np.all(np.abs(eyes[:, 1] - 105) < 12) and np.all(np.abs(mouth[:, 1] - 142) < 12)
+    assert eyes[:, 1].max() < nose[1] < mouth[:, 1].min()
+    assert abs(eye_angle(face)) < 5  # her head is upright
+    # the grey photo and the small model find the same face
+    for other in (YuNetDetector()(to_grey(astronaut)), YuNetDetector(model="s")(astronaut)):
+        assert len(other) == 1 and np.allclose(other[0].box, face.box, atol=8)
+
+
+def test_yunet_eye_points_follow_a_tilted_head_part_of_the_way(astronaut):
+    detector = YuNetDetector(model="n")  # the default model s's points barely turn (measured: 0-3 degrees)
+    (upright,) = detector(astronaut)
+    for tilt in (-20, 20):  # counter-clockwise degrees, about the face
+        rotated = cv2.warpAffine(astronaut, cv2.getRotationMatrix2D((224, 120), tilt, 1.0), (512, 512))
+        (face,) = detector(rotated)
+        # measured: model n's eye points turn by about half the tilt (10 of 20 degrees), so its
+        # crops are levelled part of the way; a full turn would be -tilt
+        turned = eye_angle(face) - eye_angle(upright)
+        assert 0.25 * abs(tilt) <= -np.sign(tilt) * turned <= abs(tilt) + 4
+
+
+@pytest.mark.parametrize(
+    "image",
+    [np.full((300, 400, 3), 128, np.uint8), np.zeros((64, 64), np.uint8), np.full((10, 12, 3), 200, np.uint8)],
+)
+def test_yunet_finds_no_face_in_flat_or_tiny_images(image):
+    assert YuNetDetector()(image) == []
+
+
+def test_yunet_finds_no_face_in_noise(noise_image):
+    assert YuNetDetector()(noise_image) == []
+
+
+def test_yunet_finds_a_face_filling_the_frame_and_maps_downscaled_boxes_back(astronaut):
+    (face,) = YuNetDetector()(astronaut)
+    x0, y0, x1, y1 = (int(v) for v in face.box)
+    tight = astronaut[y0:y1, x0:x1]
+    (found,) = YuNetDetector()(tight)
+    assert found.width > 0.7 * (x1 - x0)
+    big = cv2.resize(astronaut, (1024, 1024), interpolation=cv2.INTER_CUBIC)
+    (large,) = YuNetDetector(max_side=512)(big)
+    np.testing.assert_allclose(large.box, np.array(face.box) * 2, atol=6)
+    np.testing.assert_allclose(large.landmarks, face.landmarks * 2, atol=6)
+
+
+def test_yunet_options_are_checked(astronaut, tmp_path):
+    side = YuNetDetector()(astronaut)[0].width
+    assert YuNetDetector(min_face=int(side * 1.3))(astronaut) == []
+    assert create_detector("yunet", min_face=24).min_face == 24
+    for bad in (dict(min_score=1.5), dict(min_score=None), dict(nms_threshold=0.0), dict(min_face=0)):
+        with pytest.raises(ConfigError, match="YuNet needs"):
+            YuNetDetector(**bad)
+    with pytest.raises(ConfigError, match="unknown YuNet model 'm'.*n or s"):
+        YuNetDetector(model="m")
+    not_onnx = tmp_path / "model.onnx"
+    not_onnx.write_text("not a network")
+    with pytest.raises(ConfigError, match="cannot load the YuNet model"):
+        YuNetDetector(model=str(not_onnx))
+
+
+def test_the_shipped_yunet_files_are_the_published_ones():
+    import hashlib
+    from importlib import resources
+
+    from fermetric.data.faces import YUNET_MODELS
+
+    published = {  # libfacedetection.train at 0047ac24a, onnx/ (src/fermetric/assets/README.md)
+        "s": "beb05bf2378aee45cd7c41056da07265b7bb91041ed1b06f923819a9c744ec36",
+        "n": "81dbde155e982455488235acb8ec2dec5d647edf7cf7080d33e4abb69b93a0d2",
+    }
+    for model, digest in published.items():
+        data = (resources.files("fermetric.assets") / YUNET_MODELS[model]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == digest

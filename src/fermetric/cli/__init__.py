@@ -266,13 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="write copies with boxes and labels into DIR, or the analysed video frames into VIDEO (.mp4)",
     )
     p.add_argument("--no-detect", action="store_true", help="inputs are already face crops")
-    p.add_argument("--detector", default="haar", help="face detector (haar; mtcnn, mediapipe when installed)")
+    p.add_argument("--detector", default="yunet", help="face detector (yunet, haar; mtcnn, mediapipe when installed)")
     p.add_argument(
         "--min-face",
         type=int,
         default=None,
         metavar="PX",
-        help="smallest face side in px (haar 40, mtcnn 20); lower finds smaller faces, slower",
+        help="smallest face side in px (yunet 10, haar 40, mtcnn 20); for haar and mtcnn lower finds smaller faces, slower",
     )
     p.add_argument(
         "--tta",
@@ -290,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(the most faces/s on folders and videos, after seconds to a minute of compilation; needs a "
         "C++ compiler); compiled-int8: the same with int8 weights and activations (faster again on CPUs "
         "with AMX or VNNI; needs torchao and a model that carries an int8 calibration, as the shipped "
-        "ones do); auto: onnx on the CPU when onnxruntime is installed, else torch",
+        "ones do); auto: onnx on the CPU when onnxruntime is installed and --precision is auto or fp32, else torch",
     )
     p.add_argument("--every", type=int, default=10, help="videos and streams: analyse every N-th frame (default 10)")
     p.add_argument(

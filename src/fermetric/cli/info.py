@@ -42,7 +42,7 @@ def _backends_text(backends: dict) -> str:
     onnx = (
         f"onnx (onnxruntime {backends['onnxruntime']})"
         if backends.get("onnxruntime")
-        else ("onnx: pip install 'fermetric[export]'")
+        else ("onnx: pip install 'onnx>=1.15,<2' 'onnxruntime>=1.17,<2' (fermetric dependencies missing here)")
     )
     if not backends.get("torchao"):
         int8 = "compiled-int8: pip install 'fermetric[int8]'"

@@ -166,7 +166,7 @@ def has_gui(cv2) -> bool:
 
 def run(args) -> int:
     """``fermetric predict PATH... [--checkpoint] [--json | --csv FILE] [--annotate DIR] [--no-detect]
-    [--detector haar] [--min-face PX] [--tta none|flip] [--prior train|uniform] [--crop-resolution train|input]
+    [--detector yunet] [--min-face PX] [--tta none|flip] [--prior train|uniform] [--crop-resolution train|input]
     [--every N] [--device]``."""
     detector = create_detector(args.detector, **detector_options(args.detector, args.min_face, args.device))
     predictor = Predictor.load(
@@ -277,5 +277,5 @@ def run_demo(args) -> int:
     print(f"fermetric demo: shipped model on {photo} (public-domain NASA photo)", file=sys.stderr)
     from . import build_parser  # the real parser: the demo is `fermetric predict PHOTO --device cpu`
 
-    argv = ["predict", photo, "--checkpoint", "default", "--detector", "haar", "--device", "cpu"]
+    argv = ["predict", photo, "--checkpoint", "default", "--device", "cpu"]
     return run(build_parser().parse_args(argv + (["--json"] if args.json else [])))

@@ -47,6 +47,7 @@ from .. import vocab
 from .._version import __version__
 from ..data import load_dataset, parse_data_arg
 from ..data.base import IMAGE_EXTENSIONS, DataWarning
+from ..data.faces import DEFAULT_DETECTOR
 from ..data.imageio import to_array
 from ..engine.checkpoint import state_digest
 from ..engine.evaluate import at_crop_side, embed
@@ -148,7 +149,7 @@ class EmbeddingIndex:
         split: str = "train",
         device="cpu",
         detect: bool = False,
-        detector: str = "haar",
+        detector: str = DEFAULT_DETECTOR,
         precision: str = "auto",
         progress=None,
         **dataset_options,
