@@ -697,8 +697,8 @@ def parse_args(argv=None):
         # literal: importing fermetric.predict here would load OpenCV before its threads are fixed
         choices=["torch", "onnx", "compiled", "compiled-int8", "auto"],
         default="torch",
-        help="fermetric's model runtime: torch (the Python API's default), onnx (onnxruntime, "
-        "what `fermetric predict` picks when it is installed), compiled (TorchInductor), "
+        help="fermetric's model runtime: torch (PyTorch eager), onnx (onnxruntime: what `fermetric predict` "
+        "and fermetric.load pick on a CPU), compiled (TorchInductor), "
         "compiled-int8 (TorchInductor, int8 with the weights file's calibration) or auto",
     )
     parser.add_argument("--photos", type=int, default=100, help="timed FER2013 photos (100)")

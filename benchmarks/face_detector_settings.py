@@ -176,7 +176,7 @@ def run(args) -> dict:
     face_free = face_free_images()
     with Image.open(example_photo()) as photo:
         astronaut = to_grey(np.asarray(photo.convert("RGB")))
-    predictor = fermetric.load(args.checkpoint, device="cpu")
+    predictor = fermetric.load(args.checkpoint, device="cpu", backend="torch")  # the recorded runs' backend
 
     def largest_faces(detector) -> dict:
         """The largest face (or ``None``) of every photo, per face size: each detection runs once."""

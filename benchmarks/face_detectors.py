@@ -150,7 +150,7 @@ def run(args) -> dict:
     face_free = face_free_images()
     with Image.open(example_photo()) as photo:
         astronaut = np.asarray(photo.convert("RGB"))
-    predictor = fermetric.load(args.checkpoint, device="cpu")
+    predictor = fermetric.load(args.checkpoint, device="cpu", backend="torch")  # the recorded runs' backend
     rgb = lambda grey: cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB)  # noqa: E731 - every detector gets RGB
 
     results, missing = {}, {}

@@ -56,7 +56,9 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 def predictor(tiny_checkpoint):
     import fermetric
 
-    return fermetric.load(str(tiny_checkpoint), device="cpu")
+    # the torch module itself: tests compare against it (the default backend, auto, is onnx on a CPU;
+    # predict/test_onnx.py checks that it gives the same results)
+    return fermetric.load(str(tiny_checkpoint), device="cpu", backend="torch")
 
 
 @pytest.fixture(scope="session")

@@ -70,7 +70,7 @@ from .data.faces import (
     to_grey,
 )
 from .data.imageio import non_regular_kind, to_array
-from .engine.checkpoint import load_model
+from .engine.checkpoint import load_model, state_digest
 from .engine.distributed import resolve_device
 from .engine.evaluate import at_crop_side, check_tta, crop_side, embed, preprocessing_from_meta
 from .engine.precision import resolve_precision
@@ -203,9 +203,10 @@ class Predictor:
         self.logit_offset = logit_offset(meta, prior)
         self.precision = resolve_precision(precision, device)
         self.with_embeddings = bool(with_embeddings)
-        self.backend = "torch"  # Predictor.load(backend="onnx") sets "onnx"
+        self.backend = "torch"  # Predictor.load sets the backend it resolved
         self.model = model
         self._inference_model = None
+        self._fingerprint: str | None = None
         self.meta = meta
         self.classes: tuple[str, ...] = tuple(meta["classes"])
         self.preprocessing = preprocessing_from_meta(meta)
@@ -225,7 +226,7 @@ class Predictor:
         batch_size: int = 256,
         tta: str = "none",
         precision: str = "auto",
-        backend: str = "torch",
+        backend: str = "auto",
         prior="train",
         crop_resolution: str = "train",
     ) -> Predictor:
@@ -234,20 +235,20 @@ class Predictor:
         ``.pt`` training checkpoint or a ``.safetensors`` weights file (or, with
         ``backend="onnx"``, an exported ``.onnx`` file).
 
-        ``backend``: ``torch`` (default: the PyTorch module itself, in ``precision``), ``onnx``
-        (the model exported once, cached, and run by onnxruntime on the CPU in fp32: 2-3x faster
-        than torch per face on the development CPU and 1.8x per small photo, see
+        ``backend``: ``auto`` (default, as on the command line: ``onnx`` on the CPU when onnx and
+        onnxruntime are installed, as fermetric's dependencies are, and ``precision`` is ``auto``
+        or ``fp32``; else ``torch``), ``torch`` (the PyTorch module itself, in ``precision``),
+        ``onnx`` (the model exported once, cached, and run by onnxruntime on the CPU in fp32: 2-3x
+        faster than torch per face on the development CPU and 1.5-2.3x per small photo, see
         ``docs/RESULTS.md``), ``compiled`` (torch compiled by TorchInductor with frozen
         weights, in ``precision``: the most faces per second on batches, for folders and videos,
         after a compilation of seconds to a minute per batch shape on first use; needs a C++
         compiler), ``compiled-int8`` (the same with int8 weights and activations, quantised with
         the activation ranges the weights file carries, ``int8_calibration``: the shipped models
         have them, ``fermetric export --int8-calibration`` adds them; needs torchao; runs on the
-        CPU), or ``auto`` (the command line's default: ``onnx`` on the CPU when onnx and
-        onnxruntime are installed, as fermetric's dependencies are, and ``precision`` is ``auto``
-        or ``fp32``; else ``torch``). The first ``onnx`` load of a weights file exports it
-        (seconds) into the cache (``$FERMETRIC_CACHE``); ``model`` is then the onnxruntime model
-        (retrieval indexes and weight export need the torch one).
+        CPU). The first ``onnx`` load of a weights file exports it (seconds) into the cache
+        (``$FERMETRIC_CACHE``); ``model`` is then the onnxruntime model: ask for
+        ``backend="torch"`` to get the PyTorch module.
         """
         device = resolve_device(device)
         if not isinstance(detector, FaceDetector):
@@ -302,6 +303,24 @@ class Predictor:
             else:
                 self._inference_model = inference_model(self.model)
         return self._inference_model
+
+    @property
+    def fingerprint(self) -> str:
+        """The digest of the trained weights (:func:`fermetric.engine.checkpoint.state_digest`, what
+        checkpoints carry), the same whichever backend runs them: retrieval indexes record and
+        check it. An onnxruntime model is digested through the checkpoint it was loaded from."""
+        if self._fingerprint is None:
+            if isinstance(self.model, nn.Module):
+                state = self.model.state_dict()
+            elif self.source and not self.source.endswith(".onnx"):
+                state = load_model(self.source)[0].state_dict()
+            else:
+                raise ConfigError(
+                    f"{self.source or 'this model'} is an ONNX file: the digest of its trained weights needs the "
+                    "checkpoint it was exported from; load that (with any backend)"
+                )
+            self._fingerprint = state_digest(state)
+        return self._fingerprint
 
     @property
     def detector(self) -> FaceDetector:
@@ -612,7 +631,7 @@ def load(
     detector: str | FaceDetector = DEFAULT_DETECTOR,
     tta: str = "none",
     precision: str = "auto",
-    backend: str = "torch",
+    backend: str = "auto",
     prior="train",
     crop_resolution: str = "train",
 ) -> Predictor:

@@ -25,7 +25,7 @@ def test_exported_weights_load_and_predict_like_the_checkpoint(predictor, tiny_c
         # floating tensors are stored as dtype; integer buffers (BN step counters) keep theirs
         assert tensor.dtype == (getattr(torch, dtype) if reference[name].is_floating_point() else reference[name].dtype)
         assert torch.equal(tensor, reference[name].to(tensor.dtype))  # the rounding is the only change
-    loaded = fermetric.load(out)
+    loaded = fermetric.load(out, backend="torch")
     assert all(p.dtype == torch.float32 for p in loaded.model.parameters())  # computed in float32
     expected, _ = predictor.run_crops(CROPS)
     got, _ = loaded.run_crops(CROPS)

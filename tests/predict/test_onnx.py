@@ -15,8 +15,8 @@ from fermetric.cli import main  # noqa: E402
 
 def test_onnx_backend_matches_torch(tiny_checkpoint, astronaut_small, tmp_path, monkeypatch):
     monkeypatch.setenv("FERMETRIC_CACHE", str(tmp_path / "cache"))
-    torch_predictor = fermetric.load(str(tiny_checkpoint))
-    onnx_predictor = fermetric.load(str(tiny_checkpoint), backend="onnx")
+    torch_predictor = fermetric.load(str(tiny_checkpoint), backend="torch")
+    onnx_predictor = fermetric.load(str(tiny_checkpoint))  # the default on a CPU: auto -> onnx
     assert onnx_predictor.backend == "onnx" and onnx_predictor.precision == "fp32"
     assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 1  # exported once, cached
     a, b = torch_predictor.predict(astronaut_small), onnx_predictor.predict(astronaut_small)
@@ -27,6 +27,10 @@ def test_onnx_backend_matches_torch(tiny_checkpoint, astronaut_small, tmp_path, 
     np.testing.assert_allclose(torch_predictor.run_crops(crops)[0], onnx_predictor.run_crops(crops)[0], atol=1e-5)
     fermetric.load(str(tiny_checkpoint), backend="onnx")
     assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 1  # the cached graph is reused
+    # the same weights whichever backend runs them: an index built with one is queried with the other
+    assert onnx_predictor.fingerprint == torch_predictor.fingerprint
+    # a precision onnxruntime does not run asks auto for torch
+    assert fermetric.load(str(tiny_checkpoint), precision="bf16").backend == "torch"
 
 
 def test_cli_backend_onnx(tiny_checkpoint, tmp_path, astronaut_small, monkeypatch, capsys):

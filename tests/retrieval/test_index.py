@@ -57,6 +57,18 @@ def test_folder_index_labels_and_self_retrieval(predictor, crop_folder):
         assert [r.distance for r in results] == sorted(r.distance for r in results)
 
 
+def test_an_index_built_on_onnxruntime_is_queried_with_torch(tiny_checkpoint, crop_folder, predictor):
+    from fermetric.predict import Predictor
+
+    on_onnx = Predictor.load(tiny_checkpoint)  # the default on a CPU: auto -> onnx
+    assert on_onnx.backend == "onnx"
+    index = EmbeddingIndex.build(on_onnx, crop_folder)
+    assert index.meta["model_fingerprint"] == predictor.fingerprint  # the weights' digest, not the runtime's
+    for path in ("Sadness/2.png", "happy/0.png"):
+        (nearest,) = index.query(crop_folder / path, k=1, detect=False, predictor=predictor)  # torch
+        assert nearest.path == path and nearest.distance < 1e-2  # the same face (torch may run in bf16)
+
+
 def test_search_matches_brute_force_distances(predictor, crop_folder):
     index = EmbeddingIndex.build(predictor, crop_folder)
     query = np.random.default_rng(7).normal(size=(2, 16)).astype(np.float32)
@@ -102,7 +114,7 @@ def test_save_load_round_trip_and_safe_overwrite(predictor, crop_folder, tmp_pat
     assert loaded.paths == index.paths and loaded.classes == index.classes
     np.testing.assert_array_equal(loaded.labels, index.labels)
     np.testing.assert_array_equal(loaded.thumbnails, index.thumbnails)
-    assert loaded.meta["model_fingerprint"] == model_fingerprint(predictor.model)
+    assert loaded.meta["model_fingerprint"] == model_fingerprint(predictor.model) == predictor.fingerprint
     assert loaded.meta["model_meta"]["classes"] == list(predictor.classes)
     query = np.random.default_rng(8).normal(size=(1, 16))
     assert loaded.search(query, 4) == index.search(query, 4)
@@ -138,7 +150,7 @@ def test_another_model_is_refused(predictor, crop_folder, tmp_path):
     state[first_weight] += 0.01  # any change of any weight makes it another model
     save_weights(tmp_path / "other.safetensors", state, predictor.meta)
     other = Predictor.load(tmp_path / "other.safetensors")
-    assert model_fingerprint(other.model) != model_fingerprint(predictor.model)
+    assert other.fingerprint != predictor.fingerprint
     with pytest.raises(CheckpointError, match="not the one this index was built with"):
         index.query(crop_folder / "happy" / "0.png", detect=False, predictor=other)
 

@@ -216,7 +216,7 @@ class EmbeddingIndex:
             "format": FORMAT_VERSION,
             "fermetric_version": __version__,
             "checkpoint": _source_string(predictor.source),
-            "model_fingerprint": model_fingerprint(predictor.model),
+            "model_fingerprint": predictor.fingerprint,
             "model_meta": predictor.meta,
             "tta": predictor.tta,  # queries are embedded the same way
             "crop_size": predictor.crop_size,  # and faces cropped at the same side
@@ -290,7 +290,7 @@ class EmbeddingIndex:
                 f"(got tta={predictor.tta!r})"
             )
         expected = self.meta.get("model_fingerprint")
-        if expected and model_fingerprint(predictor.model) != expected:
+        if expected and predictor.fingerprint != expected:
             raise CheckpointError(
                 f"the model {predictor.source or ''} is not the one this index was built with "
                 f"({self.meta.get('checkpoint')}); query with that model or rebuild the index"
