@@ -252,9 +252,10 @@ def test_yunet_finds_the_astronaut_with_eyes_nose_and_mouth(astronaut):
     assert np.all(np.abs(eyes[:, 1] - 105) < 12) and np.all(np.abs(mouth[:, 1] - 142) < 12)
     assert eyes[:, 1].max() < nose[1] < mouth[:, 1].min()
     assert abs(eye_angle(face)) < 5  # her head is upright
-    # the grey photo and the small model find the same face
-    for other in (YuNetDetector()(to_grey(astronaut)), YuNetDetector(model="s")(astronaut)):
-        assert len(other) == 1 and np.allclose(other[0].box, face.box, atol=8)
+    # it sees the luma: the grey photo gives exactly this face; the larger model n finds it too
+    assert YuNetDetector()(to_grey(astronaut)) == [face]
+    (larger,) = YuNetDetector(model="n")(astronaut)
+    np.testing.assert_allclose(larger.box, face.box, atol=8)
 
 
 def test_yunet_eye_points_follow_a_tilted_head_part_of_the_way(astronaut):
