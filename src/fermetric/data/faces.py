@@ -201,6 +201,11 @@ class FaceDetector:
 FACE_DETECTORS: Registry[Callable[..., FaceDetector]] = Registry("face detector")
 
 
+def _is_path(name: str) -> bool:
+    """A model or cascade given as a file path rather than as a shipped file's name."""
+    return "/" in name or "\\" in name
+
+
 #: what ``create_detector``, ``Predictor`` and the command line use unless told (see the module notes)
 DEFAULT_DETECTOR = "yunet"
 
@@ -249,7 +254,7 @@ class HaarDetector(FaceDetector):
         self.min_neighbors = min_neighbors
         self.min_face = int(min_face)
         folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
-        path = cascade if ("/" in cascade or "\\" in cascade) else (folder or "") + cascade
+        path = cascade if _is_path(cascade) else (folder or "") + cascade
         self._cascade = cv2.CascadeClassifier(path)
         if self._cascade.empty():
             raise ConfigError(
@@ -322,7 +327,7 @@ class YuNetDetector(FaceDetector):
     def __init__(
         self,
         max_side: int = 1024,
-        min_score: float | None = 0.5,
+        min_score: float = 0.5,
         model: str = "s",
         nms_threshold: float = 0.3,
         min_face: int = 10,
@@ -336,7 +341,7 @@ class YuNetDetector(FaceDetector):
             from importlib import resources
 
             path = str(resources.files("fermetric.assets") / YUNET_MODELS[model])
-        elif "/" in model or "\\" in model:
+        elif _is_path(model):
             path = model
         else:
             raise ConfigError(
