@@ -366,7 +366,7 @@ def run(args) -> dict:
         "parameters": int(sum(v.numel() for k, v in weights.items() if not k.endswith(BATCHNORM_BUFFERS))),
         "backend": predictor.backend,
         # auto: bf16 on CPUs with native bf16 (AVX512-BF16/AMX), fp32 elsewhere and in onnxruntime
-        "precision": "int8" if predictor.backend == "compiled-int8" else predictor.precision,
+        "precision": "int8" if predictor.backend.endswith("-int8") else predictor.precision,
         "detector": repr(predictor.detector),
     }
 
@@ -695,11 +695,12 @@ def parse_args(argv=None):
     parser.add_argument(
         "--backend",
         # literal: importing fermetric.predict here would load OpenCV before its threads are fixed
-        choices=["torch", "onnx", "compiled", "compiled-int8", "auto"],
+        choices=["torch", "onnx", "openvino", "openvino-int8", "compiled", "compiled-int8", "auto"],
         default="torch",
         help="fermetric's model runtime: torch (PyTorch eager), onnx (onnxruntime: what `fermetric predict` "
-        "and fermetric.load pick on a CPU), compiled (TorchInductor), "
-        "compiled-int8 (TorchInductor, int8 with the weights file's calibration) or auto",
+        "and fermetric.load pick on a CPU), openvino (OpenVINO), openvino-int8 (OpenVINO, the model's "
+        "int8 graph), compiled (TorchInductor), compiled-int8 (TorchInductor, int8 with the weights "
+        "file's calibration) or auto",
     )
     parser.add_argument("--photos", type=int, default=100, help="timed FER2013 photos (100)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed photos first (5)")

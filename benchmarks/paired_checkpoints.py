@@ -12,7 +12,8 @@ know (CK+ or FER+ against a 7-class model) is scored on the classes they share.
 
 ``--new-backend compiled-int8`` runs the new side as ``fermetric predict --backend compiled-int8``
 runs it (int8 with the file's calibration): with ``--old`` the same file, it measures what int8
-costs in accuracy.
+costs in accuracy. ``--new-backend openvino-int8`` does the same for an int8 ONNX graph (a shipped
+model's, or a ``.onnx`` file from ``fermetric export --format onnx --int8-calibration``) in OpenVINO.
 """
 
 from __future__ import annotations
@@ -57,7 +58,14 @@ def compare(new: str, old: str, dataset: str, root: str, split: str, new_backend
     from fermetric.engine.checkpoint import load_model
     from fermetric.engine.metrics import paired_bootstrap
 
-    (new_model, new_meta), (old_model, old_meta) = load_model(new), load_model(old)
+    if new_backend == "openvino-int8":  # a shipped name with an int8 graph, or an int8 .onnx graph
+        from fermetric.engine.precision import resolve_precision
+        from fermetric.export import openvino_model_for
+
+        new_model, new_meta = openvino_model_for(new, int8=True, precision=resolve_precision("auto", "cpu"))
+    else:
+        new_model, new_meta = load_model(new)
+    old_model, old_meta = load_model(old)
     if new_meta["classes"] != old_meta["classes"]:
         raise SystemExit(f"{new} and {old} do not predict the same class list; compare models of one vocabulary")
     if new_backend == "compiled-int8":
@@ -96,9 +104,11 @@ def main(argv=None) -> int:
     )
     p.add_argument(
         "--new-backend",
-        choices=["torch", "compiled-int8"],
+        choices=["torch", "compiled-int8", "openvino-int8"],
         default="torch",
-        help="how the new side runs: torch (fp32) or compiled-int8 (the file's int8 calibration)",
+        help="how the new side runs: torch (fp32), compiled-int8 (the file's int8 calibration) or "
+        "openvino-int8 (--new: a shipped model's int8 graph or an int8 .onnx file; float ops in bf16 "
+        "where the CPU has it, as fermetric predict --backend openvino-int8 runs it)",
     )
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
@@ -115,7 +125,7 @@ def main(argv=None) -> int:
         "new": args.new,
         "old": args.old,
         "precision": "fp32",
-        "new_backend": args.new_backend,  # compiled-int8: the new side in int8, the old in fp32
+        "new_backend": args.new_backend,  # compiled-int8, openvino-int8: the new side in int8, the old in fp32
         "tta": "none",
         "results": rows,
         **provenance("paired_checkpoints.py", argv),

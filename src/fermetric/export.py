@@ -1,6 +1,8 @@
 """Export a trained model: ``fermetric export --checkpoint C --format onnx|safetensors --out FILE``.
 
-* ``onnx``: the network as an ONNX graph for any runtime (below).
+* ``onnx``: the network as an ONNX graph for any runtime (below); with ``--int8-calibration``
+  an int8 graph (:func:`export_onnx_int8`) that OpenVINO runs with its int8 kernels
+  (``backend="openvino-int8"``).
 * ``safetensors``: the deployable weights alone (the EMA copy when the run kept one) with the
   checkpoint meta, optionally stored as ``--dtype float16`` or ``bfloat16``: half the file for
   shipping (a ResNet-18 fits the 25 MB package budget in float16); loading casts them back to
@@ -42,8 +44,12 @@ __all__ = [
     "WEIGHT_DTYPES",
     "export_model_onnx",
     "export_onnx",
+    "export_onnx_int8",
     "export_weights",
     "int8_calibration_of",
+    "onnx_graph_for",
+    "onnx_model_for",
+    "openvino_model_for",
     "read_onnx_meta",
 ]
 
@@ -201,11 +207,21 @@ def int8_calibration_of(model, meta: dict, imageset, faces: int = 512, seed: int
     """The int8 activation ranges of ``model`` (:func:`fermetric.models.quantize.calibrate_int8`)
     from ``faces`` images of ``imageset`` drawn with ``seed``, prepared as evaluation prepares
     them, plus where they came from."""
+    from .engine.evaluate import preprocessing_from_meta
+    from .models.quantize import calibrate_int8
+
+    batches, data = _calibration_faces(meta, imageset, faces, seed)
+    calibration = calibrate_int8(model, iter(batches), int(preprocessing_from_meta(meta).size))
+    return {**calibration, "data": data, "seed": seed}
+
+
+def _calibration_faces(meta: dict, imageset, faces: int, seed: int):
+    """``(float32 [N, C, S, S] faces, description)``: ``faces`` images of ``imageset`` drawn
+    with ``seed`` and prepared as evaluation prepares them (the int8 calibrations' input)."""
     import numpy as np
     import torch
 
     from .engine.evaluate import preprocessing_from_meta
-    from .models.quantize import calibrate_int8
 
     if faces < 1:
         raise ConfigError(f"calibration needs at least one face, got {faces}")
@@ -214,14 +230,102 @@ def int8_calibration_of(model, meta: dict, imageset, faces: int = 512, seed: int
         raise ConfigError("the calibration data holds no images")
     preprocessing = preprocessing_from_meta(meta)
     chosen = np.sort(np.random.default_rng(seed).permutation(len(images))[:faces])
-    batches = (
+    batches = [
         preprocessing.apply(torch.from_numpy(np.ascontiguousarray(images[chosen[start : start + 64]])))
         for start in range(0, len(chosen), 64)
-    )
-    calibration = calibrate_int8(model, batches, int(preprocessing.size))
+    ]
     name = getattr(imageset, "name", "") or "images"
     split = getattr(imageset, "split", "") or "?"
-    return {**calibration, "data": f"{name}/{split}", "seed": seed}
+    return batches, f"{name}/{split}"
+
+
+def export_onnx_int8(
+    checkpoint, out: str | os.PathLike, imageset, faces: int = 512, seed: int = 0, opset: int = 17
+) -> Path:
+    """Write ``checkpoint`` as an int8 ONNX graph (QuantizeLinear / DequantizeLinear pairs around
+    every convolution and the linear layers) calibrated on ``faces`` images of ``imageset``
+    (its training data) drawn with ``seed``; returns ``out``.
+
+    onnxruntime's static quantiser does the work (``quantize_static``: per-channel symmetric int8
+    weights, per-tensor uint8 activations, min-max ranges, after its shape-inference pass);
+    OpenVINO turns the pairs into its int8 kernels (``backend="openvino-int8"``). The graph keeps
+    the fp32 export's metadata plus ``int8`` (calibration data, faces, seed, the weights' digest,
+    the onnxruntime version), so a graph is tied to the weights it was calibrated for.
+    """
+    import tempfile
+
+    from .engine.checkpoint import state_digest
+
+    onnx = _require_onnx(opset)
+    try:
+        import onnxruntime
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            QuantFormat,
+            QuantType,
+            quant_pre_process,
+            quantize_static,
+        )
+    except ImportError:
+        raise ConfigError(
+            "int8 ONNX export needs onnxruntime, a fermetric dependency: pip install 'onnxruntime>=1.17,<2'"
+        ) from None
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise ConfigError(f"--out {out}: name the graph *.onnx")
+    model, meta = load_model(checkpoint, device="cpu")
+    batches, data = _calibration_faces(meta, imageset, faces, seed)
+
+    class Faces(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(batches)
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {INPUT_NAME: batch.numpy()}
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="fermetric-int8-") as folder:
+        fp32, prepared, int8 = (Path(folder) / name for name in ("fp32.onnx", "prepared.onnx", "int8.onnx"))
+        export_model_onnx(model, meta, fp32, opset=opset, source=str(checkpoint))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the quantiser's advice to pre-process, which it is given
+            quant_pre_process(str(fp32), str(prepared))
+            quantize_static(
+                str(prepared),
+                str(int8),
+                Faces(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+            )
+        proto = onnx.load(str(int8))
+        props = {entry.key: entry.value for entry in onnx.load(str(fp32), load_external_data=False).metadata_props}
+        props["int8"] = json.dumps(
+            {
+                "method": "onnxruntime quantize_static: QDQ, per-channel int8 weights, uint8 activations, min-max",
+                "data": data,
+                "faces": sum(len(batch) for batch in batches),
+                "seed": seed,
+                "weights": state_digest(model.state_dict()),
+                "onnxruntime": onnxruntime.__version__,
+            }
+        )
+        del proto.metadata_props[:]
+        for key, value in props.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.checker.check_model(proto)
+        fd, tmp = temp_file_beside(out)
+        os.close(fd)
+        try:
+            onnx.save(proto, tmp)
+            os.replace(tmp, out)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return out
 
 
 def read_onnx_meta(path: str | os.PathLike) -> dict:
@@ -238,14 +342,28 @@ def read_onnx_meta(path: str | os.PathLike) -> dict:
 
 
 # ----------------------------------------------------------------------------- ONNX Runtime
-class OnnxRuntimeModel:
+class _GraphRuntime:
+    """What ``embed`` asks of a model besides calling it, for a graph a runtime runs: no training
+    mode to switch, no parameters."""
+
+    training = False
+
+    def eval(self):
+        return self
+
+    def train(self, mode: bool = True):
+        return self
+
+    def parameters(self):
+        return iter(())
+
+
+class OnnxRuntimeModel(_GraphRuntime):
     """An exported graph run by onnxruntime behind the model interface ``embed`` uses:
     ``model(x) -> {"logits", "embedding"}`` on a float32 ``[N, 1, S, S]`` tensor (CPU provider).
 
     ``fermetric predict --backend onnx`` and ``Predictor.load(..., backend="onnx")`` use it.
     """
-
-    training = False
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
         import torch
@@ -271,20 +389,11 @@ class OnnxRuntimeModel:
         logits, embedding = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: x.detach().float().cpu().numpy()})
         return {"logits": torch.from_numpy(logits), "embedding": torch.from_numpy(embedding)}
 
-    def eval(self) -> OnnxRuntimeModel:
-        return self
 
-    def train(self, mode: bool = True) -> OnnxRuntimeModel:
-        return self
-
-    def parameters(self):
-        return iter(())
-
-
-def onnx_model_for(source, threads: int | None = None) -> tuple[OnnxRuntimeModel, dict]:
-    """``(OnnxRuntimeModel, meta)`` for an ``.onnx`` file, or for any checkpoint source, exported
-    once into the cache (``$FERMETRIC_CACHE/onnx/<sha256 of the weights file>.onnx``; without a
-    cache, into a temporary folder)."""
+def onnx_graph_for(source) -> Path:
+    """The float32 ONNX graph of ``source``: an ``.onnx`` file as it is, any checkpoint source
+    exported once into the cache (``$FERMETRIC_CACHE/onnx/<sha256 of the weights file>.onnx``;
+    without a cache, into a temporary folder)."""
     import hashlib
     import tempfile
 
@@ -292,15 +401,130 @@ def onnx_model_for(source, threads: int | None = None) -> tuple[OnnxRuntimeModel
         path = Path(source)
         if not path.is_file():
             raise CheckpointError(f"ONNX model {path} does not exist")
-    else:
-        weights = resolve_source(source)
-        digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:20]
-        folder = default_cache_dir()
-        folder = (folder / "onnx") if folder is not None else Path(tempfile.mkdtemp(prefix="fermetric-onnx-"))
-        path = folder / f"{digest}.onnx"
-        if not path.is_file():
-            export_onnx(source, path)
-    model = OnnxRuntimeModel(path, threads)
+        return path
+    weights = resolve_source(source)
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:20]
+    folder = default_cache_dir()
+    folder = (folder / "onnx") if folder is not None else Path(tempfile.mkdtemp(prefix="fermetric-onnx-"))
+    path = folder / f"{digest}.onnx"
+    if not path.is_file():
+        export_onnx(source, path)
+    return path
+
+
+def onnx_model_for(source, threads: int | None = None) -> tuple[OnnxRuntimeModel, dict]:
+    """``(OnnxRuntimeModel, meta)`` for an ``.onnx`` file or any checkpoint source
+    (:func:`onnx_graph_for`)."""
+    model = OnnxRuntimeModel(onnx_graph_for(source), threads)
     if not model.meta:
-        raise CheckpointError(f"{path} has no fermetric metadata; export it with `fermetric export --format onnx`")
+        raise CheckpointError(
+            f"{model.path} has no fermetric metadata; export it with `fermetric export --format onnx`"
+        )
     return model, model.meta
+
+
+# ----------------------------------------------------------------------------- OpenVINO
+#: fermetric's precision names -> OpenVINO's inference precision of the ops a graph leaves in float
+OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
+
+
+class OpenVinoModel(_GraphRuntime):
+    """An exported graph run by OpenVINO on the CPU behind the model interface ``embed`` uses:
+    ``model(x) -> {"logits", "embedding"}`` on a float32 ``[N, 1, S, S]`` tensor.
+
+    OpenVINO compiles the graph once for this CPU (bf16 or int8 kernels on AMX, VNNI or
+    AVX-512 where present; the batch axis stays dynamic). An int8 graph
+    (:func:`export_onnx_int8`) runs its convolutions in int8; ``precision`` (``fp32`` or
+    ``bf16``) is what the ops left in float run in. One inference request is reused: use one
+    model per thread.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike, threads: int | None = None, precision: str = "fp32", micro_batch: int = 32
+    ) -> None:
+        import torch
+
+        try:
+            import openvino
+        except ImportError:
+            raise ConfigError("the openvino backends need OpenVINO: pip install 'fermetric[openvino]'") from None
+        if precision not in OPENVINO_PRECISIONS:
+            raise ConfigError(f"OpenVINO runs fp32 or bf16, not {precision!r}")
+        self.path = Path(path)
+        self.precision = precision
+        self.micro_batch = int(micro_batch)
+        core = openvino.Core()
+        config = {
+            "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
+            "INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision],
+            "PERFORMANCE_HINT": "LATENCY",  # one stream: a call's batch uses every thread it has
+            "NUM_STREAMS": 1,
+            "ENABLE_CPU_PINNING": False,
+        }
+        try:
+            self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        except RuntimeError as err:
+            reason = " ".join(str(err).split())[:300]
+            raise CheckpointError(f"OpenVINO could not compile {path}: {reason}") from None
+        self.request = self.compiled.create_infer_request()
+        self.outputs = [self.compiled.output(name) for name in OUTPUT_NAMES]
+        meta = read_onnx_meta(path)
+        self.meta = meta.get("fermetric_meta") or {}
+        self.int8 = meta.get("int8")  # what an int8 graph was calibrated on; None for a float graph
+        self.embedding_dim = int(self.compiled.output(OUTPUT_NAMES[1]).get_partial_shape()[1].get_length())
+
+    def __call__(self, x):
+        import numpy as np
+        import torch
+
+        array = np.ascontiguousarray(x.detach().float().cpu().numpy())
+        outputs = {name: [] for name in OUTPUT_NAMES}
+        for start in range(0, len(array), self.micro_batch):
+            # share_inputs: OpenVINO reads the array in place instead of copying it first
+            results = self.request.infer({0: array[start : start + self.micro_batch]}, share_inputs=True)
+            for name, port in zip(OUTPUT_NAMES, self.outputs):
+                outputs[name].append(results[port].copy())  # the request reuses its output buffers
+        return {name: torch.from_numpy(np.concatenate(parts)) for name, parts in outputs.items()}
+
+
+def openvino_model_for(source, int8: bool = False, threads: int | None = None, precision: str = "fp32"):
+    """``(OpenVinoModel, meta)`` for a checkpoint source or an ``.onnx`` file.
+
+    Float (``int8=False``): the graph :func:`onnx_graph_for` gives. int8: an ``.onnx`` file made
+    by :func:`export_onnx_int8`, or a shipped model's int8 graph (the meta then comes from its
+    weights file, the catalogue's source of truth); other sources are refused with the command
+    that makes their graph.
+    """
+    from .engine.shipped import shipped_model, shipped_models
+
+    weights = None  # a shipped model's trained network, which its int8 graph must match
+    if not int8 or str(source).endswith(".onnx"):
+        path = onnx_graph_for(source)
+    elif isinstance(source, str) and source in shipped_models():
+        shipped = shipped_model(source)
+        if shipped.int8_graph is None:
+            raise ConfigError(f"shipped model {source!r} has no int8 graph; use backend openvino (float)")
+        if not shipped.int8_graph.is_file():
+            raise CheckpointError(f"{shipped.int8_graph}, {source!r}'s int8 graph, is missing; reinstall fermetric")
+        path = shipped.int8_graph
+        weights = load_model(source, device="cpu")
+    else:
+        raise ConfigError(
+            f"{source}: the openvino-int8 backend runs an int8 graph; make one with fermetric export --checkpoint "
+            f"{source} --format onnx --int8-calibration --data DATASET=ROOT (its training data) --out model.int8.onnx "
+            "and load that file"
+        )
+    model = OpenVinoModel(path, threads, precision)
+    if int8 and not model.int8:
+        raise ConfigError(
+            f"{path} is a float graph; export an int8 one with --int8-calibration, or use backend openvino"
+        )
+    if weights is not None:
+        from .engine.checkpoint import state_digest
+
+        if model.int8.get("weights") != state_digest(weights[0].state_dict()):
+            raise CheckpointError(f"{path} was calibrated for other weights than {source!r}'s; reinstall fermetric")
+    meta = weights[1] if weights is not None else model.meta
+    if not meta:
+        raise CheckpointError(f"{path} has no fermetric metadata; export it with `fermetric export --format onnx`")
+    return model, meta

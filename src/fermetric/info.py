@@ -77,6 +77,7 @@ def _backends() -> dict:
     return {
         "onnxruntime": _distribution("onnxruntime"),
         "torchao": _distribution("torchao"),
+        "openvino": _distribution("openvino"),
         "cpu_capability": cpu,
         "cpu_int8": sorted(flags & {"amx_int8", "avx512_vnni", "avx_vnni"}),
         "cpu_bf16": sorted(flags & {"amx_bf16", "avx512_bf16"}),

@@ -77,12 +77,12 @@ from .engine.evaluate import at_crop_side, check_tta, crop_side, embed, preproce
 from .engine.precision import resolve_precision
 from .engine.priors import logit_offset, prior_name
 from .errors import ConfigError, ImageError
-from .export import onnx_model_for
+from .export import onnx_model_for, openvino_model_for
 from .models import CompiledInference, inference_model
 
 __all__ = ["Predictor", "PredictionReport", "load", "expand_paths", "BACKENDS", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS"]
 
-BACKENDS = ("torch", "onnx", "compiled", "compiled-int8", "auto")  # what runs the network (Predictor.load)
+BACKENDS = ("torch", "onnx", "openvino", "openvino-int8", "compiled", "compiled-int8", "auto")  # Predictor.load
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv"})
 #: longest side (px) a file is decoded at; the detector then sees at most its own ``max_side``
@@ -234,7 +234,7 @@ class Predictor:
         """A predictor for a checkpoint: a shipped model's name (``"default"``, listed by
         :func:`fermetric.engine.shipped.shipped_models` and ``fermetric info``), a run directory, a
         ``.pt`` training checkpoint or a ``.safetensors`` weights file (or, with
-        ``backend="onnx"``, an exported ``.onnx`` file).
+        ``backend="onnx"``, ``"openvino"`` or ``"openvino-int8"``, an exported ``.onnx`` file).
 
         ``backend``: ``auto`` (default, as on the command line: ``onnx`` on the CPU when onnx and
         onnxruntime are installed, as fermetric's dependencies are, and ``precision`` is ``auto``
@@ -247,8 +247,13 @@ class Predictor:
         compiler), ``compiled-int8`` (the same with int8 weights and activations, quantised with
         the activation ranges the weights file carries, ``int8_calibration``: the shipped models
         have them, ``fermetric export --int8-calibration`` adds them; needs torchao; runs on the
-        CPU). The first ``onnx`` load of a weights file exports it (seconds) into the cache
-        (``$FERMETRIC_CACHE``); ``model`` is then the onnxruntime model: ask for
+        CPU), ``openvino`` (the ONNX graph compiled by OpenVINO for this CPU, in ``precision``:
+        bf16 with ``auto`` on CPUs with native bf16; ``pip install 'fermetric[openvino]'``),
+        ``openvino-int8`` (the model's int8 ONNX graph in OpenVINO: the shipped ``default`` and
+        ``fast`` carry one, ``fermetric export --format onnx --int8-calibration`` makes one, which
+        is then the ``source``; the most faces per second on a CPU, see ``docs/RESULTS.md``). The
+        first ``onnx`` or ``openvino`` load of a weights file exports it (seconds) into the cache
+        (``$FERMETRIC_CACHE``); ``model`` is then the runtime's model: ask for
         ``backend="torch"`` to get the PyTorch module.
         """
         device = resolve_device(device)
@@ -260,6 +265,10 @@ class Predictor:
         if backend == "onnx":
             model, meta = onnx_model_for(source)
             device, precision = "cpu", "fp32"  # onnxruntime's CPU provider, in the graph's float32
+        elif backend in ("openvino", "openvino-int8"):
+            device = resolve_device("cpu")  # OpenVINO's CPU plugin
+            precision = resolve_precision(precision, device)
+            model, meta = openvino_model_for(source, int8=backend == "openvino-int8", precision=precision)
         elif backend in ("torch", "compiled"):
             model, meta = load_model(source, device=device)
         elif backend == "compiled-int8":

@@ -176,10 +176,10 @@ def test_info_cli_json(capsys):
     shipped = {model["name"]: model for model in info["shipped_models"]}
     assert shipped["default"]["path"] == str(ckpt.default_weights_path()) and "error" not in shipped["default"]
     backends = info["backends"]  # read from package metadata: what --backend onnx / compiled-int8 need
-    for name, module in (("onnxruntime", "onnxruntime"), ("torchao", "torchao")):
+    for name, module in (("onnxruntime", "onnxruntime"), ("torchao", "torchao"), ("openvino", "openvino")):
         installed = importlib.util.find_spec(module) is not None
         assert (backends[name] is not None) == installed, name
     assert cli.main(["info"]) == 0
     text = capsys.readouterr().out
     assert "shipped models" in text and f"{100 * shipped['default']['measured'][0]['accuracy']:.1f}%" in text
-    assert "backends:" in text and "compiled-int8" in text
+    assert "backends:" in text and "compiled-int8" in text and "openvino-int8" in text

@@ -283,14 +283,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embeddings", action="store_true", help="--json records also carry each face's raw embedding")
     p.add_argument(
         "--backend",
-        choices=["auto", "torch", "onnx", "compiled", "compiled-int8"],
+        choices=["auto", "torch", "onnx", "openvino", "openvino-int8", "compiled", "compiled-int8"],
         default="auto",
         help="onnx: the model exported once (cached) and run by onnxruntime on the CPU (2-3x faster "
-        "than torch there, benchmarks/predict_backends.py); compiled: torch compiled by TorchInductor "
-        "(the most faces/s on folders and videos, after seconds to a minute of compilation; needs a "
-        "C++ compiler); compiled-int8: the same with int8 weights and activations (faster again on CPUs "
-        "with AMX or VNNI; needs torchao and a model that carries an int8 calibration, as the shipped "
-        "ones do); auto: onnx on the CPU when onnxruntime is installed and --precision is auto or fp32, else torch",
+        "than torch there, benchmarks/predict_backends.py); openvino: the same graph compiled by OpenVINO "
+        "(pip install 'fermetric[openvino]'); openvino-int8: the model's int8 graph in OpenVINO (the most "
+        "faces/s on a CPU; the shipped default and fast carry one, fermetric export --format onnx "
+        "--int8-calibration makes one); compiled: torch compiled by TorchInductor (after seconds to a "
+        "minute of compilation; needs a C++ compiler); compiled-int8: the same with int8 weights and "
+        "activations (needs torchao and a model that carries an int8 calibration, as the shipped ones "
+        "do); auto: onnx on the CPU when onnxruntime is installed and --precision is auto or fp32, else torch",
     )
     p.add_argument("--every", type=int, default=10, help="videos and streams: analyse every N-th frame (default 10)")
     p.add_argument(
@@ -353,8 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--int8-calibration",
         action="store_true",
-        help="safetensors: calibrate int8 inference (--backend compiled-int8) on faces of --data's training "
-        "split and store the ranges in the file (needs torchao: pip install 'fermetric[int8]')",
+        help="calibrate int8 inference on faces of --data's training split: safetensors stores the ranges in "
+        "the file (--backend compiled-int8; needs torchao: pip install 'fermetric[int8]'); onnx writes an int8 "
+        "graph (--backend openvino-int8)",
     )
     _data_options(p, required=False)
     p.add_argument("--calibration-faces", type=int, default=512, help="faces drawn for --int8-calibration")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
-from ..export import INPUT_NAME, export_onnx, export_weights, read_onnx_meta
+from ..export import INPUT_NAME, export_onnx, export_onnx_int8, export_weights, read_onnx_meta
 from .common import load_split
 
 
 def run(args) -> int:
     """``fermetric export --checkpoint C --format onnx|safetensors [--dtype float16]
-    [--int8-calibration --data DATASET=ROOT] --out FILE``."""
+    [--int8-calibration --data DATASET=ROOT] --out FILE`` (with ``onnx``, the calibration makes an
+    int8 graph)."""
     dtype = getattr(args, "dtype", None)
     calibrate = getattr(args, "int8_calibration", False)
     if args.format == "safetensors":
@@ -32,16 +33,19 @@ def run(args) -> int:
         return 0
     if args.format != "onnx":
         raise ConfigError(f"unknown export format {args.format!r}; use onnx or safetensors")
-    if calibrate:
-        raise ConfigError("--int8-calibration applies to --format safetensors (the compiled-int8 backend)")
     if dtype not in (None, "float32"):
         raise ConfigError("--dtype applies to --format safetensors; ONNX graphs are exported in float32")
-    out = export_onnx(args.checkpoint, args.out)
+    if calibrate:
+        calibration, _, _, _ = load_split(args, None, split="train", align=False)
+        out = export_onnx_int8(args.checkpoint, args.out, calibration, args.calibration_faces, args.seed)
+    else:
+        out = export_onnx(args.checkpoint, args.out)
     meta = read_onnx_meta(out)
     shape = meta["input"]["shape"]
     print(
-        f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): input {INPUT_NAME} float32 [N, {shape[1]}, {shape[2]}, {shape[3]}] "
-        f"normalised with {meta['preprocessing']}; outputs logits [N, {len(meta['classes'])}] "
-        f"({', '.join(meta['classes'])}) and embedding"
+        f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB{', int8 graph' if calibrate else ''}): input {INPUT_NAME} "
+        f"float32 [N, {shape[1]}, {shape[2]}, {shape[3]}] normalised with {meta['preprocessing']}; outputs logits "
+        f"[N, {len(meta['classes'])}] ({', '.join(meta['classes'])}) and embedding"
+        + (f"; run it with --backend openvino-int8 --checkpoint {out}" if calibrate else "")
     )
     return 0

@@ -51,7 +51,12 @@ def _backends_text(backends: dict) -> str:
     else:
         int8 = f"compiled-int8 (torchao {backends['torchao']}; no AMX-INT8 or VNNI on this CPU: not measured there)"
     bf16 = "bf16" if backends.get("cpu_bf16") else "fp32: no native bf16 on this CPU"
-    return f"torch, compiled ({bf16}), {onnx}, {int8}"
+    openvino = (
+        f"openvino, openvino-int8 (OpenVINO {backends['openvino']})"
+        if backends.get("openvino")
+        else "openvino, openvino-int8: pip install 'fermetric[openvino]'"
+    )
+    return f"torch, compiled ({bf16}), {onnx}, {openvino}, {int8}"
 
 
 def _shipped_text(model: dict) -> str:

@@ -1,7 +1,8 @@
 """The models that ship inside the package, by name (``fermetric.load("default")``).
 
 ``src/fermetric/weights/models.json`` is the catalogue: for each name, its weights file in the
-same folder, a one-line summary and what was measured on it, each figure with the result file
+same folder (and, for the backend ``openvino-int8``, its int8 ONNX graph), a one-line summary and
+what was measured on it, each figure with the result file
 (under ``benchmarks/results/``) and the command that produced it; ``docs/MODEL_CARD.md`` has a
 section per model. A shipped name wins over a relative path of the same spelling: reach a local
 folder called ``fast`` as ``./fast``.
@@ -28,6 +29,8 @@ class ShippedModel:
     summary: str
     #: what was measured: ``{"dataset": ..., "split": ..., "accuracy": ..., "macro_f1": ..., "result": ...}``
     measured: tuple[dict, ...] = field(default_factory=tuple)
+    #: its int8 ONNX graph (``fermetric export --format onnx --int8-calibration``) when one ships
+    int8_graph: Path | None = None
 
 
 def weights_dir() -> Path:
@@ -49,6 +52,7 @@ def shipped_models() -> dict[str, ShippedModel]:
             path=weights_dir() / entry["file"],
             summary=entry["summary"],
             measured=tuple(entry.get("measured", ())),
+            int8_graph=weights_dir() / entry["int8_graph"] if entry.get("int8_graph") else None,
         )
         for name, entry in entries.items()
     }
