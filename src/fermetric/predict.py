@@ -249,9 +249,9 @@ class Predictor:
         have them, ``fermetric export --int8-calibration`` adds them; needs torchao; runs on the
         CPU), ``openvino`` (the ONNX graph compiled by OpenVINO for this CPU, in ``precision``:
         bf16 with ``auto`` on CPUs with native bf16; ``pip install 'fermetric[openvino]'``),
-        ``openvino-int8`` (the model's int8 ONNX graph in OpenVINO: the shipped ``default`` and
-        ``fast`` carry one, ``fermetric export --format onnx --int8-calibration`` makes one, which
-        is then the ``source``; the most faces per second on a CPU, see ``docs/RESULTS.md``). The
+        ``openvino-int8`` (the model's int8 ONNX graph in OpenVINO: the shipped models carry one,
+        ``fermetric export --format onnx --int8-calibration`` makes one, which is then the
+        ``source``; the most faces per second on a CPU, see ``docs/RESULTS.md``). The
         first ``onnx`` or ``openvino`` load of a weights file exports it (seconds) into the cache
         (``$FERMETRIC_CACHE``); ``model`` is then the runtime's model: ask for
         ``backend="torch"`` to get the PyTorch module.

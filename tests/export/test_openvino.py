@@ -88,6 +88,19 @@ def test_openvino_int8_backend_runs_an_exported_graph(predictor, int8_graph):
         np.testing.assert_allclose(int8.run_crops(CROPS)[0], got, atol=1e-5, rtol=0)
 
 
+def test_one_openvino_model_serves_several_threads(int8_graph):
+    pytest.importorskip("openvino")
+    from concurrent.futures import ThreadPoolExecutor
+
+    int8 = fermetric.load(str(int8_graph), backend="openvino-int8", precision="fp32")
+    int8.batch_size = 4
+    expected, _ = int8.run_crops(CROPS)
+    with ThreadPoolExecutor(max_workers=3) as pool:  # each thread gets its own inference request
+        answers = list(pool.map(lambda _: int8.run_crops(CROPS)[0], range(9)))
+    for got in answers:
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_openvino_int8_refuses_what_is_not_an_int8_graph(tiny_checkpoint, tmp_path):
     pytest.importorskip("openvino")
     with pytest.raises(ConfigError, match="--format onnx --int8-calibration"):
@@ -95,10 +108,25 @@ def test_openvino_int8_refuses_what_is_not_an_int8_graph(tiny_checkpoint, tmp_pa
     float_graph = export_onnx(str(tiny_checkpoint), tmp_path / "float.onnx")
     with pytest.raises(ConfigError, match="is a float graph"):
         fermetric.load(str(float_graph), backend="openvino-int8")
-    with pytest.raises(ConfigError, match="has no int8 graph"):
-        fermetric.load("ferplus", backend="openvino-int8")
     with pytest.raises(CheckpointError, match="does not exist"):
         fermetric.load(str(tmp_path / "missing.int8.onnx"), backend="openvino-int8")
+
+
+def test_a_shipped_model_without_its_int8_graph_is_refused_clearly(monkeypatch, tmp_path):
+    pytest.importorskip("openvino")
+    import dataclasses
+
+    from fermetric.engine import shipped
+
+    catalogue = shipped.shipped_models()
+    for graph, error, message in (
+        (None, ConfigError, "has no int8 graph"),
+        (tmp_path / "gone.onnx", CheckpointError, "is missing"),
+    ):
+        models = {**catalogue, "default": dataclasses.replace(catalogue["default"], int8_graph=graph)}
+        monkeypatch.setattr(shipped, "shipped_models", lambda models=models: models)
+        with pytest.raises(error, match=message):
+            fermetric.load("default", backend="openvino-int8")
 
 
 def test_without_openvino_the_backend_says_what_to_install(tiny_checkpoint, monkeypatch):
@@ -130,10 +158,11 @@ def test_shipped_int8_graphs_belong_to_the_shipped_weights():
     from fermetric.engine.shipped import shipped_models
 
     graphs = {name: model.int8_graph for name, model in shipped_models().items() if model.int8_graph}
-    assert {"default", "fast"} <= set(graphs)
+    assert {"default", "fast", "ferplus"} <= set(graphs)
     for name, graph in graphs.items():
         meta = read_onnx_meta(graph)
         model, weights_meta = load_model(name)
         assert meta["int8"]["weights"] == state_digest(model.state_dict()), name
-        assert meta["int8"]["data"] == "fer2013/train" and meta["int8"]["faces"] == 512  # never a test split
+        # the faces the weights file's own calibration used: its training split, never a test split
+        assert meta["int8"]["data"] == weights_meta["int8_calibration"]["data"] and meta["int8"]["faces"] == 512
         assert json.dumps(meta["fermetric_meta"]["classes"]) == json.dumps(weights_meta["classes"])

@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="onnx: the model exported once (cached) and run by onnxruntime on the CPU (2-3x faster "
         "than torch there, benchmarks/predict_backends.py); openvino: the same graph compiled by OpenVINO "
         "(pip install 'fermetric[openvino]'); openvino-int8: the model's int8 graph in OpenVINO (the most "
-        "faces/s on a CPU; the shipped default and fast carry one, fermetric export --format onnx "
+        "faces/s on a CPU; the shipped models carry one, fermetric export --format onnx "
         "--int8-calibration makes one); compiled: torch compiled by TorchInductor (after seconds to a "
         "minute of compilation; needs a C++ compiler); compiled-int8: the same with int8 weights and "
         "activations (needs torchao and a model that carries an int8 calibration, as the shipped ones "
