@@ -438,9 +438,10 @@ class OpenVinoModel(_GraphRuntime):
     (:func:`export_onnx_int8`) runs its convolutions in int8; ``precision`` (``fp32`` or
     ``bf16``) is what the ops left in float run in. Each thread that calls the model gets its own
     inference request (a request holds its buffers between calls), so one model serves many.
-    A batch runs in chunks of ``micro_batch`` faces: OpenVINO's int8 kernels classified the most
-    faces per second in chunks of 32 on the development CPU (one thread: 2300-2370 against
-    2150-2220 at 64 and 2030-2230 at 256). Threads are not pinned to cores: the CPU may be shared.
+    A batch runs in chunks of ``micro_batch`` faces: in probes on the development CPU (one thread)
+    OpenVINO's int8 kernels ran chunks of 32 as fast as larger ones and faster than 256 at a time
+    (2180-2520 faces/s at 32, 2150-2580 at 64, 2030-2430 at 256). Threads are not pinned to cores:
+    the CPU may be shared.
     """
 
     def __init__(
