@@ -114,6 +114,8 @@ def collect() -> dict:
                 "path": str(model.path),
                 "summary": model.summary,
                 "measured": list(model.measured),
+                # the int8 ONNX graph --backend openvino-int8 runs, when one ships
+                "int8_graph": str(model.int8_graph) if model.int8_graph and model.int8_graph.is_file() else None,
             }
             try:
                 _, meta = load_weights(model.path)

@@ -175,6 +175,7 @@ def test_info_cli_json(capsys):
     assert info["versions"]["torch"] == torch.__version__ and info["device"]["type"] in ("cpu", "cuda")
     shipped = {model["name"]: model for model in info["shipped_models"]}
     assert shipped["default"]["path"] == str(ckpt.default_weights_path()) and "error" not in shipped["default"]
+    assert shipped["default"]["int8_graph"].endswith("default.int8.onnx")
     backends = info["backends"]  # read from package metadata: what --backend onnx / compiled-int8 need
     for name, module in (("onnxruntime", "onnxruntime"), ("torchao", "torchao"), ("openvino", "openvino")):
         installed = importlib.util.find_spec(module) is not None
@@ -182,4 +183,5 @@ def test_info_cli_json(capsys):
     assert cli.main(["info"]) == 0
     text = capsys.readouterr().out
     assert "shipped models" in text and f"{100 * shipped['default']['measured'][0]['accuracy']:.1f}%" in text
+    assert "(+ int8 graph)" in text
     assert "backends:" in text and "compiled-int8" in text and "openvino-int8" in text

@@ -67,7 +67,8 @@ def _shipped_text(model: dict) -> str:
     )
     size = f"{model['size_kb'] / 1024:.1f} MB" if model["size_kb"] >= 1024 else f"{model['size_kb']} KB"
     classes = len(model["classes"])
-    return f"{model['backbone']}, {model['recipe']}, {classes} classes, {size}: {measured or 'not measured'}"
+    int8 = " (+ int8 graph)" if model.get("int8_graph") else ""
+    return f"{model['backbone']}, {model['recipe']}, {classes} classes, {size}{int8}: {measured or 'not measured'}"
 
 
 def run(args) -> int:
