@@ -38,7 +38,7 @@ from ._version import __version__
 from .data.cache import default_cache_dir
 from .engine.checkpoint import load_model, resolve_source, save_weights
 from .errors import CheckpointError, ConfigError
-from .fileio import temp_file_beside
+from .fileio import atomic_write, temp_file_beside
 from .models import FERNetExport
 
 __all__ = [
@@ -98,6 +98,14 @@ def _export_graph(module, example, path: str, opset: int) -> None:
         program.save(path)
 
 
+def _set_metadata(proto, props: dict[str, str]) -> None:
+    """Replace an ONNX model's ``metadata_props`` with ``props`` (JSON strings, in order)."""
+    del proto.metadata_props[:]
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
 def export_onnx(checkpoint="default", out: str | os.PathLike = "model.onnx", opset: int = 17) -> Path:
     """Write ``checkpoint`` as an ONNX model with ``(logits, embedding)`` outputs; returns ``out``."""
     _require_onnx(opset)  # fail before the checkpoint loads
@@ -151,10 +159,7 @@ def export_model_onnx(model, meta: dict, out: str | os.PathLike, opset: int = 17
             ),
             "fermetric_version": __version__,
         }
-        del proto.metadata_props[:]
-        for key, value in props.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
+        _set_metadata(proto, props)
         proto.doc_string = f"fermetric {__version__} expression model ({meta.get('recipe', {}).get('name', '?')})"
         onnx.checker.check_model(proto)
         onnx.save(proto, tmp)
@@ -285,7 +290,6 @@ def export_onnx_int8(
             batch = next(self.batches, None)
             return None if batch is None else {INPUT_NAME: batch.numpy()}
 
-    out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="fermetric-int8-") as folder:
         fp32, prepared, int8 = (Path(folder) / name for name in ("fp32.onnx", "prepared.onnx", "int8.onnx"))
         export_model_onnx(model, meta, fp32, opset=opset, source=str(checkpoint))
@@ -313,20 +317,9 @@ def export_onnx_int8(
                 "onnxruntime": onnxruntime.__version__,
             }
         )
-        del proto.metadata_props[:]
-        for key, value in props.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
+        _set_metadata(proto, props)
         onnx.checker.check_model(proto)
-        fd, tmp = temp_file_beside(out)
-        os.close(fd)
-        try:
-            onnx.save(proto, tmp)
-            os.replace(tmp, out)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return out
+    return atomic_write(out, proto.SerializeToString())  # what onnx.save writes, without a half file
 
 
 def read_onnx_meta(path: str | os.PathLike) -> dict:

@@ -13,10 +13,13 @@ def run(args) -> int:
     int8 graph)."""
     dtype = getattr(args, "dtype", None)
     calibrate = getattr(args, "int8_calibration", False)
+    if args.format not in ("onnx", "safetensors"):
+        raise ConfigError(f"unknown export format {args.format!r}; use onnx or safetensors")
+    if args.format == "onnx" and dtype not in (None, "float32"):
+        raise ConfigError("--dtype applies to --format safetensors; ONNX graphs are exported in float32")
+    # the calibration faces: --data's training split (no labels needed)
+    calibration = load_split(args, None, split="train", align=False)[0] if calibrate else None
     if args.format == "safetensors":
-        calibration = None
-        if calibrate:
-            calibration, _, _, _ = load_split(args, None, split="train", align=False)  # no labels needed
         out = export_weights(
             args.checkpoint,
             args.out,
@@ -31,12 +34,7 @@ def run(args) -> int:
             f"load it with fermetric.load({str(out)!r}) or --checkpoint {out}"
         )
         return 0
-    if args.format != "onnx":
-        raise ConfigError(f"unknown export format {args.format!r}; use onnx or safetensors")
-    if dtype not in (None, "float32"):
-        raise ConfigError("--dtype applies to --format safetensors; ONNX graphs are exported in float32")
     if calibrate:
-        calibration, _, _, _ = load_split(args, None, split="train", align=False)
         out = export_onnx_int8(args.checkpoint, args.out, calibration, args.calibration_faces, args.seed)
     else:
         out = export_onnx(args.checkpoint, args.out)
