@@ -7,8 +7,9 @@
 Answers "is the new model better than the one it replaces, on the same test images?" with the
 number that question needs: the accuracy difference ``new - old`` per split, with its paired
 bootstrap 95% interval (the same resample scores both models). Both models run in fp32, one
-crop, no TTA, as ``fermetric eval`` scores them. A dataset whose classes the models do not all
-know (CK+ or FER+ against a 7-class model) is scored on the classes they share.
+crop, no TTA, as ``fermetric eval`` scores them (``--new-tta flip``: the new side also averages
+with the mirrored face). A dataset whose classes the models do not all know (CK+ or FER+ against
+a 7-class model) is scored on the classes they share.
 
 ``--new-backend compiled-int8`` runs the new side as ``fermetric predict --backend compiled-int8``
 runs it (int8 with the file's calibration): with ``--old`` the same file, it measures what int8
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpu_predict_vs_fer import points_interval, provenance  # noqa: E402
 
 
-def split_predictions(model, meta: dict, imageset):
+def split_predictions(model, meta: dict, imageset, tta: str = "none"):
     """``(predictions, labels)`` of a loaded model on the labelled images of ``imageset``."""
     import numpy as np
     import torch
@@ -44,13 +45,15 @@ def split_predictions(model, meta: dict, imageset):
     imageset, _ = restrict_to_classes(imageset, meta["classes"])
     imageset = shown_as_trained(align_classes(imageset, meta["classes"]), meta)  # as fermetric eval shows it
     with torch.inference_mode():
-        logits, _ = embed(model, imageset, preprocessing_from_meta(meta), precision="fp32")
+        logits, _ = embed(model, imageset, preprocessing_from_meta(meta), precision="fp32", tta=tta)
     labels = np.asarray(imageset.labels, np.int64)
     keep = labels >= 0
     return logits[keep].argmax(1), labels[keep]
 
 
-def compare(new: str, old: str, dataset: str, root: str, split: str, new_backend: str = "torch") -> dict:
+def compare(
+    new: str, old: str, dataset: str, root: str, split: str, new_backend: str = "torch", new_tta: str = "none"
+) -> dict:
     import numpy as np
     from sklearn.metrics import f1_score
 
@@ -73,7 +76,7 @@ def compare(new: str, old: str, dataset: str, root: str, split: str, new_backend
 
         new_model = CompiledInference(new_model, "int8", int8_calibration=new_meta.get("int8_calibration"))
     imageset = load_dataset(dataset, root, split)  # read once, scored by both
-    new_pred, labels = split_predictions(new_model, new_meta, imageset)
+    new_pred, labels = split_predictions(new_model, new_meta, imageset, new_tta)
     old_pred, _ = split_predictions(old_model, old_meta, imageset)
     present = sorted(set(labels.tolist()))
     scores = {
@@ -110,6 +113,13 @@ def main(argv=None) -> int:
         "openvino-int8 (--new: a shipped model's int8 graph or an int8 .onnx file; float ops in bf16 "
         "where the CPU has it, as fermetric predict --backend openvino-int8 runs it)",
     )
+    p.add_argument(
+        "--new-tta",
+        choices=["none", "flip"],
+        default="none",
+        help="test-time augmentation of the new side (flip: logits averaged with the mirrored face, "
+        "as predict --tta flip); with --old the same file, it measures what flip TTA buys",
+    )
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     from fermetric.fileio import atomic_write
@@ -119,14 +129,15 @@ def main(argv=None) -> int:
         name, root = spec.split("=", 1)
         dataset, _, splits = name.partition("/")
         for split in (splits or "test").split(","):
-            rows.append({"dataset": dataset, **compare(args.new, args.old, dataset, root, split, args.new_backend)})
+            row = compare(args.new, args.old, dataset, root, split, args.new_backend, args.new_tta)
+            rows.append({"dataset": dataset, **row})
     result = {
         "benchmark": "paired_checkpoints",
         "new": args.new,
         "old": args.old,
         "precision": "fp32",
         "new_backend": args.new_backend,  # compiled-int8, openvino-int8: the new side in int8, the old in fp32
-        "tta": "none",
+        "tta": {"new": args.new_tta, "old": "none"},
         "results": rows,
         **provenance("paired_checkpoints.py", argv),
     }

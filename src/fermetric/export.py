@@ -452,7 +452,7 @@ class OpenVinoModel(_GraphRuntime):
         self.precision = precision
         self.micro_batch = int(micro_batch)
         core = openvino.Core()
-        config = {
+        self.config = {  # kept: a profiler compiles the same graph with the same settings
             "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
             "INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision],
             "PERFORMANCE_HINT": "LATENCY",  # one stream: a call's batch uses every thread it has
@@ -460,7 +460,7 @@ class OpenVinoModel(_GraphRuntime):
             "ENABLE_CPU_PINNING": False,
         }
         try:
-            self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+            self.compiled = core.compile_model(core.read_model(str(path)), "CPU", self.config)
         except RuntimeError as err:
             reason = " ".join(str(err).split())[:300]
             raise CheckpointError(f"OpenVINO could not compile {path}: {reason}") from None

@@ -318,18 +318,21 @@ class Predictor:
     def fingerprint(self) -> str:
         """The digest of the trained weights (:func:`fermetric.engine.checkpoint.state_digest`, what
         checkpoints carry), the same whichever backend runs them: retrieval indexes record and
-        check it. An onnxruntime model is digested through the checkpoint it was loaded from."""
+        check it. An int8 graph records the digest of the weights it quantises; another exported
+        model is digested through the checkpoint it was loaded from."""
         if self._fingerprint is None:
+            calibrated_for = (getattr(self.model, "int8", None) or {}).get("weights")
             if isinstance(self.model, nn.Module):
-                state = self.model.state_dict()
+                self._fingerprint = state_digest(self.model.state_dict())
+            elif calibrated_for:  # recorded by export_onnx_int8 (checked against the weights at load when shipped)
+                self._fingerprint = calibrated_for
             elif self.source and not self.source.endswith(".onnx"):
-                state = load_model(self.source)[0].state_dict()
+                self._fingerprint = state_digest(load_model(self.source)[0].state_dict())
             else:
                 raise ConfigError(
                     f"{self.source or 'this model'} is an ONNX file: the digest of its trained weights needs the "
                     "checkpoint it was exported from; load that (with any backend)"
                 )
-            self._fingerprint = state_digest(state)
         return self._fingerprint
 
     @property

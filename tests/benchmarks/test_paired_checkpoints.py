@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from fermetric.data import load_dataset
 from fermetric.engine.checkpoint import load_weights, save_weights
@@ -43,3 +44,31 @@ def test_a_model_against_itself_differs_by_nothing(fer_folder, tiny_checkpoint, 
     (row,) = json.loads(out.read_text())["results"]
     assert row["split"] == "test" and row["new"] == row["old"]
     assert row["accuracy_change"]["difference"] == 0 and row["accuracy_change"]["ci95"] == [0, 0]
+
+
+class LeftMinusRight(torch.nn.Module):
+    """Class 0's logit is how much brighter a face's left half is than its right: zero for any face
+    averaged with its mirror. Class 1's is a small constant, so flip TTA must answer class 1."""
+
+    def forward(self, x):
+        half = x.shape[-1] // 2
+        asymmetry = x[..., :half].mean(dim=(1, 2, 3)) - x[..., -half:].mean(dim=(1, 2, 3))
+        logits = torch.full((len(x), 7), -1.0)
+        logits[:, 0], logits[:, 1] = asymmetry, 1e-3
+        return {"logits": logits, "embedding": logits}
+
+
+def test_flip_tta_averages_each_face_with_its_mirror(fer_folder, tiny_checkpoint, tmp_path):
+    import paired_checkpoints
+
+    _, meta = load_weights(tiny_checkpoint)
+    test = load_dataset("fer2013", fer_folder, "test")
+    single, _ = paired_checkpoints.split_predictions(LeftMinusRight(), meta, test)
+    mirrored, _ = paired_checkpoints.split_predictions(LeftMinusRight(), meta, test, tta="flip")
+    assert (single == 0).any()  # one crop: the brighter-left faces answer class 0
+    assert (mirrored == 1).all()
+
+    out = tmp_path / "flip.json"
+    argv = ["--new", str(tiny_checkpoint), "--old", str(tiny_checkpoint), "--new-tta", "flip"]
+    assert paired_checkpoints.main([*argv, "--data", f"fer2013={fer_folder}", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["tta"] == {"new": "flip", "old": "none"}

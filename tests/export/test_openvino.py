@@ -86,6 +86,8 @@ def test_openvino_int8_backend_runs_an_exported_graph(predictor, int8_graph):
     for batch in (1, 4, 7):  # the batch axis stays dynamic: the same answers at any batch size
         int8.batch_size = batch
         np.testing.assert_allclose(int8.run_crops(CROPS)[0], got, atol=1e-5, rtol=0)
+    # the graph records the digest of the weights it quantises: no checkpoint needed to fingerprint it
+    assert int8.fingerprint == predictor.fingerprint
 
 
 def test_one_openvino_model_serves_several_threads(int8_graph):
