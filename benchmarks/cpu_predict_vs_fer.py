@@ -353,7 +353,10 @@ def run(args) -> dict:
     crop_truth = names(crop_index)
 
     predictor = fermetric.load(args.checkpoint, device="cpu", backend=args.backend)
-    weights, _ = load_weights(resolve_source(args.checkpoint))  # the parameter count, whatever runs it
+    parameters = None  # an exported .onnx graph (openvino-int8 runs one) has no weights file to count
+    if not str(args.checkpoint).endswith(".onnx"):  # the parameter count, whatever runs it
+        weights, _ = load_weights(resolve_source(args.checkpoint))
+        parameters = int(sum(v.numel() for k, v in weights.items() if not k.endswith(BATCHNORM_BUFFERS)))
     recipe = predictor.meta.get("recipe", {})
     model_info = {
         "checkpoint": str(args.checkpoint),
@@ -363,7 +366,7 @@ def run(args) -> dict:
         "crop_size": predictor.crop_size,  # photos' faces are cropped at this side, then enlarged
         "embedding_dim": predictor.embedding_dim,
         "classes": list(predictor.classes),
-        "parameters": int(sum(v.numel() for k, v in weights.items() if not k.endswith(BATCHNORM_BUFFERS))),
+        "parameters": parameters,
         "backend": predictor.backend,
         # auto: bf16 on CPUs with native bf16 (AVX512-BF16/AMX), fp32 elsewhere and in onnxruntime
         "precision": "int8" if predictor.backend.endswith("-int8") else predictor.precision,
@@ -603,7 +606,8 @@ def render(result: dict) -> str:
         )
         + ", "
         f"{model.get('backend', 'torch')} backend in {model.get('precision', 'fp32')}, "
-        f"{model['parameters'] / 1e6:.2f} M parameters); fer {versions['fer_side']['fer']} "
+        + (f"{model['parameters'] / 1e6:.2f} M parameters" if model.get("parameters") else "an exported graph")
+        + f"); fer {versions['fer_side']['fer']} "
         f"(mini-Xception, quantised TFLite, TensorFlow {versions['fer_side']['tensorflow']}). "
         f"Faces: FER2013 PrivateTest, seed {result['seed']}.",
         "",
@@ -679,7 +683,10 @@ def log(message: str) -> None:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--checkpoint", default="default", help="'default' (shipped model), a run directory, .pt or .safetensors"
+        "--checkpoint",
+        default="default",
+        help="'default' (shipped model), a run directory, .pt or .safetensors (with --backend openvino-int8 "
+        "also an int8 .onnx graph from fermetric export --int8-calibration)",
     )
     parser.add_argument(
         "--data",

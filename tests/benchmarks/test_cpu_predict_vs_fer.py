@@ -31,3 +31,16 @@ def test_ckplus_crops_keep_the_shared_classes_and_are_scored_pairwise(tmp_path):
     assert scores["accuracy"]["fer"]["accuracy"] == pytest.approx(1 - half)
     difference = scores["fermetric_minus_fer"]
     assert difference["difference"] == pytest.approx(half) and difference["ci95"][0] > 0
+
+
+def test_render_names_the_parameters_or_an_exported_graph():
+    import json
+    from pathlib import Path
+
+    import cpu_predict_vs_fer as bench
+
+    committed = Path(bench.REPO) / "benchmarks/results/cpu_predict_vs_fer_openvino_int8.json"
+    result = json.loads(committed.read_text())
+    assert "openvino-int8 backend in int8, 2.88 M parameters); fer" in bench.render(result)
+    result["model"]["parameters"] = None  # an .onnx graph run by openvino-int8: no weights file to count
+    assert "openvino-int8 backend in int8, an exported graph); fer" in bench.render(result)
