@@ -278,6 +278,24 @@ def test_yunet_finds_no_face_in_flat_or_tiny_images(image):
     assert YuNetDetector()(image) == []
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # arithmetic on an inf / NaN box warns
+def test_yunet_drops_rows_that_are_not_finite():
+    """On tiny or flat images YuNet can emit inf / NaN boxes: they are no faces, never NaN boxes."""
+
+    class StubNet:
+        def setInputSize(self, size):
+            pass
+
+        def detect(self, image):
+            good = [40, 30, 80, 90, *range(10), 0.9]
+            return 1, np.array([[-np.inf, 0, np.inf, 20, *range(10), 0.8], [np.nan, *good[1:]], good], np.float32)
+
+    detector = YuNetDetector(min_score=0.5)
+    detector._net = StubNet()
+    (face,) = detector(np.full((200, 200), 128, np.uint8))
+    assert face.box == pytest.approx((40, 30, 120, 120)) and face.score == pytest.approx(0.9)
+
+
 def test_yunet_finds_no_face_in_noise(noise_image):
     assert YuNetDetector()(noise_image) == []
 

@@ -372,7 +372,7 @@ class YuNetDetector(FaceDetector):
         faces = []
         for row in np.zeros((0, 15)) if rows is None else np.asarray(rows, np.float64):
             x, y, w, h = row[:4]
-            if w < self.min_face:
+            if not np.isfinite(row).all() or w < self.min_face:  # flat images can make YuNet emit inf/NaN rows
                 continue
             faces.append(
                 Face((float(x), float(y), float(x + w), float(y + h)), float(row[14]), row[4:14].reshape(5, 2))
