@@ -40,18 +40,11 @@ def prepared(model_meta, images, seed: int, count: int):
 def run(args) -> dict:
     import numpy as np
     import onnxruntime as ort
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quant_pre_process,
-        quantize_static,
-    )
 
     from fermetric.data import load_dataset
     from fermetric.engine.checkpoint import load_model
     from fermetric.engine.evaluate import align_classes
-    from fermetric.export import export_onnx
+    from fermetric.export import export_onnx, quantize_onnx_int8
 
     _, meta = load_model(args.checkpoint)
     train = load_dataset("fer2013", args.data, "train")
@@ -60,27 +53,11 @@ def run(args) -> dict:
     crops, order = prepared(meta, test.images, args.seed, args.crops)
     labels = np.asarray(test.labels)[order]
 
-    class Batches(CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter([{"image": calibration[i : i + 32]} for i in range(0, len(calibration), 32)])
-
-        def get_next(self):
-            return next(self.batches, None)
-
     with tempfile.TemporaryDirectory() as folder:
         fp32 = Path(folder) / "model.onnx"
         export_onnx(args.checkpoint, fp32)
-        pre = Path(folder) / "model.pre.onnx"
-        quant_pre_process(str(fp32), str(pre))
-        int8 = Path(folder) / "model.int8.onnx"
-        quantize_static(
-            str(pre),
-            str(int8),
-            Batches(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
+        int8 = quantize_onnx_int8(
+            fp32, Path(folder) / "model.int8.onnx", (calibration[i : i + 32] for i in range(0, len(calibration), 32))
         )
         graphs = {}
         for name, path in (("fp32", fp32), ("int8", int8)):

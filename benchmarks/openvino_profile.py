@@ -84,16 +84,18 @@ def kernel_profile(model, faces, top: int) -> dict:
         request.infer({0: faces}, share_inputs=True)
     timings = defaultdict(float)
     runs = 20
-    layers = defaultdict(lambda: [0.0, "", ""])
+    layers: dict[str, dict] = {}
     for _ in range(runs):
         request.infer({0: faces}, share_inputs=True)
         for node in request.profiling_info:
-            us = node.real_time.total_seconds() * 1e6 / len(faces)
-            timings[f"{node.node_type} ({node.exec_type})"] += us / runs
-            layers[node.node_name][0] += us / runs
-            layers[node.node_name][1:] = [node.node_type, node.exec_type]
+            us = node.real_time.total_seconds() * 1e6 / len(faces) / runs
+            timings[f"{node.node_type} ({node.exec_type})"] += us
+            layer = layers.setdefault(
+                node.node_name, {"op": node.node_type, "kernel": node.exec_type, "us_per_face": 0.0}
+            )
+            layer["us_per_face"] += us
     total = sum(timings.values())
-    slowest = sorted(layers.items(), key=lambda item: -item[1][0])[:top]
+    slowest = sorted(layers.items(), key=lambda item: -item[1]["us_per_face"])[:top]
     return {
         "chunk": len(faces),
         "us_per_face": total,
@@ -102,9 +104,7 @@ def kernel_profile(model, faces, top: int) -> dict:
             for kind, us in sorted(timings.items(), key=lambda item: -item[1])
             if us >= 0.05
         },
-        "slowest_layers": [
-            {"layer": layer, "op": op, "kernel": kernel, "us_per_face": us} for layer, (us, op, kernel) in slowest
-        ],
+        "slowest_layers": [{"layer": name, **layer} for name, layer in slowest],
     }
 
 

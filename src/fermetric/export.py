@@ -51,6 +51,7 @@ __all__ = [
     "onnx_graph_for",
     "onnx_model_for",
     "openvino_model_for",
+    "quantize_onnx_int8",
     "read_onnx_meta",
 ]
 
@@ -245,26 +246,15 @@ def _calibration_faces(meta: dict, imageset, faces: int, seed: int):
     return batches, f"{name}/{split}"
 
 
-def export_onnx_int8(
-    checkpoint, out: str | os.PathLike, imageset, faces: int = 512, seed: int = 0, opset: int = 17
-) -> Path:
-    """Write ``checkpoint`` as an int8 ONNX graph (QuantizeLinear / DequantizeLinear pairs around
-    every convolution and the linear layers) calibrated on ``faces`` images of ``imageset``
-    (its training data) drawn with ``seed``; returns ``out``.
-
-    onnxruntime's static quantiser does the work (``quantize_static``: per-channel symmetric int8
-    weights, per-tensor uint8 activations, min-max ranges, after its shape-inference pass);
-    OpenVINO turns the pairs into its int8 kernels (``backend="openvino-int8"``). The graph keeps
-    the fp32 export's metadata plus ``int8`` (calibration data, faces, seed, the weights' digest,
-    the onnxruntime version), so a graph is tied to the weights it was calibrated for.
-    """
+def quantize_onnx_int8(graph: str | os.PathLike, out: str | os.PathLike, batches) -> Path:
+    """Quantise the float32 ONNX ``graph`` into ``out`` with onnxruntime's static quantiser
+    (``quantize_static``, after its shape-inference pass): QuantizeLinear / DequantizeLinear pairs
+    around every convolution and the linear layers, per-channel symmetric int8 weights, per-tensor
+    uint8 activations with min-max ranges from ``batches`` (float32 ``[N, C, S, S]`` arrays of
+    prepared faces). Returns ``out``; metadata is not carried over."""
     import tempfile
 
-    from .engine.checkpoint import state_digest
-
-    onnx = _require_onnx(opset)
     try:
-        import onnxruntime
         from onnxruntime.quantization import (
             CalibrationDataReader,
             QuantFormat,
@@ -276,11 +266,6 @@ def export_onnx_int8(
         raise ConfigError(
             "int8 ONNX export needs onnxruntime, a fermetric dependency: pip install 'onnxruntime>=1.17,<2'"
         ) from None
-    out = Path(out)
-    if out.suffix != ".onnx":
-        raise ConfigError(f"--out {out}: name the graph *.onnx")
-    model, meta = load_model(checkpoint, device="cpu")
-    batches, data = _calibration_faces(meta, imageset, faces, seed)
 
     class Faces(CalibrationDataReader):
         def __init__(self) -> None:
@@ -288,23 +273,53 @@ def export_onnx_int8(
 
         def get_next(self):
             batch = next(self.batches, None)
-            return None if batch is None else {INPUT_NAME: batch.numpy()}
+            return None if batch is None else {INPUT_NAME: batch}
 
     with tempfile.TemporaryDirectory(prefix="fermetric-int8-") as folder:
-        fp32, prepared, int8 = (Path(folder) / name for name in ("fp32.onnx", "prepared.onnx", "int8.onnx"))
-        export_model_onnx(model, meta, fp32, opset=opset, source=str(checkpoint))
+        prepared = Path(folder) / "prepared.onnx"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the quantiser's advice to pre-process, which it is given
-            quant_pre_process(str(fp32), str(prepared))
+            quant_pre_process(str(graph), str(prepared))
             quantize_static(
                 str(prepared),
-                str(int8),
+                str(out),
                 Faces(),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
             )
+    return Path(out)
+
+
+def export_onnx_int8(
+    checkpoint, out: str | os.PathLike, imageset, faces: int = 512, seed: int = 0, opset: int = 17
+) -> Path:
+    """Write ``checkpoint`` as an int8 ONNX graph (:func:`quantize_onnx_int8`) calibrated on
+    ``faces`` images of ``imageset`` (its training data) drawn with ``seed``; returns ``out``.
+
+    OpenVINO turns the QuantizeLinear / DequantizeLinear pairs into its int8 kernels
+    (``backend="openvino-int8"``). The graph keeps the fp32 export's metadata plus ``int8``
+    (calibration data, faces, seed, the weights' digest, the onnxruntime version), so a graph is
+    tied to the weights it was calibrated for.
+    """
+    import tempfile
+
+    from .engine.checkpoint import state_digest
+
+    onnx = _require_onnx(opset)
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise ConfigError(f"--out {out}: name the graph *.onnx")
+    model, meta = load_model(checkpoint, device="cpu")
+    batches, data = _calibration_faces(meta, imageset, faces, seed)
+
+    with tempfile.TemporaryDirectory(prefix="fermetric-int8-") as folder:
+        fp32, int8 = Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx"
+        export_model_onnx(model, meta, fp32, opset=opset, source=str(checkpoint))
+        quantize_onnx_int8(fp32, int8, (batch.numpy() for batch in batches))
+        import onnxruntime  # present: the quantiser is onnxruntime's
+
         proto = onnx.load(str(int8))
         props = {entry.key: entry.value for entry in onnx.load(str(fp32), load_external_data=False).metadata_props}
         props["int8"] = json.dumps(

@@ -30,8 +30,8 @@ Design decisions (defaults stated; every one is an argument):
   rendered at 96 px it cost the shipped ``default`` 2.6-4.5 points on FER2013 PrivateTest faces
   photographed at 4x resolution with Haar's crops, where the 48 px crops held their accuracy, and
   0.8-2.0 points on the degraded photos with YuNet's crops, which lose 1.5 points on clean
-  enlarged 48 px faces (``benchmarks/crop_resolution.py``, docs/RESULTS.md). A model without ``train_image_size`` (trained before fermetric recorded
-  it) is cropped at ``input_size``.
+  enlarged 48 px faces (``benchmarks/crop_resolution.py``, docs/RESULTS.md). A model without
+  ``train_image_size`` (trained before fermetric recorded it) is cropped at ``input_size``.
 * **Same path as evaluation**: crops go through ``engine.evaluate.embed`` with the checkpoint's
   own ``Preprocessing`` (grey, size, mean/std from its meta) and precision policy (``auto``),
   no test-time augmentation unless ``tta="flip"`` (``--tta flip``: logits and embeddings averaged
